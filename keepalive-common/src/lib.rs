@@ -1,0 +1,234 @@
+//! Records and configuration shared by keepalive's kernel programs and its user side.
+//!
+//! Everything here is `#[repr(C)]` and plain data: the kernel writes [`Record`]s into a ring
+//! buffer and the user side decodes them byte for byte, and the user side fills
+//! [`KernelConfig`] (struct offsets read from BTF, filters) before the programs load.
+#![no_std]
+
+/// Names of the maps and globals both sides refer to.
+pub mod names {
+    pub const EVENTS: &str = "EVENTS";
+    pub const LOST: &str = "LOST";
+    pub const CONFIG: &str = "CONFIG";
+}
+
+/// What a [`Record`] reports. The numbers are the wire format between the two sides.
+pub mod kind {
+    /// The keepalive timer sent a probe; `arg0` is the count of unanswered probes now.
+    pub const KEEPALIVE_PROBE: u8 = 1;
+    /// Probes were outstanding and the count went back to 0: the peer answered.
+    /// `arg0` is how many probes were outstanding.
+    pub const KEEPALIVE_ANSWERED: u8 = 2;
+    /// The keepalive timer gave up on the connection; `arg0` is the unanswered probe count.
+    pub const KEEPALIVE_TIMEOUT: u8 = 3;
+    /// We sent a RST; `arg0` is the kernel's `enum sk_rst_reason` or [`super::REASON_UNKNOWN`].
+    pub const RESET_SENT: u8 = 4;
+    /// A RST arrived for this socket.
+    pub const RESET_RECEIVED: u8 = 5;
+    /// TCP state changed from `arg0` to `arg1`.
+    pub const STATE_CHANGE: u8 = 6;
+    /// An error was reported on the socket; `arg0` is the errno.
+    pub const SOCKET_ERROR: u8 = 7;
+    /// The kernel destroyed the socket; nothing more will be seen of it.
+    pub const SOCKET_DESTROYED: u8 = 8;
+}
+
+/// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
+pub const REASON_UNKNOWN: u32 = u32::MAX;
+
+/// Bits of [`Record::flags`].
+pub mod flag {
+    /// The event happened inside the keepalive timer of this socket.
+    pub const IN_KEEPALIVE_TIMER: u8 = 1 << 0;
+    /// [`super::Record::keepalive`] was read for this event.
+    pub const HAS_KEEPALIVE: u8 = 1 << 1;
+    /// A reset with no socket: addresses come from the packet that provoked it.
+    pub const NO_SOCKET: u8 = 1 << 2;
+    /// A reset from a socket with SO_LINGER on and a zero linger time: close() aborts it.
+    pub const LINGER_ZERO: u8 = 1 << 3;
+}
+
+/// Bits of [`KeepaliveSettings::set_by_socket`]: which values the socket set itself
+/// (setsockopt) rather than inheriting the network namespace's sysctl.
+pub mod set_by_socket {
+    pub const IDLE: u8 = 1 << 0;
+    pub const INTERVAL: u8 = 1 << 1;
+    pub const COUNT: u8 = 1 << 2;
+}
+
+/// A socket's effective keepalive configuration when an event was captured.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepaliveSettings {
+    /// Idle time before the first probe, in jiffies (TCP_KEEPIDLE or tcp_keepalive_time).
+    pub idle_jiffies: u32,
+    /// Time between probes, in jiffies (TCP_KEEPINTVL or tcp_keepalive_intvl).
+    pub interval_jiffies: u32,
+    /// TCP_USER_TIMEOUT in milliseconds, 0 when unset.
+    pub user_timeout_ms: u32,
+    /// Unanswered probes before giving up (TCP_KEEPCNT or tcp_keepalive_probes).
+    pub count: u8,
+    /// Probes sent and not answered yet (`icsk_probes_out`).
+    pub probes_out: u8,
+    /// SO_KEEPALIVE is on.
+    pub enabled: u8,
+    /// See [`set_by_socket`].
+    pub set_by_socket: u8,
+}
+
+/// One event, as the kernel writes it into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel address of the socket: identifies it until it is destroyed.
+    pub skaddr: u64,
+    /// Socket cookie, 0 when the kernel has not assigned one yet.
+    pub cookie: u64,
+    /// Local and remote address: 4 bytes used for IPv4, 16 for IPv6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Network namespace inode number.
+    pub netns: u32,
+    /// Thread group id of the task running when the event fired (process context only).
+    pub pid: u32,
+    /// Local and remote port, host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// See [`kind`].
+    pub kind: u8,
+    /// TCP state of the socket when captured.
+    pub state: u8,
+    pub arg0: u32,
+    pub arg1: u32,
+    /// See [`flag`].
+    pub flags: u8,
+    pub _pad: [u8; 7],
+    /// Command name of the task running when the event fired.
+    pub comm: [u8; 16],
+    /// Valid when [`flag::HAS_KEEPALIVE`] is set.
+    pub keepalive: KeepaliveSettings,
+}
+
+impl Record {
+    pub const SIZE: usize = core::mem::size_of::<Record>();
+}
+
+/// Offsets (bytes) of the kernel fields the programs read, resolved from BTF at start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    // struct sock / sock_common
+    pub sk_timer: u32,
+    pub family: u32,
+    pub state: u32,
+    /// `skc_num`: the local port for request and timewait sockets.
+    pub num: u32,
+    /// `inet_sock.inet_sport`: the local port of full sockets, kept after unhashing.
+    pub inet_sport: u32,
+    pub dport: u32,
+    pub rcv_saddr: u32,
+    pub daddr: u32,
+    pub v6_rcv_saddr: u32,
+    pub v6_daddr: u32,
+    pub net: u32,
+    pub cookie: u32,
+    pub protocol: u32,
+    pub sk_flags: u32,
+    pub sk_err: u32,
+    pub sk_lingertime: u32,
+    /// Bit number of SOCK_LINGER in `sk_flags`.
+    pub linger_bit: u32,
+    /// Bit number of SOCK_KEEPOPEN in `sk_flags`.
+    pub keepopen_bit: u32,
+    // struct inet_connection_sock
+    pub probes_out: u32,
+    pub user_timeout: u32,
+    // struct tcp_sock
+    pub keepalive_time: u32,
+    pub keepalive_intvl: u32,
+    pub keepalive_probes: u32,
+    // struct net
+    pub net_inum: u32,
+    pub net_keepalive_time: u32,
+    pub net_keepalive_intvl: u32,
+    pub net_keepalive_probes: u32,
+    // struct timer_list
+    pub timer_function: u32,
+    // struct sk_buff
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+}
+
+/// Read-only global the user side fills before loading the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Address of `tcp_keepalive_timer` (from /proc/kallsyms): the timer filter.
+    pub keepalive_timer_fn: u64,
+    pub offsets: Offsets,
+    /// Only sockets with this local or remote port; 0 for all.
+    pub filter_port: u16,
+    /// 1 when `tcp:tcp_send_reset` carries a reason argument (Linux 6.10 and later).
+    pub send_reset_has_reason: u8,
+    pub _pad: u8,
+    /// Only sockets in this network namespace (inode number); 0 for all.
+    pub filter_netns: u32,
+}
+
+impl KernelConfig {
+    pub const fn zeroed() -> Self {
+        KernelConfig {
+            keepalive_timer_fn: 0,
+            offsets: Offsets {
+                sk_timer: 0,
+                family: 0,
+                state: 0,
+                num: 0,
+                inet_sport: 0,
+                dport: 0,
+                rcv_saddr: 0,
+                daddr: 0,
+                v6_rcv_saddr: 0,
+                v6_daddr: 0,
+                net: 0,
+                cookie: 0,
+                protocol: 0,
+                sk_flags: 0,
+                sk_err: 0,
+                sk_lingertime: 0,
+                linger_bit: 0,
+                keepopen_bit: 0,
+                probes_out: 0,
+                user_timeout: 0,
+                keepalive_time: 0,
+                keepalive_intvl: 0,
+                keepalive_probes: 0,
+                net_inum: 0,
+                net_keepalive_time: 0,
+                net_keepalive_intvl: 0,
+                net_keepalive_probes: 0,
+                timer_function: 0,
+                skb_head: 0,
+                skb_network_header: 0,
+                skb_transport_header: 0,
+            },
+            filter_port: 0,
+            send_reset_has_reason: 0,
+            _pad: 0,
+            filter_netns: 0,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integers and arrays, no padding the kernel could leave unset
+    // that we would interpret, valid for any bit pattern.
+    unsafe impl aya::Pod for super::Record {}
+    unsafe impl aya::Pod for super::KernelConfig {}
+}

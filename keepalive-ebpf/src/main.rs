@@ -1,0 +1,337 @@
+//! keepalive's kernel side: small programs that capture, filter cheaply and emit.
+//!
+//! Tracepoint mode uses BTF-typed tracepoints (tp_btf): the keepalive timer is found among
+//! all timers by its function address, everything else comes from TCP and socket tracepoints.
+//! Correlation and diagnosis happen in user space.
+#![no_std]
+#![no_main]
+
+/// Reads one field of the CONFIG global. Volatile so the compiler does not fold the zero
+/// the object file holds: the loader rewrites it before the programs load.
+macro_rules! config {
+    ($($field:ident).+) => {
+        unsafe { core::ptr::read_volatile(&$crate::CONFIG.$($field).+) }
+    };
+}
+
+mod sock;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{btf_tracepoint, map},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+    programs::BtfTracePointContext,
+};
+use aya_log_ebpf::warn;
+use keepalive_common::{KernelConfig, REASON_UNKNOWN, Record, flag, kind};
+use sock::{
+    AF_INET, AF_INET6, IPPROTO_TCP, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, forget, lingers_zero, read,
+    read_identity, read_keepalive, wanted,
+};
+
+#[unsafe(no_mangle)]
+static CONFIG: KernelConfig = KernelConfig::zeroed();
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Records that did not fit in EVENTS; user space reports the sum.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The keepalive timer running on this CPU (timers do not nest on one CPU).
+#[map]
+static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
+
+/// Sockets with probes outstanding, so the timer run that finds the count back at zero can
+/// report the answer. LRU: a socket we never see again cannot leak an entry.
+#[map]
+static PROBING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct TimerRun {
+    sk: u64,
+    probes_before: u8,
+    state_before: u8,
+    timeout_emitted: u8,
+}
+
+const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE: u8 = 7;
+
+fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
+    match EVENTS.reserve::<Record>(0) {
+        Some(mut entry) => {
+            entry.write(*r);
+            entry.submit(0);
+        }
+        None => {
+            let Some(lost) = LOST.get_ptr_mut(0) else {
+                return;
+            };
+            let lost = unsafe {
+                *lost += 1;
+                *lost
+            };
+            // A diagnostic for the tool's own operator, rare by construction.
+            if lost.is_power_of_two() {
+                warn!(
+                    ctx,
+                    "ring buffer full: {} records lost on this CPU so far", lost
+                );
+            }
+        }
+    }
+}
+
+fn new_record(kind: u8) -> Record {
+    let mut r: Record = unsafe { core::mem::zeroed() };
+    r.kind = kind;
+    r.ts_ns = unsafe { bpf_ktime_get_ns() };
+    r
+}
+
+fn with_task(r: &mut Record) {
+    r.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+fn timer_run() -> Option<&'static mut TimerRun> {
+    TIMER.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Inside the keepalive timer, the first reset, error or close of its socket means the timer
+/// gave up: report that first, so the cause precedes its effects in the stream.
+fn keepalive_timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
+    let Some(run) = timer_run() else { return };
+    if run.sk != sk || run.timeout_emitted != 0 || run.state_before == TCP_FIN_WAIT2 {
+        return;
+    }
+    run.timeout_emitted = 1;
+    let mut t = *r;
+    t.kind = kind::KEEPALIVE_TIMEOUT;
+    t.state = run.state_before;
+    t.arg0 = run.probes_before as u32;
+    t.arg1 = 0;
+    t.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    t.keepalive = read_keepalive(sk);
+    let _ = PROBING.remove(&sk);
+    submit(ctx, &t);
+}
+
+fn in_keepalive_timer(sk: u64) -> u8 {
+    match timer_run() {
+        Some(run) if run.sk == sk => flag::IN_KEEPALIVE_TIMER,
+        _ => 0,
+    }
+}
+
+#[btf_tracepoint(function = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    // The hot path for every timer in the system: one read and a compare.
+    let function: u64 = read(timer, config!(offsets.timer_function));
+    if function != config!(keepalive_timer_fn) {
+        return 0;
+    }
+    let sk = timer - config!(offsets.sk_timer) as u64;
+    let mut r = new_record(0);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    let probes_before: u8 = read(sk, config!(offsets.probes_out));
+    if let Some(run) = timer_run() {
+        run.sk = sk;
+        run.probes_before = probes_before;
+        run.state_before = r.state;
+        run.timeout_emitted = 0;
+    }
+    // Probes were outstanding last time and the count is back to zero: only an answer from
+    // the peer (an ACK or data) resets it. Report it before this run sends another probe.
+    if probes_before == 0 {
+        if let Some(outstanding) = unsafe { PROBING.get(&sk) } {
+            r.kind = kind::KEEPALIVE_ANSWERED;
+            r.arg0 = *outstanding as u32;
+            let _ = PROBING.remove(&sk);
+            r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+            r.keepalive = read_keepalive(sk);
+            submit(&ctx, &r);
+        }
+    }
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_exit")]
+pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let Some(run) = timer_run() else { return 0 };
+    if run.sk == 0 || run.sk != timer - config!(offsets.sk_timer) as u64 {
+        return 0;
+    }
+    let sk = run.sk;
+    let probes_before = run.probes_before;
+    let timed_out = run.timeout_emitted;
+    run.sk = 0;
+    if timed_out != 0 {
+        return 0;
+    }
+    let probes_after: u8 = read(sk, config!(offsets.probes_out));
+    if probes_after <= probes_before {
+        return 0;
+    }
+    let _ = PROBING.insert(&sk, &probes_after, 0);
+    let mut r = new_record(kind::KEEPALIVE_PROBE);
+    r.arg0 = probes_after as u32;
+    read_identity(sk, &mut r);
+    r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    r.keepalive = read_keepalive(sk);
+    submit(&ctx, &r);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
+        return 0;
+    }
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let mut r = new_record(kind::STATE_CHANGE);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    keepalive_timeout_first(&ctx, sk, &r);
+    r.state = old as u8;
+    r.arg0 = old as u32;
+    r.arg1 = new as u32;
+    r.flags = in_keepalive_timer(sk);
+    // Settings matter when a connection starts and ends; other transitions skip the reads.
+    if new as u8 == TCP_CLOSE || new == 1 {
+        r.flags |= flag::HAS_KEEPALIVE;
+        r.keepalive = read_keepalive(sk);
+    }
+    with_task(&mut r);
+    submit(&ctx, &r);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let skb: u64 = ctx.arg(1);
+    let mut r = new_record(kind::RESET_SENT);
+    r.arg0 = if config!(send_reset_has_reason) != 0 {
+        ctx.arg::<u32>(2)
+    } else {
+        REASON_UNKNOWN
+    };
+    if sk != 0 {
+        read_identity(sk, &mut r);
+    } else if skb != 0 {
+        read_reset_packet(skb, &mut r);
+    } else {
+        return 0;
+    }
+    if !wanted(&r) {
+        return 0;
+    }
+    if sk != 0 {
+        keepalive_timeout_first(&ctx, sk, &r);
+        r.flags |= in_keepalive_timer(sk);
+        if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(sk) {
+            r.flags |= flag::LINGER_ZERO;
+        }
+    }
+    with_task(&mut r);
+    submit(&ctx, &r);
+    0
+}
+
+/// A reset with no socket answers a packet nobody owns: our side is that packet's
+/// destination, the remote side its source.
+fn read_reset_packet(skb: u64, r: &mut Record) {
+    let head: u64 = read(skb, config!(offsets.skb_head));
+    let nh: u16 = read(skb, config!(offsets.skb_network_header));
+    let th: u16 = read(skb, config!(offsets.skb_transport_header));
+    let ip = head + nh as u64;
+    let version = read::<u8>(ip, 0) >> 4;
+    if version == 4 {
+        r.family = AF_INET;
+        let src: [u8; 4] = read(ip, 12);
+        let dst: [u8; 4] = read(ip, 16);
+        r.daddr[..4].copy_from_slice(&src);
+        r.saddr[..4].copy_from_slice(&dst);
+    } else if version == 6 {
+        r.family = AF_INET6;
+        r.daddr = read(ip, 8);
+        r.saddr = read(ip, 24);
+    } else {
+        return;
+    }
+    let tcp = head + th as u64;
+    r.dport = u16::from_be(read(tcp, 0));
+    r.sport = u16::from_be(read(tcp, 2));
+    r.flags |= flag::NO_SOCKET;
+}
+
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let mut r = new_record(kind::RESET_RECEIVED);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    submit(&ctx, &r);
+    0
+}
+
+#[btf_tracepoint(function = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
+        return 0;
+    }
+    let mut r = new_record(kind::SOCKET_ERROR);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    keepalive_timeout_first(&ctx, sk, &r);
+    // tcp_write_err() and friends set sk_err just before reporting it.
+    r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
+    r.flags = in_keepalive_timer(sk) | flag::HAS_KEEPALIVE;
+    r.keepalive = read_keepalive(sk);
+    with_task(&mut r);
+    submit(&ctx, &r);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = PROBING.remove(&sk);
+    let mut r = new_record(kind::SOCKET_DESTROYED);
+    read_identity(sk, &mut r);
+    let wanted = wanted(&r);
+    forget(sk);
+    if wanted {
+        submit(&ctx, &r);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,220 @@
+//! Kernel struct layouts from the running kernel's BTF, so the kernel programs read the right
+//! bytes on any kernel without hard-coded offsets.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use btf_rs::{Btf, Type};
+use keepalive_common::Offsets;
+
+pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// What the kernel programs need to know about this kernel's types.
+#[derive(Debug, Clone)]
+pub struct KernelTypes {
+    pub offsets: Offsets,
+    /// `enum sk_rst_reason` names by value, without the `SK_RST_REASON_` prefix.
+    pub reset_reasons: Vec<(u32, String)>,
+    /// `tcp:tcp_send_reset` passes a reason (Linux 6.10 and later).
+    pub send_reset_has_reason: bool,
+}
+
+pub fn load(path: &Path) -> Result<KernelTypes> {
+    let btf = Btf::from_file(path).map_err(|e| {
+        anyhow!(
+            "cannot read kernel BTF from {}: {e}\n\
+             keepalive needs a kernel built with CONFIG_DEBUG_INFO_BTF=y to find struct layouts",
+            path.display()
+        )
+    })?;
+    let types = Types(&btf);
+    let sock = |path: &str, size| types.offset("sock", path, size);
+    let offsets = Offsets {
+        sk_timer: sock("sk_timer", None)?,
+        family: sock("__sk_common.skc_family", Some(2))?,
+        state: sock("__sk_common.skc_state", Some(1))?,
+        num: sock("__sk_common.skc_num", Some(2))?,
+        inet_sport: types.offset("inet_sock", "inet_sport", Some(2))?,
+        dport: sock("__sk_common.skc_dport", Some(2))?,
+        rcv_saddr: sock("__sk_common.skc_rcv_saddr", Some(4))?,
+        daddr: sock("__sk_common.skc_daddr", Some(4))?,
+        v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr", Some(16))?,
+        v6_daddr: sock("__sk_common.skc_v6_daddr", Some(16))?,
+        net: sock("__sk_common.skc_net.net", Some(8))?,
+        cookie: sock("__sk_common.skc_cookie", Some(8))?,
+        protocol: sock("sk_protocol", Some(2))?,
+        sk_flags: sock("__sk_common.skc_flags", Some(8))?,
+        sk_err: sock("sk_err", Some(4))?,
+        sk_lingertime: sock("sk_lingertime", Some(8))?,
+        linger_bit: types.enum_value("sock_flags", "SOCK_LINGER")?,
+        keepopen_bit: types.enum_value("sock_flags", "SOCK_KEEPOPEN")?,
+        probes_out: types.offset("inet_connection_sock", "icsk_probes_out", Some(1))?,
+        user_timeout: types.offset("inet_connection_sock", "icsk_user_timeout", Some(4))?,
+        keepalive_time: types.offset("tcp_sock", "keepalive_time", Some(4))?,
+        keepalive_intvl: types.offset("tcp_sock", "keepalive_intvl", Some(4))?,
+        keepalive_probes: types.offset("tcp_sock", "keepalive_probes", Some(1))?,
+        net_inum: types.offset("net", "ns.inum", Some(4))?,
+        net_keepalive_time: types.offset("net", "ipv4.sysctl_tcp_keepalive_time", Some(4))?,
+        net_keepalive_intvl: types.offset("net", "ipv4.sysctl_tcp_keepalive_intvl", Some(4))?,
+        net_keepalive_probes: types.offset("net", "ipv4.sysctl_tcp_keepalive_probes", Some(1))?,
+        timer_function: types.offset("timer_list", "function", Some(8))?,
+        skb_head: types.offset("sk_buff", "head", Some(8))?,
+        skb_network_header: types.offset("sk_buff", "network_header", Some(2))?,
+        skb_transport_header: types.offset("sk_buff", "transport_header", Some(2))?,
+    };
+    let reset_reasons = types
+        .enum_members("sk_rst_reason")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, v)| (v, name.trim_start_matches("SK_RST_REASON_").to_string()))
+        .collect();
+    // btf_trace_<tp> is a pointer to the probe's prototype: (void *data, sk, skb[, reason]).
+    let send_reset_has_reason = types.tracepoint_arity("tcp_send_reset")? >= 4;
+    Ok(KernelTypes {
+        offsets,
+        reset_reasons,
+        send_reset_has_reason,
+    })
+}
+
+struct Types<'a>(&'a Btf);
+
+impl Types<'_> {
+    fn named(&self, name: &str, want: fn(&Type) -> bool) -> Result<Type> {
+        self.0
+            .resolve_types_by_name(name)
+            .ok()
+            .and_then(|ts| ts.into_iter().find(|t| want(t)))
+            .ok_or_else(|| anyhow!("type `{name}` not found in kernel BTF"))
+    }
+
+    fn strip(&self, mut t: Type) -> Result<Type> {
+        loop {
+            t = match t {
+                Type::Typedef(ref x) => self.0.resolve_chained_type(x)?,
+                Type::Const(ref x) | Type::Volatile(ref x) | Type::Restrict(ref x) => {
+                    self.0.resolve_chained_type(x)?
+                }
+                Type::TypeTag(ref x) => self.0.resolve_chained_type(x)?,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn size_of(&self, t: &Type) -> Result<usize> {
+        Ok(match self.strip(t.clone())? {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => 8,
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Array(a) => a.len() * self.size_of(&self.0.resolve_chained_type(&a)?)?,
+            other => bail!("no size for BTF {}", other.name()),
+        })
+    }
+
+    /// Byte offset of `path` (dot-separated members, looking through anonymous structs and
+    /// unions) inside `struct name`, checking the field's size when given.
+    fn offset(&self, name: &str, path: &str, size: Option<usize>) -> Result<u32> {
+        let mut t = self.named(name, |t| matches!(t, Type::Struct(_)))?;
+        let mut bits = 0u32;
+        for part in path.split('.') {
+            let (off, member_type) = self
+                .find_member(&t, part)?
+                .ok_or_else(|| anyhow!("kernel BTF: `struct {name}` has no member `{path}`"))?;
+            bits += off;
+            t = member_type;
+        }
+        if bits % 8 != 0 {
+            bail!("kernel BTF: `struct {name}.{path}` is a bit field");
+        }
+        if let Some(want) = size {
+            let got = self.size_of(&t)?;
+            if got != want {
+                bail!("kernel BTF: `struct {name}.{path}` is {got} bytes, expected {want}");
+            }
+        }
+        Ok(bits / 8)
+    }
+
+    /// Finds member `name` of a struct or union, descending into anonymous members.
+    /// Returns its bit offset and type.
+    fn find_member(&self, t: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+        let (Type::Struct(s) | Type::Union(s)) = self.strip(t.clone())? else {
+            return Ok(None);
+        };
+        for m in &s.members {
+            let member_name = self.0.resolve_name(m).unwrap_or_default();
+            let member_type = self.0.resolve_chained_type(m)?;
+            if member_name == name {
+                return Ok(Some((m.bit_offset(), member_type)));
+            }
+            if member_name.is_empty() {
+                if let Some((off, ty)) = self.find_member(&member_type, name)? {
+                    return Ok(Some((m.bit_offset() + off, ty)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn enum_members(&self, name: &str) -> Result<Vec<(String, u32)>> {
+        let Type::Enum(e) = self.named(name, |t| matches!(t, Type::Enum(_)))? else {
+            unreachable!()
+        };
+        e.members
+            .iter()
+            .map(|m| Ok((self.0.resolve_name(m)?, m.val())))
+            .collect()
+    }
+
+    fn enum_value(&self, name: &str, member: &str) -> Result<u32> {
+        self.enum_members(name)?
+            .into_iter()
+            .find(|(n, _)| n == member)
+            .map(|(_, v)| v)
+            .with_context(|| format!("kernel BTF: `enum {name}` has no `{member}`"))
+    }
+
+    fn tracepoint_arity(&self, tracepoint: &str) -> Result<usize> {
+        let name = format!("btf_trace_{tracepoint}");
+        let t = self.named(&name, |t| matches!(t, Type::Typedef(_)))?;
+        let Type::Ptr(p) = self.strip(t)? else {
+            bail!("kernel BTF: `{name}` is not a function pointer");
+        };
+        match self.strip(self.0.resolve_chained_type(&p)?)? {
+            Type::FuncProto(f) => Ok(f.parameters.len()),
+            _ => bail!("kernel BTF: `{name}` is not a function pointer"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the running kernel's BTF (present on every machine this project supports) and
+    /// checks layouts that have been stable for years.
+    #[test]
+    fn resolves_this_kernels_layouts() {
+        let path = Path::new(DEFAULT_BTF_PATH);
+        if !path.exists() {
+            eprintln!("no {DEFAULT_BTF_PATH}; nothing to check");
+            return;
+        }
+        let k = load(path).unwrap();
+        // struct sock starts with sock_common, whose address pair comes first.
+        assert_eq!(k.offsets.daddr, 0);
+        assert_eq!(k.offsets.rcv_saddr, 4);
+        assert!(k.offsets.sk_timer > k.offsets.v6_daddr);
+        assert!(k.offsets.keepalive_time > k.offsets.probes_out);
+        assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
+        if k.send_reset_has_reason {
+            assert!(
+                k.reset_reasons
+                    .iter()
+                    .any(|(_, n)| n == "TCP_ABORT_ON_LINGER")
+            );
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Turns kernel records (ring-buffer bytes) into [`Event`]s. Pure: no I/O, no kernel.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use bytes::Buf;
+use keepalive_common::{KeepaliveSettings, REASON_UNKNOWN, Record, flag, kind, set_by_socket};
+use time::OffsetDateTime;
+
+use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason, errno_name};
+
+const AF_INET6: u16 = 10;
+/// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
+/// owners of sockets never seen being destroyed accumulate).
+const MAX_SOCKETS: usize = 1 << 18;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    Size { got: usize },
+    Kind(u8),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Size { got } => {
+                write!(f, "record of {got} bytes, expected {}", Record::SIZE)
+            }
+            DecodeError::Kind(k) => write!(f, "unknown record kind {k}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Parses one ring-buffer record. Field by field rather than a pointer cast, so any byte
+/// string is safe to feed in.
+pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
+    if b.len() != Record::SIZE {
+        return Err(DecodeError::Size { got: b.len() });
+    }
+    let bytes16 = |b: &mut &[u8]| {
+        let mut a = [0u8; 16];
+        b.copy_to_slice(&mut a);
+        a
+    };
+    let r = Record {
+        ts_ns: b.get_u64_ne(),
+        skaddr: b.get_u64_ne(),
+        cookie: b.get_u64_ne(),
+        saddr: bytes16(&mut b),
+        daddr: bytes16(&mut b),
+        netns: b.get_u32_ne(),
+        pid: b.get_u32_ne(),
+        sport: b.get_u16_ne(),
+        dport: b.get_u16_ne(),
+        family: b.get_u16_ne(),
+        kind: b.get_u8(),
+        state: b.get_u8(),
+        arg0: b.get_u32_ne(),
+        arg1: b.get_u32_ne(),
+        flags: b.get_u8(),
+        _pad: {
+            b.advance(7);
+            [0; 7]
+        },
+        comm: bytes16(&mut b),
+        keepalive: KeepaliveSettings {
+            idle_jiffies: b.get_u32_ne(),
+            interval_jiffies: b.get_u32_ne(),
+            user_timeout_ms: b.get_u32_ne(),
+            count: b.get_u8(),
+            probes_out: b.get_u8(),
+            enabled: b.get_u8(),
+            set_by_socket: b.get_u8(),
+        },
+    };
+    if !(kind::KEEPALIVE_PROBE..=kind::SOCKET_DESTROYED).contains(&r.kind) {
+        return Err(DecodeError::Kind(r.kind));
+    }
+    Ok(r)
+}
+
+/// What turning records into events needs to know about the kernel, plus the little state
+/// that keeps identities stable across a socket's life.
+pub struct Decoder {
+    hz: u32,
+    /// Add to CLOCK_MONOTONIC nanoseconds to get wall-clock nanoseconds.
+    realtime_offset_ns: i128,
+    reset_reasons: HashMap<u32, String>,
+    /// Identity of each socket as first seen (its cookie never changes) and last seen with
+    /// its ports (closing clears them before the last events).
+    sockets: HashMap<u64, SocketId>,
+    /// Owning process, learned where the kernel runs in the owner's context (connect, close).
+    owners: HashMap<u64, (u32, String)>,
+}
+
+impl Decoder {
+    pub fn new(hz: u32, realtime_offset_ns: i128, reset_reasons: Vec<(u32, String)>) -> Self {
+        Decoder {
+            hz: hz.max(1),
+            realtime_offset_ns,
+            reset_reasons: reset_reasons.into_iter().collect(),
+            sockets: HashMap::new(),
+            owners: HashMap::new(),
+        }
+    }
+
+    pub fn decode(&mut self, r: &Record) -> Event {
+        let detail = self.detail(r);
+        let socket = self.socket_id(r);
+        if let Detail::StateChange { from, to } = detail {
+            if runs_in_owner_context(from, to) {
+                let comm = String::from_utf8_lossy(&r.comm)
+                    .trim_end_matches('\0')
+                    .to_string();
+                if self.owners.len() >= MAX_SOCKETS {
+                    self.owners.clear();
+                }
+                self.owners.entry(r.skaddr).or_insert((r.pid, comm));
+            }
+        }
+        let owner = self.owners.get(&r.skaddr).cloned();
+        if r.kind == kind::SOCKET_DESTROYED {
+            self.sockets.remove(&r.skaddr);
+            self.owners.remove(&r.skaddr);
+        }
+        Event {
+            ts: OffsetDateTime::from_unix_timestamp_nanos(
+                r.ts_ns as i128 + self.realtime_offset_ns,
+            )
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            socket,
+            state: TcpState::from_kernel(r.state as u32),
+            pid: owner.as_ref().map(|o| o.0),
+            comm: owner.map(|o| o.1),
+            detail,
+            keepalive: (r.flags & flag::HAS_KEEPALIVE != 0).then(|| self.keepalive(&r.keepalive)),
+        }
+    }
+
+    fn socket_id(&mut self, r: &Record) -> SocketId {
+        let addr = |a: &[u8; 16]| -> IpAddr {
+            if r.family == AF_INET6 {
+                Ipv6Addr::from(*a).into()
+            } else {
+                Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
+            }
+        };
+        let mut seen = SocketId {
+            saddr: addr(&r.saddr),
+            sport: r.sport,
+            daddr: addr(&r.daddr),
+            dport: r.dport,
+            netns: r.netns,
+            cookie: if r.cookie != 0 { r.cookie } else { r.skaddr },
+        };
+        if r.flags & flag::NO_SOCKET != 0 {
+            seen.cookie = 0;
+            return seen;
+        }
+        match self.sockets.get_mut(&r.skaddr) {
+            // Ports cleared: the socket was disconnected; it is still the same connection.
+            Some(known) if seen.sport == 0 || (seen.dport == 0 && known.dport != 0) => {
+                known.clone()
+            }
+            Some(known) => {
+                seen.cookie = known.cookie;
+                *known = seen.clone();
+                seen
+            }
+            None => {
+                if self.sockets.len() >= MAX_SOCKETS {
+                    self.sockets.clear();
+                }
+                self.sockets.insert(r.skaddr, seen.clone());
+                seen
+            }
+        }
+    }
+
+    fn detail(&self, r: &Record) -> Detail {
+        match r.kind {
+            kind::KEEPALIVE_PROBE => Detail::KeepaliveProbe { probes: r.arg0 },
+            kind::KEEPALIVE_ANSWERED => Detail::KeepaliveAnswered { probes: r.arg0 },
+            kind::KEEPALIVE_TIMEOUT => Detail::KeepaliveTimeout {
+                // With TCP_USER_TIMEOUT set, the kernel ignores the probe count.
+                reason: if r.keepalive.user_timeout_ms != 0 {
+                    TimeoutReason::UserTimeout
+                } else {
+                    TimeoutReason::ProbesUnanswered
+                },
+                probes: r.arg0,
+            },
+            kind::RESET_SENT => {
+                let reason = self.reset_reason(r.arg0);
+                // Linger-0 aborts go through tcp_disconnect(), which says only TCP_STATE.
+                let generic = matches!(reason.as_str(), "TCP_STATE" | "UNKNOWN" | "NOT_SPECIFIED");
+                if r.flags & flag::LINGER_ZERO != 0 && generic {
+                    Detail::ResetSent {
+                        reason: "TCP_ABORT_ON_LINGER".into(),
+                        kernel_reason: Some(reason),
+                    }
+                } else {
+                    Detail::ResetSent {
+                        reason,
+                        kernel_reason: None,
+                    }
+                }
+            }
+            kind::RESET_RECEIVED => Detail::ResetReceived {},
+            kind::STATE_CHANGE => Detail::StateChange {
+                from: TcpState::from_kernel(r.arg0),
+                to: TcpState::from_kernel(r.arg1),
+            },
+            kind::SOCKET_ERROR => Detail::SocketError {
+                error: errno_name(r.arg0 as i32),
+                errno: r.arg0 as i32,
+            },
+            _ => Detail::SocketDestroyed {},
+        }
+    }
+
+    fn reset_reason(&self, v: u32) -> String {
+        if v == REASON_UNKNOWN {
+            return "UNKNOWN".into();
+        }
+        self.reset_reasons
+            .get(&v)
+            .cloned()
+            .unwrap_or_else(|| format!("REASON_{v}"))
+    }
+
+    fn keepalive(&self, k: &KeepaliveSettings) -> Keepalive {
+        let secs = |j: u32| j as f64 / self.hz as f64;
+        let set = [
+            (set_by_socket::IDLE, "idle"),
+            (set_by_socket::INTERVAL, "interval"),
+            (set_by_socket::COUNT, "count"),
+        ];
+        Keepalive {
+            enabled: k.enabled != 0,
+            idle_s: secs(k.idle_jiffies),
+            interval_s: secs(k.interval_jiffies),
+            count: k.count as u32,
+            user_timeout_ms: k.user_timeout_ms,
+            set_by_socket: set
+                .iter()
+                .filter(|(bit, _)| k.set_by_socket & bit != 0)
+                .map(|(_, n)| n.to_string())
+                .collect(),
+            probes_out: k.probes_out as u32,
+        }
+    }
+}
+
+/// Transitions the kernel makes in the system call of the socket's owner: connect() and
+/// close()/shutdown(). Others run in softirq context, where the current task is unrelated.
+fn runs_in_owner_context(from: TcpState, to: TcpState) -> bool {
+    use TcpState::*;
+    matches!(
+        (from, to),
+        (Close, SynSent) | (Established, FinWait1) | (CloseWait, LastAck)
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn record(kind: u8) -> Record {
+        let mut r: Record = unsafe { std::mem::zeroed() };
+        r.kind = kind;
+        r.family = 2;
+        r.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
+        r.daddr[..4].copy_from_slice(&[198, 18, 1, 1]);
+        r.sport = 40000;
+        r.dport = 5000;
+        r.skaddr = 0xffff_8880_0000_1000;
+        r.state = 1;
+        r
+    }
+
+    fn as_bytes(r: &Record) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(r as *const Record as *const u8, Record::SIZE) }
+    }
+
+    #[test]
+    fn parses_what_the_kernel_writes() {
+        let mut r = record(kind::KEEPALIVE_PROBE);
+        r.arg0 = 2;
+        r.keepalive.count = 3;
+        r.comm[..3].copy_from_slice(b"ssh");
+        assert_eq!(parse_record(as_bytes(&r)).unwrap(), r);
+    }
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        let r = record(kind::KEEPALIVE_PROBE);
+        assert_eq!(
+            parse_record(&as_bytes(&r)[..10]),
+            Err(DecodeError::Size { got: 10 })
+        );
+        let r = record(99);
+        assert_eq!(parse_record(as_bytes(&r)), Err(DecodeError::Kind(99)));
+    }
+
+    #[test]
+    fn converts_jiffies_names_reasons_and_keeps_ids_stable() {
+        let mut d = Decoder::new(250, 0, vec![(12, "TCP_ABORT_ON_LINGER".into())]);
+        let mut probe = record(kind::KEEPALIVE_PROBE);
+        probe.arg0 = 1;
+        probe.flags = flag::HAS_KEEPALIVE;
+        probe.keepalive = KeepaliveSettings {
+            idle_jiffies: 500,
+            interval_jiffies: 250,
+            user_timeout_ms: 0,
+            count: 3,
+            probes_out: 1,
+            enabled: 1,
+            set_by_socket: set_by_socket::IDLE | set_by_socket::COUNT,
+        };
+        let e = d.decode(&probe);
+        assert_eq!(e.detail, Detail::KeepaliveProbe { probes: 1 });
+        assert_eq!(e.socket.endpoints(), "198.18.0.1:40000 -> 198.18.1.1:5000");
+        let k = e.keepalive.unwrap();
+        assert_eq!((k.idle_s, k.interval_s, k.count), (2.0, 1.0, 3));
+        assert_eq!(k.set_by_socket, vec!["idle", "count"]);
+        // No cookie yet: the socket address stands in, and stays even once a cookie appears.
+        assert_eq!(e.socket.cookie, probe.skaddr);
+        let mut reset = record(kind::RESET_SENT);
+        reset.cookie = 77;
+        reset.arg0 = 12;
+        let e = d.decode(&reset);
+        assert_eq!(e.socket.cookie, probe.skaddr);
+        assert_eq!(
+            e.detail,
+            Detail::ResetSent {
+                reason: "TCP_ABORT_ON_LINGER".into(),
+                kernel_reason: None,
+            }
+        );
+        reset.arg0 = REASON_UNKNOWN;
+        assert_eq!(
+            d.decode(&reset).detail,
+            Detail::ResetSent {
+                reason: "UNKNOWN".into(),
+                kernel_reason: None,
+            }
+        );
+    }
+
+    #[test]
+    fn names_linger_zero_aborts_and_keeps_identity_after_disconnect() {
+        let mut d = Decoder::new(250, 0, vec![(14, "TCP_STATE".into())]);
+        let first = d.decode(&record(kind::STATE_CHANGE)).socket;
+        // tcp_disconnect() has cleared the ports and the local address by now.
+        let mut reset = record(kind::RESET_SENT);
+        reset.arg0 = 14;
+        reset.flags = flag::LINGER_ZERO;
+        reset.dport = 0;
+        reset.saddr = [0; 16];
+        let e = d.decode(&reset);
+        assert_eq!(e.socket, first);
+        assert_eq!(
+            e.detail,
+            Detail::ResetSent {
+                reason: "TCP_ABORT_ON_LINGER".into(),
+                kernel_reason: Some("TCP_STATE".into()),
+            }
+        );
+        reset.flags = 0;
+        assert_eq!(
+            d.decode(&reset).detail,
+            Detail::ResetSent {
+                reason: "TCP_STATE".into(),
+                kernel_reason: None,
+            }
+        );
+    }
+
+    #[test]
+    fn learns_owner_at_connect_and_forgets_it_at_destroy() {
+        let mut d = Decoder::new(250, 0, vec![]);
+        let mut connect = record(kind::STATE_CHANGE);
+        connect.arg0 = 7;
+        connect.arg1 = 2;
+        connect.pid = 4242;
+        connect.comm[..3].copy_from_slice(b"ssh");
+        assert_eq!(d.decode(&connect).pid, Some(4242));
+        // A later event in softirq context runs on behalf of some other task.
+        let mut err = record(kind::SOCKET_ERROR);
+        err.arg0 = 110;
+        err.pid = 1;
+        let e = d.decode(&err);
+        assert_eq!((e.pid, e.comm.as_deref()), (Some(4242), Some("ssh")));
+        assert_eq!(
+            e.detail,
+            Detail::SocketError {
+                error: "ETIMEDOUT".into(),
+                errno: 110
+            }
+        );
+        d.decode(&record(kind::SOCKET_DESTROYED));
+        assert_eq!(d.decode(&err).pid, None);
+    }
+}

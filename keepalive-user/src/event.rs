@@ -1,0 +1,257 @@
+//! The events keepalive reports, as users and recordings see them.
+//!
+//! One type serves live tracing, JSON output and replay (`--from`), so a recording reads
+//! back into exactly what was printed.
+
+use std::{fmt, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A connection's identity as printed: local and remote endpoint, namespace, socket cookie.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SocketId {
+    pub saddr: IpAddr,
+    pub sport: u16,
+    pub daddr: IpAddr,
+    pub dport: u16,
+    pub netns: u32,
+    /// Socket cookie where the kernel gave one, else the socket's kernel address: stable for
+    /// the socket's whole life either way.
+    pub cookie: u64,
+}
+
+impl SocketId {
+    /// `local -> remote`, IPv6 addresses in brackets.
+    pub fn endpoints(&self) -> String {
+        format!(
+            "{} -> {}",
+            std::net::SocketAddr::new(self.saddr, self.sport),
+            std::net::SocketAddr::new(self.daddr, self.dport)
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    #[serde(flatten)]
+    pub socket: SocketId,
+    /// TCP state when the event was captured (before the change, for state changes).
+    pub state: TcpState,
+    /// The process owning the socket, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(flatten)]
+    pub detail: Detail,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<Keepalive>,
+}
+
+/// What happened. `kind` in JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Detail {
+    /// A keepalive probe went out; `probes` unanswered so far, this one included.
+    KeepaliveProbe {
+        probes: u32,
+    },
+    /// The peer answered: `probes` outstanding probes were cleared.
+    KeepaliveAnswered {
+        probes: u32,
+    },
+    /// The keepalive timer gave up after `probes` unanswered probes.
+    KeepaliveTimeout {
+        reason: TimeoutReason,
+        probes: u32,
+    },
+    /// We sent a RST, `reason` as the kernel names it (`UNKNOWN` before Linux 6.10). Where
+    /// the kernel's reason is generic and the cause is known from the socket (SO_LINGER 0),
+    /// `reason` names the cause and `kernel_reason` keeps what the kernel said.
+    ResetSent {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kernel_reason: Option<String>,
+    },
+    ResetReceived {},
+    StateChange {
+        from: TcpState,
+        to: TcpState,
+    },
+    /// An error was reported to the socket's owner, e.g. ETIMEDOUT.
+    SocketError {
+        error: String,
+        errno: i32,
+    },
+    SocketDestroyed {},
+}
+
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::KeepaliveProbe { .. } => "keepalive_probe",
+            Detail::KeepaliveAnswered { .. } => "keepalive_answered",
+            Detail::KeepaliveTimeout { .. } => "keepalive_timeout",
+            Detail::ResetSent { .. } => "reset_sent",
+            Detail::ResetReceived {} => "reset_received",
+            Detail::StateChange { .. } => "state_change",
+            Detail::SocketError { .. } => "socket_error",
+            Detail::SocketDestroyed {} => "socket_destroyed",
+        }
+    }
+
+    pub const KINDS: &'static [&'static str] = &[
+        "keepalive_probe",
+        "keepalive_answered",
+        "keepalive_timeout",
+        "reset_sent",
+        "reset_received",
+        "state_change",
+        "socket_error",
+        "socket_destroyed",
+    ];
+}
+
+/// Why the keepalive timer gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutReason {
+    /// TCP_KEEPCNT (or tcp_keepalive_probes) probes went unanswered.
+    ProbesUnanswered,
+    /// TCP_USER_TIMEOUT expired while probes were unanswered.
+    UserTimeout,
+}
+
+/// A socket's effective keepalive settings when the event was captured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Keepalive {
+    /// SO_KEEPALIVE is on.
+    pub enabled: bool,
+    /// Idle seconds before the first probe (TCP_KEEPIDLE, else net.ipv4.tcp_keepalive_time).
+    pub idle_s: f64,
+    /// Seconds between probes (TCP_KEEPINTVL, else net.ipv4.tcp_keepalive_intvl).
+    pub interval_s: f64,
+    /// Unanswered probes before giving up (TCP_KEEPCNT, else net.ipv4.tcp_keepalive_probes).
+    pub count: u32,
+    /// TCP_USER_TIMEOUT in milliseconds, 0 when unset.
+    pub user_timeout_ms: u32,
+    /// Which of idle/interval/count the socket set itself rather than inheriting the sysctl.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set_by_socket: Vec<String>,
+    /// Probes outstanding.
+    pub probes_out: u32,
+}
+
+/// TCP states with the kernel's numbering (include/net/tcp_states.h).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    BoundInactive,
+    Unknown,
+}
+
+impl TcpState {
+    pub fn from_kernel(v: u32) -> Self {
+        use TcpState::*;
+        match v {
+            1 => Established,
+            2 => SynSent,
+            3 => SynRecv,
+            4 => FinWait1,
+            5 => FinWait2,
+            6 => TimeWait,
+            7 => Close,
+            8 => CloseWait,
+            9 => LastAck,
+            10 => Listen,
+            11 => Closing,
+            12 => NewSynRecv,
+            13 => BoundInactive,
+            _ => Unknown,
+        }
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Same spelling as in JSON.
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("UNKNOWN"))
+    }
+}
+
+/// Name of an errno value, e.g. 110 -> "ETIMEDOUT".
+pub fn errno_name(errno: i32) -> String {
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("E{errno}"),
+        e => format!("{e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_keeps_every_field() {
+        let e = Event {
+            ts: OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).unwrap(),
+            socket: SocketId {
+                saddr: "2001:db8::1".parse().unwrap(),
+                sport: 40000,
+                daddr: "198.18.0.2".parse().unwrap(),
+                dport: 22,
+                netns: 4026531840,
+                cookie: 42,
+            },
+            state: TcpState::Established,
+            pid: Some(7),
+            comm: Some("ssh".into()),
+            detail: Detail::KeepaliveTimeout {
+                reason: TimeoutReason::ProbesUnanswered,
+                probes: 3,
+            },
+            keepalive: Some(Keepalive {
+                enabled: true,
+                idle_s: 2.0,
+                interval_s: 1.0,
+                count: 3,
+                user_timeout_ms: 0,
+                set_by_socket: vec!["idle".into()],
+                probes_out: 3,
+            }),
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(line.contains(r#""kind":"keepalive_timeout""#), "{line}");
+        assert!(
+            line.contains(r#""ts":"2023-11-14T22:13:20.123456789Z""#),
+            "{line}"
+        );
+        assert!(line.contains(r#""state":"ESTABLISHED""#), "{line}");
+        let back: Event = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn names_errnos_and_states() {
+        assert_eq!(errno_name(110), "ETIMEDOUT");
+        assert_eq!(errno_name(104), "ECONNRESET");
+        assert_eq!(TcpState::from_kernel(2).to_string(), "SYN_SENT");
+        assert_eq!(TcpState::from_kernel(99), TcpState::Unknown);
+    }
+}

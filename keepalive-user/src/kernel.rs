@@ -1,0 +1,151 @@
+//! Facts about the running kernel that the programs need: symbol addresses, HZ, clocks, and
+//! the file systems tracing relies on.
+
+use std::{fs, path::Path, thread, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Address of a kernel text symbol from /proc/kallsyms.
+pub fn symbol_address(name: &str) -> Result<u64> {
+    let kallsyms = fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let addr = parse_kallsyms(&kallsyms, name)
+        .with_context(|| format!("kernel symbol `{name}` not found in /proc/kallsyms"))?;
+    if addr == 0 {
+        bail!(
+            "/proc/kallsyms hides addresses (kernel.kptr_restrict); run as root \
+             or set `sysctl kernel.kptr_restrict=0`"
+        );
+    }
+    Ok(addr)
+}
+
+fn parse_kallsyms(kallsyms: &str, name: &str) -> Option<u64> {
+    kallsyms.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (addr, _kind, sym) = (f.next()?, f.next()?, f.next()?);
+        (sym == name && f.next().is_none()).then(|| u64::from_str_radix(addr, 16).ok())?
+    })
+}
+
+/// The kernel's tick rate. Keepalive settings live in jiffies inside the kernel; this converts
+/// them to seconds. Measured from /proc/timer_list (jiffies against nanoseconds), then snapped
+/// to the rates Linux builds with, so it needs no kernel config file.
+pub fn hz() -> Result<u32> {
+    let sample = || -> Result<(u64, u64)> {
+        let text = fs::read_to_string("/proc/timer_list").context("reading /proc/timer_list")?;
+        parse_timer_list(&text).context("unexpected /proc/timer_list format")
+    };
+    let (ns0, j0) = sample()?;
+    thread::sleep(Duration::from_millis(60));
+    let (ns1, j1) = sample()?;
+    let measured = (j1 - j0) as f64 / ((ns1 - ns0) as f64 / 1e9);
+    Ok(snap_hz(measured))
+}
+
+fn parse_timer_list(text: &str) -> Option<(u64, u64)> {
+    let now = text.lines().find_map(|l| {
+        l.strip_prefix("now at ")?
+            .strip_suffix(" nsecs")?
+            .parse()
+            .ok()
+    })?;
+    let jiffies = text
+        .lines()
+        .find_map(|l| l.strip_prefix("jiffies: ")?.trim().parse().ok())?;
+    Some((now, jiffies))
+}
+
+fn snap_hz(measured: f64) -> u32 {
+    [100u32, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| {
+            (*a as f64 - measured)
+                .abs()
+                .total_cmp(&(*b as f64 - measured).abs())
+        })
+        .unwrap()
+}
+
+/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to get wall time.
+pub fn monotonic_to_realtime_ns() -> i128 {
+    let now = |clock| {
+        let t = nix::time::clock_gettime(clock).expect("clock_gettime");
+        t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128
+    };
+    let mono = now(nix::time::ClockId::CLOCK_MONOTONIC);
+    let real = now(nix::time::ClockId::CLOCK_REALTIME);
+    real - mono
+}
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Mounts tracefs where tracing tools expect it if it is not there yet.
+pub fn ensure_tracefs() -> Result<()> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("nodev"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| format!("mounting tracefs on {TRACEFS}"))?;
+    log::info!("mounted tracefs on {TRACEFS}");
+    Ok(())
+}
+
+/// Tracepoints keepalive attaches to, and what is lost without each.
+pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    (
+        "timer",
+        "timer_expire_entry",
+        "keepalive probes and timeouts",
+    ),
+    (
+        "timer",
+        "timer_expire_exit",
+        "keepalive probes and timeouts",
+    ),
+    ("sock", "inet_sock_set_state", "state changes"),
+    ("tcp", "tcp_send_reset", "resets sent"),
+    ("tcp", "tcp_receive_reset", "resets received"),
+    ("sock", "inet_sk_error_report", "socket errors"),
+    ("tcp", "tcp_destroy_sock", "socket lifetimes"),
+];
+
+/// The first required tracepoint this kernel lacks, if any.
+pub fn missing_tracepoint() -> Option<(&'static str, &'static str, &'static str)> {
+    let events = Path::new(TRACEFS).join("events");
+    TRACEPOINTS
+        .iter()
+        .copied()
+        .find(|(group, name, _)| !events.join(group).join(name).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_symbol_and_ignores_module_symbols() {
+        let text = "ffffffff81000000 T _text\n\
+                    ffffffff81a0b0c0 t tcp_keepalive_timer\n\
+                    ffffffffc0001000 t tcp_keepalive_timer_x\t[mod]\n";
+        assert_eq!(
+            parse_kallsyms(text, "tcp_keepalive_timer"),
+            Some(0xffffffff81a0b0c0)
+        );
+        assert_eq!(parse_kallsyms(text, "tcp_keepalive"), None);
+    }
+
+    #[test]
+    fn parses_timer_list_and_snaps_hz() {
+        let text = "Timer List Version: v0.10\nnow at 193383931731 nsecs\n\ncpu: 0\n jiffies: 99\njiffies: 4294940580\n";
+        assert_eq!(parse_timer_list(text), Some((193383931731, 4294940580)));
+        assert_eq!(snap_hz(243.0), 250);
+        assert_eq!(snap_hz(990.0), 1000);
+        assert_eq!(snap_hz(101.0), 100);
+    }
+}

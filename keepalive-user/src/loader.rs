@@ -1,0 +1,139 @@
+//! Loads keepalive's kernel programs with this kernel's layout and attaches them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use aya::{
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError},
+};
+use keepalive_common::{KernelConfig, names};
+
+use crate::{btf, kernel};
+
+/// The programs of tracepoint mode and the tracepoint each attaches to.
+const PROGRAMS: &[(&str, &str)] = &[
+    ("timer_expire_entry", "timer_expire_entry"),
+    ("timer_expire_exit", "timer_expire_exit"),
+    ("inet_sock_set_state", "inet_sock_set_state"),
+    ("tcp_send_reset", "tcp_send_reset"),
+    ("tcp_receive_reset", "tcp_receive_reset"),
+    ("inet_sk_error_report", "inet_sk_error_report"),
+    ("tcp_destroy_sock", "tcp_destroy_sock"),
+];
+
+/// The compiled kernel programs, embedded in the binary.
+static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive"));
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub btf_path: PathBuf,
+    pub filter_port: u16,
+    pub filter_netns: u32,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_size: u32,
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub types: btf::KernelTypes,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    require_privileges()?;
+    kernel::ensure_tracefs()?;
+    if let Some((group, name, what)) = kernel::missing_tracepoint() {
+        bail!("this kernel has no tracepoint {group}:{name}; tracepoint mode cannot report {what}");
+    }
+    let types = btf::load(&opts.btf_path)?;
+    let config = KernelConfig {
+        keepalive_timer_fn: kernel::symbol_address("tcp_keepalive_timer")?,
+        offsets: types.offsets,
+        filter_port: opts.filter_port,
+        filter_netns: opts.filter_netns,
+        send_reset_has_reason: types.send_reset_has_reason as u8,
+        ..KernelConfig::zeroed()
+    };
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+    let _ = nix::sys::resource::setrlimit(
+        nix::sys::resource::Resource::RLIMIT_MEMLOCK,
+        nix::sys::resource::RLIM_INFINITY,
+        nix::sys::resource::RLIM_INFINITY,
+    );
+    let mut ebpf = EbpfLoader::new()
+        .override_global(names::CONFIG, &config, true)
+        .map_max_entries(names::EVENTS, opts.ring_buffer_size)
+        .load(PROGRAM_OBJECT)
+        .map_err(explain_load_error)?;
+    if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_kernel_log) {
+        log::debug!("kernel-side diagnostics unavailable: {e}");
+    }
+    let aya_btf = Btf::parse_file(&opts.btf_path, Default::default())
+        .with_context(|| format!("parsing {}", opts.btf_path.display()))?;
+    for (program, tracepoint) in PROGRAMS {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the object"))?
+            .try_into()?;
+        p.load(tracepoint, &aya_btf)
+            .map_err(|e| explain_program_error(e, tracepoint))?;
+        p.attach()
+            .map_err(|e| explain_program_error(e, tracepoint))?;
+    }
+    Ok(Loaded { ebpf, types })
+}
+
+fn require_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "keepalive needs root, or the capabilities CAP_BPF and CAP_PERFMON \
+         (plus CAP_SYS_ADMIN to mount tracefs if it is not mounted): \
+         run it with sudo"
+    )
+}
+
+fn explain_load_error(e: EbpfError) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("EPERM") || text.contains("Operation not permitted") {
+        anyhow::anyhow!("the kernel refused to load BPF programs ({text}): run as root")
+    } else {
+        anyhow::Error::new(e).context("loading keepalive's kernel programs")
+    }
+}
+
+fn explain_program_error(e: ProgramError, tracepoint: &str) -> anyhow::Error {
+    let msg = format!("attaching to tracepoint {tracepoint}");
+    anyhow::Error::new(e).context(msg)
+}
+
+/// Forwards aya-log records from the kernel programs to `log` (shown with -v or RUST_LOG).
+fn spawn_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    // SAFETY: the logger owns its fd and lives inside the AsyncFd.
+    let Ok(mut fd) = (unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+pub fn default_btf_path() -> &'static Path {
+    Path::new(btf::DEFAULT_BTF_PATH)
+}
