@@ -1,1 +1,97 @@
-fn main() {}
+//! `cargo xtask setup|build|run|test`: the project's own commands, from a fresh machine on.
+
+mod setup;
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "keepalive's development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need (Debian packages, rust-src, bpf-linker); fast when present.
+    Setup,
+    /// Build the `keepalive` binary (kernel programs included).
+    Build,
+    /// Trace live: `keepalive trace` with the given arguments, e.g. `cargo xtask run -- --port 22`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test: unit tests and the end-to-end scenarios in network namespaces (as root).
+    Test {
+        /// Extra arguments for `cargo test`, e.g. `-- linger`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Build => {
+            setup::run()?;
+            build().map(|bin| println!("{}", bin.display()))
+        }
+        Task::Run { args } => {
+            setup::run()?;
+            let bin = build()?;
+            let args: Vec<String> = args.into_iter().skip_while(|a| a == "--").collect();
+            // Replace ourselves in spirit: Ctrl-C reaches the tracer, which prints its summary.
+            let status = Command::new(&bin).arg("trace").args(&args).status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Test { args } => {
+            setup::run()?;
+            let bin = build()?;
+            let status = cargo()
+                .args(["test", "--workspace"])
+                .args(&args)
+                .env("KEEPALIVE_BIN", &bin)
+                .status()?;
+            if !status.success() {
+                bail!("tests failed");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Builds the binary and returns its path.
+fn build() -> Result<PathBuf> {
+    let status = cargo()
+        .args(["build", "--package", "keepalive-user", "--bin", "keepalive"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target.join("debug").join("keepalive"))
+}

@@ -1,0 +1,178 @@
+//! Network namespaces the tests create and delete themselves.
+
+use std::{
+    fs::File,
+    net::IpAddr,
+    sync::atomic::{AtomicU32, Ordering},
+    thread,
+};
+
+use nix::sched::{setns, CloneFlags};
+
+use crate::sh;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (with its nft tables, sockets and links) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `ka<pid>-<n>-<role>`, with loopback up.
+    pub fn new(role: &str) -> Netns {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("ka{}-{n}-{role}", std::process::id());
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> ...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        sh("ip", &all);
+    }
+
+    /// Runs `nft -f -` with `rules` inside this namespace.
+    pub fn nft(&self, rules: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn nft");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft failed: {}\n{rules}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Sets a sysctl of this namespace, e.g. `net.ipv4.tcp_retries2`.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        sh(
+            "ip",
+            &["netns", "exec", &self.name, "sysctl", "-qw", &format!("{key}={value}")],
+        );
+    }
+
+    /// Runs `f` on a thread that has entered this namespace: sockets it creates belong to
+    /// the namespace for their whole life, wherever they are used afterwards.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("thread in namespace panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair with addresses on both ends.
+pub struct Link {
+    pub a: Netns,
+    pub b: Netns,
+    pub a_addr: IpAddr,
+    pub b_addr: IpAddr,
+}
+
+impl Link {
+    /// `a` gets 198.18.0.1 / 2001:db8::1, `b` gets 198.18.0.2 / 2001:db8::2 (test ranges).
+    pub fn new(a_role: &str, b_role: &str, ipv6: bool) -> Link {
+        let a = Netns::new(a_role);
+        let b = Netns::new(b_role);
+        sh(
+            "ip",
+            &[
+                "link", "add", "veth-ka", "netns", &a.name, "type", "veth", "peer", "name",
+                "veth-ka", "netns", &b.name,
+            ],
+        );
+        let (a_addr, b_addr, prefix) = if ipv6 {
+            ("2001:db8::1", "2001:db8::2", "64")
+        } else {
+            ("198.18.0.1", "198.18.0.2", "24")
+        };
+        for (ns, addr) in [(&a, a_addr), (&b, b_addr)] {
+            // nodad: the address is usable at once rather than after duplicate detection.
+            let cidr = format!("{addr}/{prefix}");
+            if ipv6 {
+                ns.ip(&["addr", "add", &cidr, "dev", "veth-ka", "nodad"]);
+            } else {
+                ns.ip(&["addr", "add", &cidr, "dev", "veth-ka"]);
+            }
+            ns.ip(&["link", "set", "veth-ka", "up"]);
+        }
+        Link {
+            a,
+            b,
+            a_addr: a_addr.parse().unwrap(),
+            b_addr: b_addr.parse().unwrap(),
+        }
+    }
+}
+
+/// A TCP connection from namespace `a` (client) to namespace `b` (server).
+pub struct Connection {
+    pub client: std::net::TcpStream,
+    pub server: std::net::TcpStream,
+    /// The client's local port: how tests find the connection in the trace.
+    pub client_port: u16,
+    pub server_port: u16,
+    /// Keeps the listening socket alive for the connection's life.
+    pub listener: std::net::TcpListener,
+}
+
+impl Link {
+    /// Connects `a` to `b`, calling `configure` on the client socket before connect().
+    pub fn connect(&self, configure: impl FnOnce(&socket2::Socket) + Send + 'static) -> Connection {
+        use socket2::{Domain, Socket, Type};
+        use std::net::{SocketAddr, TcpListener};
+        let bind = SocketAddr::new(self.b_addr, 0);
+        let listener = self.b.run(move || TcpListener::bind(bind).unwrap());
+        let server = SocketAddr::new(self.b_addr, listener.local_addr().unwrap().port());
+        let client: std::net::TcpStream = self.a.run(move || {
+            let s = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
+            configure(&s);
+            s.connect(&server.into()).unwrap();
+            s.into()
+        });
+        let (accepted, _) = listener.accept().unwrap();
+        Connection {
+            client_port: client.local_addr().unwrap().port(),
+            server_port: server.port(),
+            client,
+            server: accepted,
+            listener,
+        }
+    }
+
+    /// Drops, silently, every TCP packet arriving in `b` for `port`.
+    pub fn blackhole_b(&self, port: u16) {
+        self.b.nft(&format!(
+            "table inet ka {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+             tcp dport {port} drop\n }}\n}}\n"
+        ));
+    }
+}

@@ -1,0 +1,179 @@
+//! The `keepalive` binary, run as a user runs it, with its JSON lines collected.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+/// Path of the binary under test: `KEEPALIVE_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("KEEPALIVE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/keepalive")
+        });
+    assert!(
+        path.exists(),
+        "{} not found: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// A running `keepalive trace --format json`; stopped with SIGINT like Ctrl-C.
+pub struct Tracer {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    collected: Vec<Value>,
+}
+
+impl Tracer {
+    /// Starts `keepalive <args>` and waits (at most 30 s) until it says it is tracing.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keepalive");
+        let lines = pipe_lines(child.stdout.take().unwrap());
+        let stderr = pipe_lines(child.stderr.take().unwrap());
+        let mut t = Tracer {
+            child: Some(child),
+            lines,
+            stderr,
+            collected: vec![],
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match t.stderr.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("Tracing") => return t,
+                Ok(line) => eprintln!("keepalive: {line}"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("keepalive exited before tracing: {:?}", t.finish_raw())
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            assert!(Instant::now() < deadline, "keepalive did not start tracing in 30 s");
+        }
+    }
+
+    /// Traces one network namespace, JSON lines, plus `extra` arguments.
+    pub fn trace_netns(netns: &str, extra: &[&str]) -> Tracer {
+        let mut args = vec!["trace", "--format", "json", "--netns", netns];
+        args.extend_from_slice(extra);
+        Tracer::start(&args)
+    }
+
+    /// Waits up to `timeout` for a JSON line matching `pred`; returns it.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(v) = self.collected.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v = parse(&line);
+                    self.collected.push(v.clone());
+                    if pred(&v) {
+                        return Some(v);
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Stops the tracer with SIGINT (as Ctrl-C) and returns every JSON line it printed,
+    /// the closing summary included. Asserts it exits successfully within 10 s.
+    pub fn stop(mut self) -> Vec<Value> {
+        let child = self.child.take().unwrap();
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+        let (status, _) = wait_bounded(child, Duration::from_secs(10));
+        assert!(status.success(), "keepalive exited with {status}");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.collected.push(parse(&line));
+        }
+        std::mem::take(&mut self.collected)
+    }
+
+    fn finish_raw(&mut self) -> String {
+        let mut err = String::new();
+        while let Ok(l) = self.stderr.try_recv() {
+            err.push_str(&l);
+            err.push('\n');
+        }
+        err
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn parse(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for `child` at most `timeout`, killing it past that.
+pub fn wait_bounded(mut child: Child, timeout: Duration) -> (std::process::ExitStatus, bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return (status, false);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return (child.wait().expect("wait"), true);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Events (not the summary) of one connection, by its local port, in order.
+pub fn events_of(lines: &[Value], local_port: u16) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "event" && v["sport"] == local_port)
+        .cloned()
+        .collect()
+}
+
+/// The `kind`s of `events`, in order.
+pub fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|v| v["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
