@@ -18,7 +18,10 @@ mod sock;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_get_socket_cookie,
+    },
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
@@ -202,6 +205,10 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let new: i32 = ctx.arg(2);
     let mut r = new_record(kind::STATE_CHANGE);
     read_identity(sk, &mut r);
+    // Assigns the socket its cookie on first sight (state changes are the first thing a new
+    // connection does), so every later event, timer ones included, reads the same cookie.
+    // For tracing programs this helper id is the kernel's bpf_get_socket_ptr_cookie.
+    r.cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
     if !wanted(&r) {
         return 0;
     }

@@ -52,7 +52,8 @@ Kinds: keepalive_probe, keepalive_answered, keepalive_timeout, reset_sent, reset
 
 #[derive(Args)]
 struct TraceArgs {
-    /// Output format.
+    /// Output format: columns for reading, or JSON lines for jq and recordings,
+    /// e.g. --format json.
     #[arg(short, long, value_enum, default_value = "human")]
     format: Format,
     /// Write events to FILE instead of stdout (e.g. a recording: --format json --output rec.jsonl).
@@ -68,10 +69,11 @@ struct TraceArgs {
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
-    /// Kernel BTF to read struct layouts from.
+    /// Kernel BTF to read struct layouts from, e.g. --btf /sys/kernel/btf/vmlinux (the default).
     #[arg(long, value_name = "PATH", default_value_os_t = default_btf_path().to_path_buf())]
     btf: PathBuf,
-    /// Ring buffer size in KiB (a power of two); larger loses fewer events under bursts.
+    /// Ring buffer size in KiB (a power of two); larger loses fewer events under bursts,
+    /// e.g. --ring-buffer-size 16384.
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     ring_buffer_size: u32,
 }

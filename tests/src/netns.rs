@@ -7,7 +7,7 @@ use std::{
     thread,
 };
 
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{CloneFlags, setns};
 
 use crate::sh;
 
@@ -63,7 +63,14 @@ impl Netns {
     pub fn sysctl(&self, key: &str, value: &str) {
         sh(
             "ip",
-            &["netns", "exec", &self.name, "sysctl", "-qw", &format!("{key}={value}")],
+            &[
+                "netns",
+                "exec",
+                &self.name,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ],
         );
     }
 

@@ -10,7 +10,7 @@ use std::{
 };
 
 use nix::{
-    sys::signal::{kill, Signal},
+    sys::signal::{Signal, kill},
     unistd::Pid,
 };
 use serde_json::Value;
@@ -66,7 +66,10 @@ impl Tracer {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            assert!(Instant::now() < deadline, "keepalive did not start tracing in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "keepalive did not start tracing in 30 s"
+            );
         }
     }
 

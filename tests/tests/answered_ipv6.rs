@@ -7,15 +7,17 @@ use std::{
 };
 
 use keepalive_tests::{
-    is_root,
+    Link, Tracer, is_root,
     tracer::{events_of, kinds},
-    Link, Tracer,
 };
 use socket2::TcpKeepalive;
 
 #[test]
 fn answered_probes_over_ipv6_keep_the_connection_alive() {
-    assert!(is_root(), "end-to-end tests load BPF programs: run as root (cargo xtask test)");
+    assert!(
+        is_root(),
+        "end-to-end tests load BPF programs: run as root (cargo xtask test)"
+    );
     let link = Link::new("client", "server", true);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
     let mut conn = link.connect(|s| {
@@ -34,7 +36,10 @@ fn answered_probes_over_ipv6_keep_the_connection_alive() {
     let lines = tracer.stop();
     let events = events_of(&lines, conn.client_port);
     let kinds = kinds(&events);
-    assert!(kinds.iter().filter(|k| *k == "keepalive_probe").count() >= 2, "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| *k == "keepalive_probe").count() >= 2,
+        "{kinds:?}"
+    );
     assert!(kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
     assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
     // Answers come in time: never more than one probe outstanding.

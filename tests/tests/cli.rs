@@ -18,7 +18,13 @@ fn trace_help_explains_every_option_with_examples() {
     let (code, help, _) = run(&["trace", "--help"]);
     assert_eq!(code, 0);
     for option in [
-        "--format", "--output", "--port", "--netns", "--kind", "--btf", "--ring-buffer-size",
+        "--format",
+        "--output",
+        "--port",
+        "--netns",
+        "--kind",
+        "--btf",
+        "--ring-buffer-size",
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
@@ -48,5 +54,8 @@ fn unknown_netns_and_missing_btf_name_what_is_missing() {
     assert!(err.contains("no-such-namespace-xyz"), "{err}");
     let (code, _, err) = run(&["trace", "--btf", "/nonexistent/vmlinux"]);
     assert_ne!(code, 0);
-    assert!(err.contains("/nonexistent/vmlinux") && err.contains("BTF"), "{err}");
+    assert!(
+        err.contains("/nonexistent/vmlinux") && err.contains("BTF"),
+        "{err}"
+    );
 }

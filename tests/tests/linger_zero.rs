@@ -2,12 +2,15 @@
 
 use std::{io::Read, time::Duration};
 
-use keepalive_tests::{is_root, tracer::events_of, Link, Tracer};
+use keepalive_tests::{Link, Tracer, is_root, tracer::events_of};
 use socket2::SockRef;
 
 #[test]
 fn linger_zero_close_is_reset_sent_abort_on_linger() {
-    assert!(is_root(), "end-to-end tests load BPF programs: run as root (cargo xtask test)");
+    assert!(
+        is_root(),
+        "end-to-end tests load BPF programs: run as root (cargo xtask test)"
+    );
     let link = Link::new("client", "server", false);
     let mut tracer = Tracer::trace_netns(&link.a.name, &[]);
     let conn = link.connect(|_| {});
@@ -32,7 +35,9 @@ fn linger_zero_close_is_reset_sent_abort_on_linger() {
     assert_eq!(reset["reason"], "TCP_ABORT_ON_LINGER", "{reset}");
     assert_eq!(reset["dport"], conn.server_port);
     let lines = tracer.stop();
-    assert!(events_of(&lines, port)
-        .iter()
-        .any(|e| e["kind"] == "state_change" && e["to"] == "CLOSE"));
+    assert!(
+        events_of(&lines, port)
+            .iter()
+            .any(|e| e["kind"] == "state_change" && e["to"] == "CLOSE")
+    );
 }

@@ -4,15 +4,17 @@
 use std::{io::Read, time::Duration};
 
 use keepalive_tests::{
-    is_root,
+    Link, Tracer, is_root,
     tracer::{events_of, kinds},
-    Link, Tracer,
 };
 use socket2::{SockRef, TcpKeepalive};
 
 #[test]
 fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
-    assert!(is_root(), "end-to-end tests load BPF programs: run as root (cargo xtask test)");
+    assert!(
+        is_root(),
+        "end-to-end tests load BPF programs: run as root (cargo xtask test)"
+    );
     let link = Link::new("client", "server", false);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
 
@@ -34,7 +36,11 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let err = (&*client).read(&mut [0u8; 1]).unwrap_err();
-    assert_eq!(err.raw_os_error(), Some(libc_etimedout()), "read error: {err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc_etimedout()),
+        "read error: {err}"
+    );
 
     let lines = tracer.stop();
     let events = events_of(&lines, local_port);
@@ -45,7 +51,10 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
         .map(|e| e["probes"].as_u64().unwrap())
         .collect();
     assert_eq!(probes, [1, 2, 3], "events: {kinds:?}");
-    assert!(!kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| k == "keepalive_answered"),
+        "{kinds:?}"
+    );
 
     let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         events
@@ -67,13 +76,31 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     assert_eq!(t["keepalive"]["count"], 3);
     assert_eq!(t["keepalive"]["idle_s"], 2.0);
     assert_eq!(t["daddr"], "198.18.0.2");
-    assert!(t["cookie"].as_u64().unwrap() != 0);
+    assert_eq!(t["cookie"].as_u64().unwrap(), socket_cookie(client));
     assert!(t["netns"].as_u64().unwrap() != 0);
     assert!(t["ts"].as_str().unwrap().ends_with('Z'));
 
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["lost"], 0);
+}
+
+/// The cookie the kernel gives the socket (getsockopt SO_COOKIE), as `ss -e` shows it.
+fn socket_cookie(s: &std::net::TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_COOKIE,
+            &mut cookie as *mut u64 as *mut _,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(SO_COOKIE)");
+    cookie
 }
 
 fn libc_etimedout() -> i32 {

@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -56,7 +56,7 @@ fn main() -> Result<()> {
             setup::run()?;
             let bin = build()?;
             let status = cargo()
-                .args(["test", "--workspace"])
+                .args(["test", "--workspace", "--exclude", "keepalive-ebpf"])
                 .args(&args)
                 .env("KEEPALIVE_BIN", &bin)
                 .status()?;

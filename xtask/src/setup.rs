@@ -6,7 +6,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the real tools the tests drive.
 const PACKAGES: &[&str] = &[
