@@ -3,8 +3,10 @@
 //! Layout: [`event`] is what users see, [`decode`] turns kernel records into events (pure),
 //! [`output`] prints them; [`btf`] and [`kernel`] learn about the running kernel, [`loader`]
 //! loads and attaches the programs, and [`trace`] runs the live loop. I/O stays at the edges.
+pub mod advice;
 pub mod btf;
 pub mod decode;
+pub mod diagnose;
 pub mod event;
 pub mod kernel;
 pub mod loader;

@@ -1,0 +1,166 @@
+//! The words of a verdict: what happened, with the measured numbers, and what to change.
+
+use crate::{
+    diagnose::{Verdict, VerdictKind},
+    event::Keepalive,
+};
+
+/// Fills `summary` and `advice` from the verdict's numbers and the socket's settings.
+pub fn explain(v: &mut Verdict) {
+    let ka = v.keepalive.clone();
+    let ssh = matches!(
+        v.comm.as_deref(),
+        Some("ssh") | Some("sshd") | Some("autossh")
+    );
+    let lifetime = v
+        .lifetime_s
+        .map(|s| format!(" after {}", secs(s)))
+        .unwrap_or_default();
+    let mut advice = vec![];
+    v.summary = match v.verdict {
+        VerdictKind::KeepaliveTimeout => {
+            let (idle, intvl, count) = settings(ka.as_ref());
+            advice.push(format!(
+                "Dead peers are detected after idle + count x interval = {} here. To detect \
+                 sooner, lower TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT on the socket, or \
+                 net.ipv4.tcp_keepalive_time/_intvl/_probes (per network namespace), e.g. \
+                 sysctl -w net.ipv4.tcp_keepalive_time=60 net.ipv4.tcp_keepalive_intvl=10 \
+                 net.ipv4.tcp_keepalive_probes=6.",
+                secs(idle + intvl * count as f64)
+            ));
+            advice.push(
+                "If the peer is alive, something on the path drops traffic silently: a \
+                 firewall or NAT whose state expired, a link or host that went down. Check it \
+                 with the same probes from the peer side."
+                    .into(),
+            );
+            format!(
+                "Connection timed out{lifetime}: {} keepalive probes, {} apart, went unanswered \
+                 after {} idle. The peer or a middlebox on the path silently went away.",
+                v.probes_sent,
+                secs(intvl),
+                secs(v.idle_s.unwrap_or(idle))
+            )
+        }
+        VerdictKind::ResetAfterProbe => {
+            let idle = v.idle_s.or(ka.as_ref().map(|k| k.idle_s)).unwrap_or(0.0);
+            advice.push(format!(
+                "The connection was forgotten within {} of idleness. Keep the keepalive idle \
+                 time below that limit so probes refresh NAT/conntrack state in time, e.g. \
+                 TCP_KEEPIDLE={} on the socket or sysctl -w net.ipv4.tcp_keepalive_time={}.",
+                secs(idle),
+                (idle / 2.0).floor().max(1.0),
+                (idle / 2.0).floor().max(1.0)
+            ));
+            format!(
+                "Connection reset{lifetime}: a keepalive probe sent after {} idle was answered \
+                 with RST. The peer or a NAT/conntrack middlebox had forgotten the connection \
+                 (peer restarted, or state expired while idle).",
+                secs(idle)
+            )
+        }
+        VerdictKind::PeerReset => {
+            advice.push(
+                "The peer's application aborted or its host no longer knew the connection; \
+                 look at the peer's logs around this time."
+                    .into(),
+            );
+            format!("Connection reset by the peer{lifetime}.")
+        }
+        VerdictKind::LocalAbort => {
+            let reason = v.reason.clone().unwrap_or_else(|| "UNKNOWN".into());
+            advice.push(local_abort_advice(&reason).into());
+            format!("This host aborted the connection with RST{lifetime} (reason {reason}).")
+        }
+        VerdictKind::RetransmitTimeout => {
+            advice.push(
+                "Data went unacknowledged until retransmissions ran out: the peer or the path \
+                 stopped working while data was in flight. This is not a keepalive problem; \
+                 net.ipv4.tcp_retries2 (default 15, about 15 minutes) or TCP_USER_TIMEOUT set \
+                 how long it takes to give up."
+                    .into(),
+            );
+            format!(
+                "Connection timed out{lifetime} with data unacknowledged: retransmissions ran \
+                 out (ETIMEDOUT)."
+            )
+        }
+        VerdictKind::UserTimeout => {
+            let ms = ka.as_ref().map(|k| k.user_timeout_ms).unwrap_or(0);
+            advice.push(format!(
+                "TCP_USER_TIMEOUT={ms} ms on the socket bounds how long data or keepalive probes \
+                 may stay unacknowledged; raise it if the peer is slow rather than gone."
+            ));
+            format!(
+                "Connection cut by TCP_USER_TIMEOUT ({ms} ms){lifetime}: the peer stopped \
+                 acknowledging."
+            )
+        }
+        VerdictKind::Closed => format!("Connection closed normally with FIN{lifetime}."),
+    };
+    if v.verdict != VerdictKind::Closed {
+        if let Some(k) = &ka {
+            if !k.enabled && v.verdict != VerdictKind::LocalAbort {
+                advice.push(
+                    "Keepalive was off on this socket (SO_KEEPALIVE=0): enable it with \
+                     setsockopt(SO_KEEPALIVE, 1) and TCP_KEEPIDLE below any NAT or firewall \
+                     idle timeout, or with `keepalive enforce` without changing the \
+                     application."
+                        .into(),
+                );
+            }
+        }
+        if ssh {
+            advice.push(
+                "ssh: TCPKeepAlive=yes uses the kernel keepalive above; ServerAliveInterval=30 \
+                 with ServerAliveCountMax=3 (ClientAliveInterval/ClientAliveCountMax in sshd) \
+                 probe at the application level, through NATs, and end a dead session in about \
+                 90 s."
+                    .into(),
+            );
+        }
+    }
+    v.advice = advice;
+}
+
+fn settings(k: Option<&Keepalive>) -> (f64, f64, u32) {
+    k.map(|k| (k.idle_s, k.interval_s, k.count))
+        .unwrap_or((7200.0, 75.0, 9))
+}
+
+fn local_abort_advice(reason: &str) -> &'static str {
+    match reason {
+        "TCP_ABORT_ON_LINGER" => {
+            "The application closed the socket with SO_LINGER {on, 0}, which discards unsent \
+             data and resets the connection; use a non-zero linger time or plain close() for \
+             an orderly FIN."
+        }
+        "TCP_ABORT_ON_CLOSE" => {
+            "The application closed the socket while received data was still unread; read \
+             everything (or shutdown(SHUT_WR) and drain) before close()."
+        }
+        "TCP_ABORT_ON_MEMORY" => {
+            "The kernel ran out of TCP memory or orphan sockets (net.ipv4.tcp_mem, \
+             net.ipv4.tcp_max_orphans); check `nstat TcpExtTCPAbortOnMemory`."
+        }
+        "TCP_DISCONNECT_WITH_DATA" => {
+            "The application disconnected (connect(AF_UNSPEC)) with data unsent or unread."
+        }
+        "TCP_STATE" => {
+            "The socket was closed or disconnected in a state that requires a RST (e.g. \
+             SO_LINGER 0, or shutdown during the handshake)."
+        }
+        _ => "The kernel aborted the connection; see the reason for which path.",
+    }
+}
+
+/// Seconds, briefly: 2s, 1.5s, 2h.
+pub fn secs(s: f64) -> String {
+    if s >= 3600.0 && s % 3600.0 == 0.0 {
+        format!("{}h", s / 3600.0)
+    } else if s >= 60.0 && s % 60.0 == 0.0 {
+        format!("{}min", s / 60.0)
+    } else {
+        format!("{}s", (s * 1000.0).round() / 1000.0)
+    }
+}

@@ -1,0 +1,700 @@
+//! From events to answers: one timeline per connection, and when it ends, a verdict that says
+//! why in plain words, with numbers and what to change. Pure: events in, verdicts out.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason};
+
+/// How a connection ended. The names are part of the output contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictKind {
+    /// Keepalive probes went unanswered: the peer or a middlebox silently went away.
+    KeepaliveTimeout,
+    /// A keepalive probe was answered with RST: the peer or a NAT forgot the connection.
+    ResetAfterProbe,
+    /// The peer reset the connection otherwise.
+    PeerReset,
+    /// This host sent the RST (linger 0, close with unread data, memory, ...).
+    LocalAbort,
+    /// Data went unacknowledged until retransmissions ran out: not a keepalive problem.
+    RetransmitTimeout,
+    /// TCP_USER_TIMEOUT cut the connection.
+    UserTimeout,
+    /// Orderly close with FIN.
+    Closed,
+}
+
+impl VerdictKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictKind::KeepaliveTimeout => "keepalive_timeout",
+            VerdictKind::ResetAfterProbe => "reset_after_probe",
+            VerdictKind::PeerReset => "peer_reset",
+            VerdictKind::LocalAbort => "local_abort",
+            VerdictKind::RetransmitTimeout => "retransmit_timeout",
+            VerdictKind::UserTimeout => "user_timeout",
+            VerdictKind::Closed => "closed",
+        }
+    }
+}
+
+/// Why one connection died.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub verdict: VerdictKind,
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    #[serde(flatten)]
+    pub socket: SocketId,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// Unanswered keepalive probes when it ended.
+    pub probes_sent: u32,
+    /// Times the peer answered keepalive probes over the connection's life.
+    pub probes_answered: u32,
+    /// Seconds from establishment to the end, when the start was seen.
+    pub lifetime_s: Option<f64>,
+    /// Seconds the connection was idle before the first unanswered probe.
+    pub idle_s: Option<f64>,
+    /// Error reported to the application, e.g. ETIMEDOUT.
+    pub error: Option<String>,
+    /// The kernel's reason for a reset, or why the keepalive timer gave up.
+    pub reason: Option<String>,
+    pub summary: String,
+    pub advice: Vec<String>,
+    pub keepalive: Option<Keepalive>,
+}
+
+/// Everything known about one connection so far.
+#[derive(Clone, Debug)]
+pub struct ConnectionTimeline {
+    pub socket: SocketId,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub established: Option<OffsetDateTime>,
+    pub last_seen: OffsetDateTime,
+    /// Probes outstanding now, and the idle time before the first of them.
+    pub probes_out: u32,
+    pub probe_episode_idle_s: Option<f64>,
+    pub probes_answered: u32,
+    pub keepalive: Option<Keepalive>,
+    pub timeout: Option<(TimeoutReason, u32)>,
+    /// Probes outstanding when a RST arrived.
+    pub reset_received: Option<u32>,
+    pub reset_sent: Option<String>,
+    pub error: Option<String>,
+    pub closed: Option<(OffsetDateTime, TcpState)>,
+    /// The most recent events, oldest first.
+    pub events: VecDeque<Event>,
+}
+
+/// Events kept per connection for `keepalive why`.
+const TIMELINE_EVENTS: usize = 64;
+/// A closed connection's verdict waits this long for the reset and error that follow the
+/// close in the kernel (tcp_disconnect and tcp_done_with_error report them after the state).
+const SETTLE: Duration = Duration::milliseconds(100);
+
+/// Tracks connections and turns their ends into verdicts. Memory is bounded: a connection is
+/// dropped when it ends, and past `capacity` the least recently seen is evicted.
+pub struct Engine {
+    connections: HashMap<u64, ConnectionTimeline>,
+    capacity: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(100_000)
+    }
+}
+
+impl Engine {
+    pub fn new(capacity: usize) -> Self {
+        Engine {
+            connections: HashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Feeds one event; returns the verdicts of connections that ended (settled) by now.
+    pub fn observe(&mut self, e: &Event) -> Vec<(Verdict, ConnectionTimeline)> {
+        let mut done = self.settle(e.ts);
+        if e.socket.cookie == 0 {
+            return done; // A reset with no socket belongs to no connection.
+        }
+        let key = e.socket.cookie;
+        if !self.connections.contains_key(&key) {
+            if !starts_tracking(e) {
+                return done;
+            }
+            if self.connections.len() >= self.capacity {
+                self.evict_oldest();
+            }
+            self.connections.insert(key, ConnectionTimeline::new(e));
+        }
+        let c = self.connections.get_mut(&key).unwrap();
+        c.apply(e);
+        if matches!(e.detail, Detail::SocketDestroyed {}) {
+            let c = self.connections.remove(&key).unwrap();
+            if c.closed.is_some() {
+                done.extend(c.verdict().map(|v| (v, c)));
+            }
+        }
+        done
+    }
+
+    /// Verdicts of connections closed more than a moment before `now`.
+    pub fn settle(&mut self, now: OffsetDateTime) -> Vec<(Verdict, ConnectionTimeline)> {
+        let ready: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| matches!(c.closed, Some((at, _)) if now - at >= SETTLE))
+            .map(|(k, _)| *k)
+            .collect();
+        self.take(ready)
+    }
+
+    /// Verdicts of every closed connection, at the end of input.
+    pub fn finish(&mut self) -> Vec<(Verdict, ConnectionTimeline)> {
+        let closed: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.closed.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        self.take(closed)
+    }
+
+    fn take(&mut self, keys: Vec<u64>) -> Vec<(Verdict, ConnectionTimeline)> {
+        let mut out: Vec<_> = keys
+            .into_iter()
+            .filter_map(|k| self.connections.remove(&k))
+            .filter_map(|c| c.verdict().map(|v| (v, c)))
+            .collect();
+        out.sort_by_key(|(v, _)| v.ts);
+        out
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some(k) = self
+            .connections
+            .iter()
+            .min_by_key(|(_, c)| c.last_seen)
+            .map(|(k, _)| *k)
+        {
+            self.connections.remove(&k);
+        }
+    }
+}
+
+/// Connections are tracked from establishment, or from the first keepalive sign of life of
+/// one that was established before tracing started.
+fn starts_tracking(e: &Event) -> bool {
+    match &e.detail {
+        Detail::StateChange { to, .. } => *to == TcpState::Established,
+        Detail::SocketDestroyed {} => false,
+        _ => matches!(
+            e.state,
+            TcpState::Established | TcpState::CloseWait | TcpState::FinWait1 | TcpState::FinWait2
+        ),
+    }
+}
+
+impl ConnectionTimeline {
+    fn new(e: &Event) -> Self {
+        ConnectionTimeline {
+            socket: e.socket.clone(),
+            pid: None,
+            comm: None,
+            established: None,
+            last_seen: e.ts,
+            probes_out: 0,
+            probe_episode_idle_s: None,
+            probes_answered: 0,
+            keepalive: None,
+            timeout: None,
+            reset_received: None,
+            reset_sent: None,
+            error: None,
+            closed: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    fn apply(&mut self, e: &Event) {
+        self.last_seen = e.ts;
+        if e.pid.is_some() {
+            self.pid = e.pid;
+            self.comm = e.comm.clone();
+        }
+        if let Some(k) = &e.keepalive {
+            self.keepalive = Some(k.clone());
+        }
+        if self.events.len() == TIMELINE_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e.clone());
+        match &e.detail {
+            Detail::StateChange { to, .. } => {
+                if *to == TcpState::Established && self.established.is_none() {
+                    self.established = Some(e.ts);
+                }
+                if *to == TcpState::Close && self.closed.is_none() {
+                    self.closed = Some((e.ts, e.state));
+                }
+            }
+            Detail::KeepaliveProbe { probes } => {
+                if self.probes_out == 0 {
+                    self.probe_episode_idle_s = e.keepalive.as_ref().map(|k| k.idle_s);
+                }
+                self.probes_out = *probes;
+            }
+            Detail::KeepaliveAnswered { .. } => {
+                self.probes_out = 0;
+                self.probes_answered += 1;
+            }
+            Detail::KeepaliveTimeout { reason, probes } => {
+                self.timeout = Some((*reason, *probes));
+                self.probes_out = *probes;
+            }
+            Detail::ResetReceived {} => {
+                self.reset_received.get_or_insert(self.probes_out);
+            }
+            Detail::ResetSent { reason, .. } => {
+                if self.timeout.is_none() && self.reset_received.is_none() {
+                    self.reset_sent.get_or_insert(reason.clone());
+                }
+            }
+            Detail::SocketError { error, .. } => {
+                self.error.get_or_insert(error.clone());
+            }
+            Detail::SocketDestroyed {} => {
+                if self.closed.is_none() {
+                    self.closed = Some((e.ts, e.state));
+                }
+            }
+        }
+    }
+
+    /// Why it ended, once it has.
+    pub fn verdict(&self) -> Option<Verdict> {
+        let (ended, _) = self.closed?;
+        let ka = self.keepalive.as_ref();
+        let user_timeout_ms = ka.map(|k| k.user_timeout_ms).unwrap_or(0);
+        let (verdict, reason): (VerdictKind, Option<String>) =
+            if let Some((reason, _)) = self.timeout {
+                match reason {
+                    TimeoutReason::UserTimeout => {
+                        (VerdictKind::UserTimeout, Some("user_timeout".into()))
+                    }
+                    TimeoutReason::ProbesUnanswered => (
+                        VerdictKind::KeepaliveTimeout,
+                        Some("probes_unanswered".into()),
+                    ),
+                }
+            } else if let Some(outstanding) = self.reset_received {
+                if outstanding > 0 {
+                    (VerdictKind::ResetAfterProbe, None)
+                } else {
+                    (VerdictKind::PeerReset, None)
+                }
+            } else if let Some(reason) = &self.reset_sent {
+                (VerdictKind::LocalAbort, Some(reason.clone()))
+            } else if self.error.as_deref() == Some("ETIMEDOUT") {
+                if user_timeout_ms != 0 {
+                    (VerdictKind::UserTimeout, Some("user_timeout".into()))
+                } else {
+                    (VerdictKind::RetransmitTimeout, None)
+                }
+            } else {
+                (VerdictKind::Closed, None)
+            };
+        let mut v = Verdict {
+            verdict,
+            ts: ended,
+            socket: self.socket.clone(),
+            pid: self.pid,
+            comm: self.comm.clone(),
+            probes_sent: self.probes_out,
+            probes_answered: self.probes_answered,
+            lifetime_s: self
+                .established
+                .map(|t| ((ended - t).as_seconds_f64() * 1000.0).round() / 1000.0),
+            idle_s: if self.probes_out > 0 {
+                self.probe_episode_idle_s
+            } else {
+                None
+            },
+            error: self.error.clone(),
+            reason,
+            summary: String::new(),
+            advice: vec![],
+            keepalive: self.keepalive.clone(),
+        };
+        crate::advice::explain(&mut v);
+        Some(v)
+    }
+}
+
+/// Which connections a user asks about (`--port`, `--addr`, `--pid`, `--comm`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionFilter {
+    pub port: Option<u16>,
+    pub addr: Option<IpAddr>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+impl ConnectionFilter {
+    pub fn matches(&self, s: &SocketId, pid: Option<u32>, comm: Option<&str>) -> bool {
+        self.port.is_none_or(|p| s.sport == p || s.dport == p)
+            && self.addr.is_none_or(|a| s.saddr == a || s.daddr == a)
+            && self.pid.is_none_or(|p| pid == Some(p))
+            && self.comm.as_deref().is_none_or(|c| comm == Some(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Keepalive;
+
+    /// A recorded sequence, one event per step, one second apart by default.
+    struct Recording {
+        t: OffsetDateTime,
+        events: Vec<Event>,
+    }
+
+    fn ka(idle: f64, intvl: f64, count: u32, user_timeout_ms: u32, enabled: bool) -> Keepalive {
+        Keepalive {
+            enabled,
+            idle_s: idle,
+            interval_s: intvl,
+            count,
+            user_timeout_ms,
+            set_by_socket: vec![],
+            probes_out: 0,
+        }
+    }
+
+    impl Recording {
+        fn new() -> Self {
+            Recording {
+                t: OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap(),
+                events: vec![],
+            }
+        }
+        fn at(mut self, secs: f64, detail: Detail, state: TcpState, k: Option<Keepalive>) -> Self {
+            self.t += Duration::seconds_f64(secs);
+            self.events.push(Event {
+                ts: self.t,
+                socket: SocketId {
+                    saddr: "198.18.0.1".parse().unwrap(),
+                    sport: 40000,
+                    daddr: "198.18.0.2".parse().unwrap(),
+                    dport: 22,
+                    netns: 1,
+                    cookie: 7,
+                },
+                state,
+                pid: Some(100),
+                comm: Some("ssh".into()),
+                detail,
+                keepalive: k,
+            });
+            self
+        }
+        fn established(self) -> Self {
+            self.at(
+                0.0,
+                Detail::StateChange {
+                    from: TcpState::SynSent,
+                    to: TcpState::Established,
+                },
+                TcpState::SynSent,
+                None,
+            )
+        }
+        fn probes(mut self, n: u32, k: &Keepalive, first_after: f64) -> Self {
+            for i in 1..=n {
+                let wait = if i == 1 { first_after } else { k.interval_s };
+                self = self.at(
+                    wait,
+                    Detail::KeepaliveProbe { probes: i },
+                    TcpState::Established,
+                    Some(k.clone()),
+                );
+            }
+            self
+        }
+        fn close(self, after: f64) -> Self {
+            self.at(
+                after,
+                Detail::StateChange {
+                    from: TcpState::Established,
+                    to: TcpState::Close,
+                },
+                TcpState::Established,
+                None,
+            )
+        }
+        fn error(self, name: &str, errno: i32) -> Self {
+            self.at(
+                0.0,
+                Detail::SocketError {
+                    error: name.into(),
+                    errno,
+                },
+                TcpState::Close,
+                None,
+            )
+        }
+        fn verdict(self) -> Verdict {
+            let mut engine = Engine::default();
+            let mut out = vec![];
+            for e in &self.events {
+                out.extend(engine.observe(e));
+            }
+            out.extend(engine.finish());
+            assert_eq!(out.len(), 1, "one connection, one verdict: {out:?}");
+            out.remove(0).0
+        }
+    }
+
+    #[test]
+    fn unanswered_probes_are_a_keepalive_timeout() {
+        let k = ka(2.0, 1.0, 3, 0, true);
+        let v = Recording::new()
+            .established()
+            .probes(3, &k, 2.0)
+            .at(
+                1.0,
+                Detail::KeepaliveTimeout {
+                    reason: TimeoutReason::ProbesUnanswered,
+                    probes: 3,
+                },
+                TcpState::Established,
+                Some(k.clone()),
+            )
+            .at(
+                0.0,
+                Detail::ResetSent {
+                    reason: "TCP_KEEPALIVE_TIMEOUT".into(),
+                    kernel_reason: None,
+                },
+                TcpState::Established,
+                None,
+            )
+            .close(0.0)
+            .error("ETIMEDOUT", 110)
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
+        assert_eq!(
+            (v.probes_sent, v.idle_s, v.lifetime_s),
+            (3, Some(2.0), Some(5.0))
+        );
+        assert_eq!(v.error.as_deref(), Some("ETIMEDOUT"));
+        assert!(v.summary.contains("3 keepalive probes"), "{}", v.summary);
+        assert!(
+            v.advice
+                .iter()
+                .any(|a| a.contains("idle + count x interval = 5s"))
+        );
+        assert!(v.advice.iter().any(|a| a.contains("ServerAliveInterval")));
+    }
+
+    #[test]
+    fn probe_answered_with_rst_is_reset_after_probe_with_the_idle_bound() {
+        let k = ka(600.0, 75.0, 9, 0, true);
+        let v = Recording::new()
+            .established()
+            .probes(1, &k, 600.0)
+            .at(0.01, Detail::ResetReceived {}, TcpState::Established, None)
+            .close(0.0)
+            .error("ECONNRESET", 104)
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::ResetAfterProbe);
+        assert_eq!(v.idle_s, Some(600.0));
+        assert!(v.advice[0].contains("TCP_KEEPIDLE=300"), "{:?}", v.advice);
+    }
+
+    #[test]
+    fn rst_without_probe_is_peer_reset() {
+        let v = Recording::new()
+            .established()
+            .at(3.0, Detail::ResetReceived {}, TcpState::Established, None)
+            .close(0.0)
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::PeerReset);
+        assert_eq!(v.probes_sent, 0);
+    }
+
+    #[test]
+    fn our_rst_is_local_abort_with_reason_even_when_it_follows_the_close() {
+        // tcp_disconnect() changes the state before it sends the RST.
+        let v = Recording::new()
+            .established()
+            .close(1.0)
+            .at(
+                0.0,
+                Detail::ResetSent {
+                    reason: "TCP_ABORT_ON_LINGER".into(),
+                    kernel_reason: Some("TCP_STATE".into()),
+                },
+                TcpState::Close,
+                None,
+            )
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::LocalAbort);
+        assert_eq!(v.reason.as_deref(), Some("TCP_ABORT_ON_LINGER"));
+        assert!(v.advice[0].contains("SO_LINGER"));
+    }
+
+    #[test]
+    fn etimedout_without_keepalive_is_retransmit_timeout_and_says_keepalive_was_off() {
+        let v = Recording::new()
+            .established()
+            .close(30.0)
+            .at(
+                0.0,
+                Detail::SocketError {
+                    error: "ETIMEDOUT".into(),
+                    errno: 110,
+                },
+                TcpState::Close,
+                Some(ka(7200.0, 75.0, 9, 0, false)),
+            )
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::RetransmitTimeout);
+        assert!(v.summary.contains("retransmissions"), "{}", v.summary);
+        assert!(v.advice.iter().any(|a| a.contains("Keepalive was off")));
+    }
+
+    #[test]
+    fn user_timeout_from_the_keepalive_timer_or_retransmissions() {
+        let k = ka(2.0, 1.0, 9, 3000, true);
+        let from_timer = Recording::new()
+            .established()
+            .probes(2, &k, 2.0)
+            .at(
+                1.0,
+                Detail::KeepaliveTimeout {
+                    reason: TimeoutReason::UserTimeout,
+                    probes: 2,
+                },
+                TcpState::Established,
+                Some(k.clone()),
+            )
+            .close(0.0)
+            .verdict();
+        assert_eq!(from_timer.verdict, VerdictKind::UserTimeout);
+        assert!(from_timer.summary.contains("3000 ms"));
+        let from_data = Recording::new()
+            .established()
+            .close(5.0)
+            .at(
+                0.0,
+                Detail::SocketError {
+                    error: "ETIMEDOUT".into(),
+                    errno: 110,
+                },
+                TcpState::Close,
+                Some(k),
+            )
+            .verdict();
+        assert_eq!(from_data.verdict, VerdictKind::UserTimeout);
+    }
+
+    #[test]
+    fn fin_is_closed_and_answered_probes_are_counted() {
+        let k = ka(1.0, 1.0, 3, 0, true);
+        let v = Recording::new()
+            .established()
+            .probes(1, &k, 1.0)
+            .at(
+                1.0,
+                Detail::KeepaliveAnswered { probes: 1 },
+                TcpState::Established,
+                Some(k.clone()),
+            )
+            .at(
+                1.0,
+                Detail::StateChange {
+                    from: TcpState::Established,
+                    to: TcpState::FinWait1,
+                },
+                TcpState::Established,
+                None,
+            )
+            .close(0.1)
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::Closed);
+        assert_eq!((v.probes_sent, v.probes_answered), (0, 1));
+        assert!(v.advice.is_empty());
+    }
+
+    #[test]
+    fn verdict_waits_for_what_follows_the_close_then_settles() {
+        let mut engine = Engine::default();
+        let rec = Recording::new().established().close(1.0);
+        let close_ts = rec.events[1].ts;
+        for e in &rec.events {
+            assert!(engine.observe(e).is_empty());
+        }
+        assert!(
+            engine
+                .settle(close_ts + Duration::milliseconds(50))
+                .is_empty()
+        );
+        let v = engine.settle(close_ts + Duration::milliseconds(150));
+        assert_eq!(v.len(), 1);
+        assert_eq!(engine.tracked(), 0);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_capacity() {
+        let mut engine = Engine::new(10);
+        for cookie in 0..100u64 {
+            let mut e = Recording::new().established().events.remove(0);
+            e.socket.cookie = cookie + 1;
+            engine.observe(&e);
+        }
+        assert_eq!(engine.tracked(), 10);
+    }
+
+    #[test]
+    fn filters_match_port_address_pid_and_comm() {
+        let rec = Recording::new().established();
+        let e = &rec.events[0];
+        let f = |f: ConnectionFilter| f.matches(&e.socket, e.pid, e.comm.as_deref());
+        assert!(f(ConnectionFilter::default()));
+        assert!(f(ConnectionFilter {
+            port: Some(22),
+            comm: Some("ssh".into()),
+            ..Default::default()
+        }));
+        assert!(!f(ConnectionFilter {
+            port: Some(23),
+            ..Default::default()
+        }));
+        assert!(f(ConnectionFilter {
+            addr: Some("198.18.0.2".parse().unwrap()),
+            pid: Some(100),
+            ..Default::default()
+        }));
+        assert!(!f(ConnectionFilter {
+            pid: Some(101),
+            ..Default::default()
+        }));
+    }
+}
