@@ -11,4 +11,6 @@ pub mod event;
 pub mod kernel;
 pub mod loader;
 pub mod output;
+pub mod pipeline;
+pub mod replay;
 pub mod trace;

@@ -5,10 +5,12 @@ use std::{fs::File, io, path::PathBuf, process::ExitCode};
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use keepalive_user::{
+    diagnose::ConnectionFilter,
     event::Detail,
     loader::{LoadOptions, default_btf_path},
     output::{Format, Writer},
-    trace::{self, EventFilter},
+    pipeline::{Flow, Mode, Pipeline},
+    replay, trace,
 };
 
 #[derive(Parser)]
@@ -20,7 +22,8 @@ use keepalive_user::{
     after_help = "Examples:\n  \
         keepalive trace                      # every keepalive probe, reset, error and state change\n  \
         keepalive trace --port 22            # only connections with port 22 at either end\n  \
-        keepalive trace --format json        # JSON lines, for jq or a recording\n\n\
+        keepalive trace --format json        # JSON lines, for jq or a recording\n  \
+        keepalive why --comm ssh             # wait for an ssh connection to die, say why\n\n\
         Runs as root (or with CAP_BPF and CAP_PERFMON). -v or RUST_LOG=debug shows the tool's own diagnostics."
 )]
 struct Cli {
@@ -36,6 +39,96 @@ enum Command {
     /// Print keepalive probes, answers, timeouts, resets, errors and state changes as they happen.
     #[command(after_help = TRACE_EXAMPLES)]
     Trace(TraceArgs),
+    /// Wait until a matching connection ends, then print its timeline and why it ended.
+    #[command(after_help = WHY_EXAMPLES)]
+    Why(WhyArgs),
+}
+
+const WHY_EXAMPLES: &str = "\
+Examples:
+  keepalive why --comm ssh
+      Follows live until an ssh connection dies; prints its events and the verdict.
+  keepalive why --port 5432 --format json
+      The same for a PostgreSQL connection, as JSON lines (events, then the verdict).
+  keepalive why --from trace.jsonl --addr 198.18.0.2
+      Replays a recording made by `keepalive trace --format json --output trace.jsonl`.
+
+Verdicts: keepalive_timeout, reset_after_probe, peer_reset, local_abort, retransmit_timeout,
+          user_timeout, closed.";
+
+/// Which connections to look at.
+#[derive(Args)]
+struct ConnectionArgs {
+    /// Only connections with this local or remote port, e.g. --port 22 (filtered in the kernel).
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Only connections with this local or remote address, e.g. --addr 2001:db8::2.
+    #[arg(short, long, value_name = "IP")]
+    addr: Option<std::net::IpAddr>,
+    /// Only connections owned by this process id, e.g. --pid 4242.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only connections owned by processes with this command name, e.g. --comm ssh.
+    #[arg(short, long)]
+    comm: Option<String>,
+    /// Only sockets of this network namespace: a name from `ip netns`, a path such as
+    /// /proc/PID/ns/net, or an inode number as printed in `netns` (filtered in the kernel).
+    #[arg(short = 'n', long, value_name = "NETNS")]
+    netns: Option<String>,
+}
+
+impl ConnectionArgs {
+    fn filter(&self) -> ConnectionFilter {
+        ConnectionFilter {
+            port: self.port,
+            addr: self.addr,
+            pid: self.pid,
+            comm: self.comm.clone(),
+        }
+    }
+}
+
+/// How to load the kernel programs.
+#[derive(Args)]
+struct KernelArgs {
+    /// Kernel BTF to read struct layouts from, e.g. --btf /sys/kernel/btf/vmlinux (the default).
+    #[arg(long, value_name = "PATH", default_value_os_t = default_btf_path().to_path_buf())]
+    btf: PathBuf,
+    /// Ring buffer size in KiB (a power of two); larger loses fewer events under bursts,
+    /// e.g. --ring-buffer-size 16384.
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    ring_buffer_size: u32,
+}
+
+impl KernelArgs {
+    fn load_options(&self, conn: &ConnectionArgs) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            btf_path: self.btf.clone(),
+            filter_port: conn.port.unwrap_or(0),
+            filter_netns: conn
+                .netns
+                .as_deref()
+                .map(resolve_netns)
+                .transpose()?
+                .unwrap_or(0),
+            ring_buffer_size: self.ring_buffer_size * 1024,
+        })
+    }
+}
+
+#[derive(Args)]
+struct WhyArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Replay this recording (from `keepalive trace --format json --output FILE`) instead of
+    /// tracing live, e.g. --from trace.jsonl.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Output format, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    format: Format,
+    #[command(flatten)]
+    kernel: KernelArgs,
 }
 
 const TRACE_EXAMPLES: &str = "\
@@ -59,23 +152,13 @@ struct TraceArgs {
     /// Write events to FILE instead of stdout (e.g. a recording: --format json --output rec.jsonl).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Only connections with this local or remote port, e.g. --port 22 (filtered in the kernel).
-    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
-    port: Option<u16>,
-    /// Only sockets of this network namespace: a name from `ip netns`, a path such as
-    /// /proc/PID/ns/net, or an inode number as printed in `netns` (filtered in the kernel).
-    #[arg(short = 'n', long, value_name = "NETNS")]
-    netns: Option<String>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
-    /// Kernel BTF to read struct layouts from, e.g. --btf /sys/kernel/btf/vmlinux (the default).
-    #[arg(long, value_name = "PATH", default_value_os_t = default_btf_path().to_path_buf())]
-    btf: PathBuf,
-    /// Ring buffer size in KiB (a power of two); larger loses fewer events under bursts,
-    /// e.g. --ring-buffer-size 16384.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
-    ring_buffer_size: u32,
+    #[command(flatten)]
+    kernel: KernelArgs,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
@@ -101,45 +184,92 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .init();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keepalive: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
-fn run(command: Command) -> Result<()> {
+fn run(command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     match command {
         Command::Trace(args) => runtime.block_on(run_trace(args)),
+        Command::Why(args) => runtime.block_on(run_why(args)),
     }
 }
 
-async fn run_trace(args: TraceArgs) -> Result<()> {
-    let opts = LoadOptions {
-        btf_path: args.btf,
-        filter_port: args.port.unwrap_or(0),
-        filter_netns: args
-            .netns
-            .as_deref()
-            .map(resolve_netns)
-            .transpose()?
-            .unwrap_or(0),
-        ring_buffer_size: args.ring_buffer_size * 1024,
-    };
+async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
+    let opts = args.kernel.load_options(&args.connection)?;
     let out: Box<dyn io::Write> = match &args.output {
         Some(path) => Box::new(io::BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
         None => Box::new(io::stdout()),
     };
-    let filter = EventFilter { kinds: args.kind };
-    trace::run(&opts, &filter, Writer::new(args.format, out)).await?;
-    Ok(())
+    let mut pipeline = Pipeline::new(
+        Mode::Trace,
+        args.kind,
+        args.connection.filter(),
+        Writer::new(args.format, out),
+    );
+    trace::run(&opts, &mut pipeline).await?;
+    pipeline.write_summary()?;
+    Ok(ExitCode::SUCCESS)
 }
+
+async fn run_why(args: WhyArgs) -> Result<ExitCode> {
+    let mut pipeline = Pipeline::new(
+        Mode::Why,
+        vec![],
+        args.connection.filter(),
+        Writer::new(args.format, Box::new(io::stdout())),
+    );
+    match &args.from {
+        Some(path) => {
+            let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let events = replay::read_events(io::BufReader::new(file), &path.display().to_string())
+                .map_err(|e| UsageError(format!("{e:#}")))?;
+            for e in &events {
+                if pipeline.event(e)? == Flow::Stop {
+                    break;
+                }
+            }
+            if !pipeline.answered {
+                pipeline.finish()?;
+            }
+        }
+        None => {
+            let opts = args.kernel.load_options(&args.connection)?;
+            trace::run(&opts, &mut pipeline).await?;
+        }
+    }
+    if pipeline.answered {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("keepalive: no matching connection ended");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Bad input from the user (exit code 2, like a bad flag).
+#[derive(Debug)]
+struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// A network namespace inode from a number, a path or an `ip netns` name.
 fn resolve_netns(s: &str) -> Result<u32> {

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, io::Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Detail, Event, TimeoutReason};
+use crate::{
+    diagnose::{ConnectionTimeline, Verdict},
+    event::{Detail, Event, TimeoutReason},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -23,6 +26,31 @@ pub struct Summary {
     pub lost: u64,
     /// Events printed, by kind.
     pub by_kind: BTreeMap<String, u64>,
+    /// Connections that ended, by verdict.
+    pub verdicts: BTreeMap<String, u64>,
+    /// Connections that ended other than by an orderly close, by remote endpoint
+    /// (the busiest [`MAX_REMOTES`]; the rest under "other").
+    pub deaths_by_remote: BTreeMap<String, u64>,
+}
+
+/// Remote endpoints listed in the summary; more are counted under "other".
+pub const MAX_REMOTES: usize = 64;
+
+impl Summary {
+    pub fn count_verdict(&mut self, v: &Verdict) {
+        *self.verdicts.entry(v.verdict.name().into()).or_default() += 1;
+        if v.verdict != crate::diagnose::VerdictKind::Closed {
+            let remote = std::net::SocketAddr::new(v.socket.daddr, v.socket.dport).to_string();
+            let key = if self.deaths_by_remote.len() < MAX_REMOTES
+                || self.deaths_by_remote.contains_key(&remote)
+            {
+                remote
+            } else {
+                "other".into()
+            };
+            *self.deaths_by_remote.entry(key).or_default() += 1;
+        }
+    }
 }
 
 /// A line of JSON output.
@@ -30,6 +58,7 @@ pub struct Summary {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
     Event(&'a Event),
+    Verdict(&'a Verdict),
     Summary(&'a Summary),
 }
 
@@ -83,6 +112,41 @@ impl Writer {
         }
     }
 
+    /// A verdict; with its timeline (for `keepalive why`), the connection's events first.
+    pub fn verdict(
+        &mut self,
+        v: &Verdict,
+        timeline: Option<&ConnectionTimeline>,
+    ) -> std::io::Result<()> {
+        if let Some(t) = timeline {
+            for e in &t.events {
+                self.event(e)?;
+            }
+        }
+        match self.format {
+            Format::Json => self.json(&Line::Verdict(v)),
+            Format::Human => {
+                let owner = match (&v.comm, v.pid) {
+                    (Some(c), Some(p)) => format!(" ({c}, pid {p})"),
+                    _ => String::new(),
+                };
+                writeln!(self.out, "{}", "=".repeat(78))?;
+                writeln!(
+                    self.out,
+                    ">>> {}  {}{owner}",
+                    v.verdict.name().to_uppercase(),
+                    v.socket.endpoints()
+                )?;
+                writeln!(self.out, "    {}", v.summary)?;
+                for a in &v.advice {
+                    writeln!(self.out, "    - {a}")?;
+                }
+                writeln!(self.out, "{}", "=".repeat(78))?;
+                self.out.flush()
+            }
+        }
+    }
+
     pub fn summary(&mut self, s: &Summary) -> std::io::Result<()> {
         match self.format {
             Format::Json => self.json(&Line::Summary(s)),
@@ -91,6 +155,23 @@ impl Writer {
                 writeln!(self.out, "{} events, {} lost", s.events, s.lost)?;
                 for (kind, n) in &s.by_kind {
                     writeln!(self.out, "  {kind:<20} {n}")?;
+                }
+                if !s.verdicts.is_empty() {
+                    writeln!(self.out, "Connections ended, by verdict:")?;
+                    for (verdict, n) in &s.verdicts {
+                        writeln!(self.out, "  {verdict:<20} {n}")?;
+                    }
+                }
+                if !s.deaths_by_remote.is_empty() {
+                    writeln!(
+                        self.out,
+                        "Deaths (other than orderly close), by remote endpoint:"
+                    )?;
+                    let mut remotes: Vec<_> = s.deaths_by_remote.iter().collect();
+                    remotes.sort_by(|a, b| b.1.cmp(a.1));
+                    for (remote, n) in remotes {
+                        writeln!(self.out, "  {remote:<47} {n}")?;
+                    }
                 }
                 if s.lost > 0 {
                     writeln!(

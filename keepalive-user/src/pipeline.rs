@@ -1,0 +1,123 @@
+//! Events to output: filtering, diagnosis and printing, the same for live tracing and replay.
+
+use std::io::ErrorKind;
+
+use time::OffsetDateTime;
+
+use crate::{
+    diagnose::{ConnectionFilter, ConnectionTimeline, Engine, Verdict},
+    event::Event,
+    output::{Summary, Writer},
+};
+
+/// What the pipeline prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Every matching event as it happens, and every matching verdict (`keepalive trace`).
+    Trace,
+    /// Only the first matching connection to end: its timeline and verdict (`keepalive why`).
+    Why,
+}
+
+/// Whether to go on reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Done (`why` answered) or nobody reads our output any more.
+    Stop,
+}
+
+pub struct Pipeline {
+    pub mode: Mode,
+    /// Event kinds to print (all when empty); trace mode only.
+    pub kinds: Vec<String>,
+    pub connections: ConnectionFilter,
+    pub engine: Engine,
+    pub summary: Summary,
+    pub answered: bool,
+    out: Writer,
+}
+
+impl Pipeline {
+    pub fn new(mode: Mode, kinds: Vec<String>, connections: ConnectionFilter, out: Writer) -> Self {
+        Pipeline {
+            mode,
+            kinds,
+            connections,
+            engine: Engine::default(),
+            summary: Summary::default(),
+            answered: false,
+            out,
+        }
+    }
+
+    pub fn event(&mut self, e: &Event) -> std::io::Result<Flow> {
+        self.summary.events += 1;
+        let ended = self.engine.observe(e);
+        if self.mode == Mode::Trace
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.detail.kind()))
+            && self
+                .connections
+                .matches(&e.socket, e.pid, e.comm.as_deref())
+        {
+            *self
+                .summary
+                .by_kind
+                .entry(e.detail.kind().to_string())
+                .or_default() += 1;
+            if let Flow::Stop = guard(self.out.event(e))? {
+                return Ok(Flow::Stop);
+            }
+        }
+        self.verdicts(ended)
+    }
+
+    /// Lets verdicts of connections closed a moment ago out (call it periodically).
+    pub fn tick(&mut self, now: OffsetDateTime) -> std::io::Result<Flow> {
+        let ended = self.engine.settle(now);
+        self.verdicts(ended)
+    }
+
+    /// End of input: verdicts for everything that has closed.
+    pub fn finish(&mut self) -> std::io::Result<Flow> {
+        let ended = self.engine.finish();
+        self.verdicts(ended)
+    }
+
+    pub fn write_summary(&mut self) -> std::io::Result<()> {
+        guard(self.out.summary(&self.summary)).map(|_| ())
+    }
+
+    fn verdicts(&mut self, ended: Vec<(Verdict, ConnectionTimeline)>) -> std::io::Result<Flow> {
+        for (v, timeline) in ended {
+            if !self
+                .connections
+                .matches(&v.socket, v.pid, v.comm.as_deref())
+            {
+                continue;
+            }
+            self.summary.count_verdict(&v);
+            let flow = match self.mode {
+                Mode::Trace => guard(self.out.verdict(&v, None))?,
+                Mode::Why => {
+                    self.answered = true;
+                    guard(self.out.verdict(&v, Some(&timeline)))?;
+                    Flow::Stop
+                }
+            };
+            if flow == Flow::Stop {
+                return Ok(Flow::Stop);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// A closed pipe (`keepalive trace | head -1`) ends the run quietly.
+fn guard(r: std::io::Result<()>) -> std::io::Result<Flow> {
+    match r {
+        Ok(()) => Ok(Flow::Continue),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(Flow::Stop),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,216 @@
+//! `keepalive why`: the verdict for the right connection (by local port), with pid and comm,
+//! live, and the same again replayed from a recording.
+
+use std::{
+    io::{Read, Write},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use keepalive_tests::{
+    Link, Tracer, is_root,
+    netns::Connection,
+    tracer::{binary, wait_bounded},
+};
+use serde_json::Value;
+use socket2::{SockRef, TcpKeepalive};
+
+/// Runs `keepalive why --format json` (and a recording tracer) on the client namespace while
+/// `scenario` plays; returns the verdict line, the replayed verdict line and the connection.
+fn why(
+    link: &Link,
+    setup: impl FnOnce(&socket2::Socket) + Send + 'static,
+    scenario: impl FnOnce(&Link, Connection) -> Option<Connection>,
+) -> (Value, Value, u16) {
+    assert!(
+        is_root(),
+        "end-to-end tests load BPF programs: run as root (cargo xtask test)"
+    );
+    let dir = std::env::temp_dir().join(format!("ka-why-{}-{}", std::process::id(), link.a.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let recording = dir.join("trace.jsonl");
+    let recorder = Tracer::trace_netns(&link.a.name, &["--output", recording.to_str().unwrap()]);
+    let mut why = Command::new(binary())
+        .args(["why", "--format", "json", "--netns", &link.a.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = why.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    wait_tracing(&mut why);
+    let conn = link.connect(setup);
+    let client_port = conn.client_port;
+    // Keeps the connection open (unless the scenario closed it) until why has answered.
+    let _conn = scenario(link, conn);
+    let (status, killed) = wait_bounded(why, Duration::from_secs(40));
+    assert!(!killed, "keepalive why did not answer within 40 s");
+    assert!(status.success(), "keepalive why exited with {status}");
+    let verdict = last_verdict(&reader.join().unwrap());
+    assert_eq!(verdict["sport"], client_port, "{verdict}");
+    recorder.stop();
+
+    let out = Command::new(binary())
+        .args([
+            "why",
+            "--format",
+            "json",
+            "--from",
+            recording.to_str().unwrap(),
+        ])
+        .args(["--port", &client_port.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replayed = last_verdict(&String::from_utf8_lossy(&out.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+    (verdict, replayed, client_port)
+}
+
+fn wait_tracing(child: &mut std::process::Child) {
+    let mut err = child.stderr.take().unwrap();
+    let mut buf = [0u8; 256];
+    let mut seen = String::new();
+    while !seen.contains("Tracing") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "keepalive why exited before tracing: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+}
+
+fn last_verdict(out: &str) -> Value {
+    out.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "verdict")
+        .last()
+        .unwrap_or_else(|| panic!("no verdict in: {out}"))
+}
+
+fn keepalive(idle: u64, intvl: u64, count: u32) -> impl FnOnce(&socket2::Socket) + Send {
+    move |s: &socket2::Socket| {
+        let ka = TcpKeepalive::new()
+            .with_time(Duration::from_secs(idle))
+            .with_interval(Duration::from_secs(intvl))
+            .with_retries(count);
+        s.set_tcp_keepalive(&ka).unwrap();
+    }
+}
+
+/// The same verdict live and replayed; the owner is this test process.
+fn check(verdict: &Value, replayed: &Value, kind: &str) {
+    assert_eq!(verdict["verdict"], kind, "{verdict}");
+    for field in [
+        "verdict",
+        "sport",
+        "dport",
+        "probes_sent",
+        "reason",
+        "pid",
+        "comm",
+        "error",
+    ] {
+        assert_eq!(
+            verdict[field], replayed[field],
+            "{field}: {verdict} vs {replayed}"
+        );
+    }
+    assert_eq!(verdict["pid"], std::process::id(), "{verdict}");
+    assert!(
+        !verdict["comm"].as_str().unwrap_or("").is_empty(),
+        "{verdict}"
+    );
+    assert!(!verdict["summary"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn silent_drop_is_keepalive_timeout_with_probes_equal_to_keepcnt() {
+    let link = Link::new("client", "server", false);
+    let (v, r, _) = why(&link, keepalive(2, 1, 3), |link, conn| {
+        link.blackhole_b(conn.server_port);
+        Some(conn)
+    });
+    check(&v, &r, "keepalive_timeout");
+    assert_eq!(v["probes_sent"], 3);
+    assert_eq!(v["idle_s"], 2.0);
+    assert_eq!(v["error"], "ETIMEDOUT");
+    assert!(v["advice"].as_array().unwrap().len() >= 2, "{v}");
+}
+
+#[test]
+fn probe_answered_with_rst_by_a_middlebox_is_reset_after_probe() {
+    let link = Link::new("client", "server", false);
+    let (v, r, _) = why(&link, keepalive(2, 1, 3), |link, conn| {
+        // The server side forgot the connection: its first packet now meets a RST.
+        link.b.nft(&format!(
+            "table inet ka {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
+             tcp dport {} reject with tcp reset\n }}\n}}\n",
+            conn.server_port
+        ));
+        Some(conn)
+    });
+    check(&v, &r, "reset_after_probe");
+    assert_eq!(v["probes_sent"], 1);
+    assert_eq!(v["error"], "ECONNRESET");
+}
+
+#[test]
+fn user_timeout_below_the_keepalive_budget_is_user_timeout() {
+    let link = Link::new("client", "server", false);
+    let setup = |s: &socket2::Socket| {
+        keepalive(2, 1, 9)(s);
+        s.set_tcp_user_timeout(Some(Duration::from_millis(3500)))
+            .unwrap();
+    };
+    let (v, r, _) = why(&link, setup, |link, conn| {
+        link.blackhole_b(conn.server_port);
+        Some(conn)
+    });
+    check(&v, &r, "user_timeout");
+    assert_eq!(v["error"], "ETIMEDOUT");
+}
+
+#[test]
+fn linger_zero_is_local_abort_on_linger() {
+    let link = Link::new("client", "server", false);
+    let (v, r, _) = why(
+        &link,
+        |_| {},
+        |_, conn| {
+            SockRef::from(&conn.client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(conn.client);
+            None
+        },
+    );
+    check(&v, &r, "local_abort");
+    assert_eq!(v["reason"], "TCP_ABORT_ON_LINGER");
+}
+
+#[test]
+fn data_in_flight_on_a_dead_path_is_retransmit_timeout() {
+    let link = Link::new("client", "server", false);
+    link.a.sysctl("net.ipv4.tcp_retries2", "3");
+    let (v, r, _) = why(
+        &link,
+        |_| {},
+        |link, conn| {
+            link.blackhole_b(conn.server_port);
+            (&conn.client).write_all(b"hello").unwrap();
+            Some(conn)
+        },
+    );
+    check(&v, &r, "retransmit_timeout");
+    assert_eq!(v["error"], "ETIMEDOUT");
+    assert!(v["advice"].to_string().contains("Keepalive was off"), "{v}");
+}
