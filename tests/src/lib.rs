@@ -28,3 +28,15 @@ pub fn sh(cmd: &str, args: &[&str]) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// A socket setup that turns keepalive on with TCP_KEEPIDLE, TCP_KEEPINTVL (seconds) and
+/// TCP_KEEPCNT, for [`Link::connect`].
+pub fn keepalive(idle: u64, interval: u64, count: u32) -> impl FnOnce(&socket2::Socket) + Send {
+    move |s: &socket2::Socket| {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(idle))
+            .with_interval(std::time::Duration::from_secs(interval))
+            .with_retries(count);
+        s.set_tcp_keepalive(&ka).unwrap();
+    }
+}

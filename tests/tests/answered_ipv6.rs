@@ -7,10 +7,9 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, Tracer, is_root,
+    Link, Tracer, is_root, keepalive,
     tracer::{events_of, kinds},
 };
-use socket2::TcpKeepalive;
 
 #[test]
 fn answered_probes_over_ipv6_keep_the_connection_alive() {
@@ -20,13 +19,7 @@ fn answered_probes_over_ipv6_keep_the_connection_alive() {
     );
     let link = Link::new("client", "server", true);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
-    let mut conn = link.connect(|s| {
-        let ka = TcpKeepalive::new()
-            .with_time(Duration::from_secs(1))
-            .with_interval(Duration::from_secs(1))
-            .with_retries(2);
-        s.set_tcp_keepalive(&ka).unwrap();
-    });
+    let mut conn = link.connect(keepalive(1, 1, 2));
     thread::sleep(Duration::from_millis(3500));
     // Still alive after more idle time than 1 + 2 x 1 s of unanswered probes would allow.
     conn.client.write_all(b"x").unwrap();

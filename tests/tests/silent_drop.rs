@@ -4,10 +4,10 @@
 use std::{io::Read, time::Duration};
 
 use keepalive_tests::{
-    Link, Tracer, is_root,
+    Link, Tracer, is_root, keepalive,
     tracer::{events_of, kinds},
 };
-use socket2::{SockRef, TcpKeepalive};
+use socket2::SockRef;
 
 #[test]
 fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
@@ -18,13 +18,7 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     let link = Link::new("client", "server", false);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
 
-    let conn = link.connect(|s| {
-        let ka = TcpKeepalive::new()
-            .with_time(Duration::from_secs(2))
-            .with_interval(Duration::from_secs(1))
-            .with_retries(3);
-        s.set_tcp_keepalive(&ka).unwrap();
-    });
+    let conn = link.connect(keepalive(2, 1, 3));
     let (client, local_port) = (&conn.client, conn.client_port);
     assert!(SockRef::from(client).keepalive().unwrap());
 

@@ -9,12 +9,12 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, Tracer, is_root,
+    Link, Tracer, is_root, keepalive,
     netns::Connection,
     tracer::{binary, wait_bounded},
 };
 use serde_json::Value;
-use socket2::{SockRef, TcpKeepalive};
+use socket2::SockRef;
 
 /// Runs `keepalive why --format json` (and a recording tracer) on the client namespace while
 /// `scenario` plays; returns the verdict line, the replayed verdict line and the connection.
@@ -94,16 +94,6 @@ fn last_verdict(out: &str) -> Value {
         .filter(|v| v["type"] == "verdict")
         .last()
         .unwrap_or_else(|| panic!("no verdict in: {out}"))
-}
-
-fn keepalive(idle: u64, intvl: u64, count: u32) -> impl FnOnce(&socket2::Socket) + Send {
-    move |s: &socket2::Socket| {
-        let ka = TcpKeepalive::new()
-            .with_time(Duration::from_secs(idle))
-            .with_interval(Duration::from_secs(intvl))
-            .with_retries(count);
-        s.set_tcp_keepalive(&ka).unwrap();
-    }
 }
 
 /// The same verdict live and replayed; the owner is this test process.
