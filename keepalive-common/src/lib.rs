@@ -111,6 +111,9 @@ pub struct Record {
     pub comm: [u8; 16],
     /// Valid when [`flag::HAS_KEEPALIVE`] is set.
     pub keepalive: KeepaliveSettings,
+    /// Inode of the socket's file (as in /proc/PID/fd: `socket:[ino]`), 0 when it has none:
+    /// how user space finds the owning process of sockets it did not see connect.
+    pub ino: u64,
 }
 
 impl Record {
@@ -140,6 +143,10 @@ pub struct Offsets {
     pub sk_flags: u32,
     pub sk_err: u32,
     pub sk_lingertime: u32,
+    /// `sock.sk_socket`, `socket_alloc.vfs_inode` and `inode.i_ino`: the file inode.
+    pub sk_socket: u32,
+    pub socket_inode: u32,
+    pub inode_ino: u32,
     /// Bit number of SOCK_LINGER in `sk_flags`.
     pub linger_bit: u32,
     /// Bit number of SOCK_KEEPOPEN in `sk_flags`.
@@ -201,6 +208,9 @@ impl KernelConfig {
                 sk_flags: 0,
                 sk_err: 0,
                 sk_lingertime: 0,
+                sk_socket: 0,
+                socket_inode: 0,
+                inode_ino: 0,
                 linger_bit: 0,
                 keepopen_bit: 0,
                 probes_out: 0,

@@ -42,6 +42,13 @@ pub fn read_identity(sk: u64, r: &mut Record) {
     let net: u64 = read(sk, config!(offsets.net));
     r.netns = read(net, config!(offsets.net_inum));
     r.cookie = read(sk, config!(offsets.cookie));
+    if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV {
+        let socket: u64 = read(sk, config!(offsets.sk_socket));
+        if socket != 0 {
+            let inode = socket + config!(offsets.socket_inode) as u64;
+            r.ino = read(inode, config!(offsets.inode_ino));
+        }
+    }
 }
 
 /// The filters the user asked for, applied before any ring buffer space is reserved.

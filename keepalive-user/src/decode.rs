@@ -76,6 +76,7 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
             enabled: b.get_u8(),
             set_by_socket: b.get_u8(),
         },
+        ino: b.get_u64_ne(),
     };
     if !(kind::KEEPALIVE_PROBE..=kind::SOCKET_DESTROYED).contains(&r.kind) {
         return Err(DecodeError::Kind(r.kind));
@@ -139,6 +140,14 @@ impl Decoder {
             detail,
             keepalive: (r.flags & flag::HAS_KEEPALIVE != 0).then(|| self.keepalive(&r.keepalive)),
         }
+    }
+
+    /// Records the owner of a socket found another way (its inode in /proc).
+    pub fn set_owner(&mut self, skaddr: u64, pid: u32, comm: String) {
+        if self.owners.len() >= MAX_SOCKETS {
+            self.owners.clear();
+        }
+        self.owners.insert(skaddr, (pid, comm));
     }
 
     fn socket_id(&mut self, r: &Record) -> SocketId {

@@ -12,5 +12,6 @@ pub mod kernel;
 pub mod loader;
 pub mod output;
 pub mod pipeline;
+pub mod procs;
 pub mod replay;
 pub mod trace;

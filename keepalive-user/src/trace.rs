@@ -17,12 +17,14 @@ use crate::{
     kernel,
     loader::{self, LoadOptions},
     pipeline::{Flow, Pipeline},
+    procs::ProcessTable,
 };
 
 pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let loader::Loaded { mut ebpf, types } = loader::load(opts)?;
     let hz = kernel::hz()?;
     let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
+    let mut procs = ProcessTable::default();
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
     let lost_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
@@ -40,7 +42,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                flow = drain(guard.get_inner_mut(), &mut decoder, pipeline)?;
+                flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => flow = pipeline.tick(OffsetDateTime::now_utc())?,
@@ -50,7 +52,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     if flow == Flow::Continue {
         // Whatever the kernel queued before we stopped still counts.
-        let _ = drain(ring.get_mut(), &mut decoder, pipeline)?;
+        let _ = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
         pipeline.finish()?;
     }
     pipeline.summary.lost = lost_map
@@ -63,6 +65,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
 fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &mut Decoder,
+    procs: &mut ProcessTable,
     pipeline: &mut Pipeline,
 ) -> Result<Flow> {
     while let Some(item) = ring.next() {
@@ -74,7 +77,15 @@ fn drain(
             }
         };
         drop(item);
-        if pipeline.event(&decoder.decode(&record))? == Flow::Stop {
+        let mut event = decoder.decode(&record);
+        if event.pid.is_none() {
+            if let Some((pid, comm)) = procs.lookup(record.ino) {
+                decoder.set_owner(record.skaddr, pid, comm.clone());
+                event.pid = Some(pid);
+                event.comm = Some(comm);
+            }
+        }
+        if pipeline.event(&event)? == Flow::Stop {
             return Ok(Flow::Stop);
         }
     }
