@@ -14,4 +14,6 @@ pub mod output;
 pub mod pipeline;
 pub mod procs;
 pub mod replay;
+pub mod snapshot;
+pub mod sockets;
 pub mod trace;

@@ -42,6 +42,31 @@ enum Command {
     /// Wait until a matching connection ends, then print its timeline and why it ended.
     #[command(after_help = WHY_EXAMPLES)]
     Why(WhyArgs),
+    /// List TCP connections now, with keepalive settings, timer, probes and owner (like `ss -o`).
+    #[command(after_help = SOCKETS_EXAMPLES)]
+    Sockets(SocketsArgs),
+}
+
+const SOCKETS_EXAMPLES: &str = "\
+Examples:
+  keepalive sockets
+      Connections of this network namespace: keepalive on/off, idle/interval/count, the
+      keepalive timer and probes outstanding, and the owning process.
+  keepalive sockets --comm ssh --format json
+      Only ssh's connections, as JSON lines.
+  keepalive sockets --netns blue --all
+      Every TCP socket of namespace `blue`, listening and TIME_WAIT ones included.";
+
+#[derive(Args)]
+struct SocketsArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// Include listening, TIME_WAIT and closed sockets, e.g. --all.
+    #[arg(long)]
+    all: bool,
+    /// Output format, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    format: Format,
 }
 
 const WHY_EXAMPLES: &str = "\
@@ -203,7 +228,35 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Trace(args) => runtime.block_on(run_trace(args)),
         Command::Why(args) => runtime.block_on(run_why(args)),
+        Command::Sockets(args) => run_sockets(args),
     }
+}
+
+fn run_sockets(args: SocketsArgs) -> Result<ExitCode> {
+    let entries = match &args.connection.netns {
+        Some(ns) => {
+            let inode = resolve_netns(ns)?;
+            let path = if ns.parse::<u32>().is_ok() {
+                bail!("--netns for `sockets` takes a name or a path, not an inode number")
+            } else if ns.contains('/') {
+                ns.clone()
+            } else {
+                format!("/run/netns/{ns}")
+            };
+            keepalive_user::snapshot::tcp_sockets_in(&path, inode)?
+        }
+        None => keepalive_user::snapshot::tcp_sockets(current_netns())?,
+    };
+    let rows = keepalive_user::sockets::rows(entries, &args.connection.filter(), args.all);
+    keepalive_user::sockets::print(&rows, args.format, &mut io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn current_netns() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
 
 async fn run_trace(args: TraceArgs) -> Result<ExitCode> {

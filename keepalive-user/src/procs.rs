@@ -8,10 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Socket inode -> (pid, comm), refreshed by scanning /proc/*/fd when a lookup misses,
+/// Socket inode -> (pid, comm) (and the fd holding it), refreshed by scanning /proc/*/fd when a lookup misses,
 /// at most once per `min_interval` so a busy host is not scanned continuously.
 pub struct ProcessTable {
     owners: HashMap<u64, (u32, String)>,
+    fds: HashMap<u64, i32>,
     last_scan: Option<Instant>,
     min_interval: Duration,
 }
@@ -26,6 +27,7 @@ impl ProcessTable {
     pub fn new(min_interval: Duration) -> Self {
         ProcessTable {
             owners: HashMap::new(),
+            fds: HashMap::new(),
             last_scan: None,
             min_interval,
         }
@@ -50,6 +52,7 @@ impl ProcessTable {
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
         self.owners.clear();
+        self.fds.clear();
         let Ok(procs) = fs::read_dir("/proc") else {
             return;
         };
@@ -74,9 +77,65 @@ impl ProcessTable {
                         .unwrap_or_default()
                 });
                 // The first (lowest) pid holding it: the parent that passed it on, usually.
-                self.owners.entry(ino).or_insert((pid, comm.clone()));
+                if !self.owners.contains_key(&ino) {
+                    self.owners.insert(ino, (pid, comm.clone()));
+                    if let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse().ok()) {
+                        self.fds.insert(ino, fd);
+                    }
+                }
             }
         }
+    }
+}
+
+impl ProcessTable {
+    /// The keepalive settings of the socket with this inode, read with getsockopt on a copy
+    /// of its owner's descriptor (pidfd_getfd, Linux 5.6+): exactly what the kernel applies.
+    pub fn keepalive_settings(&mut self, ino: u64) -> Option<SocketOptions> {
+        let (pid, _) = self.lookup(ino)?;
+        let fd = *self.fds.get(&ino)?;
+        let copy = copy_fd(pid, fd)?;
+        let s = socket2::SockRef::from(&copy);
+        Some(SocketOptions {
+            enabled: s.keepalive().ok()?,
+            idle_s: s.tcp_keepalive_time().ok()?.as_secs_f64(),
+            interval_s: s.tcp_keepalive_interval().ok()?.as_secs_f64(),
+            count: s.tcp_keepalive_retries().ok()?,
+            user_timeout_ms: s
+                .tcp_user_timeout()
+                .ok()?
+                .map(|d| d.as_millis() as u32)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// A socket's keepalive options as getsockopt reports them.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct SocketOptions {
+    pub enabled: bool,
+    pub idle_s: f64,
+    pub interval_s: f64,
+    pub count: u32,
+    pub user_timeout_ms: u32,
+}
+
+fn copy_fd(pid: u32, fd: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscalls; each returned descriptor is owned exactly once below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0);
+        if pidfd < 0 {
+            return None;
+        }
+        let pidfd = std::os::fd::OwnedFd::from_raw_fd(pidfd as i32);
+        let copy = libc::syscall(
+            libc::SYS_pidfd_getfd,
+            std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+            fd,
+            0,
+        );
+        (copy >= 0).then(|| std::os::fd::OwnedFd::from_raw_fd(copy as i32))
     }
 }
 
@@ -113,5 +172,32 @@ mod tests {
         let (pid, comm) = table.lookup(ino).expect("owner of our own socket");
         assert_eq!(pid, std::process::id());
         assert!(!comm.is_empty());
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(42))
+            .with_interval(Duration::from_secs(7))
+            .with_retries(5);
+        socket2::SockRef::from(&stream)
+            .set_tcp_keepalive(&ka)
+            .unwrap();
+        let ino = {
+            use std::os::fd::AsRawFd;
+            fs::metadata(format!("/proc/self/fd/{}", stream.as_raw_fd()))
+                .unwrap()
+                .ino()
+        };
+        let o = table
+            .keepalive_settings(ino)
+            .expect("settings of our socket");
+        assert_eq!(
+            o,
+            SocketOptions {
+                enabled: true,
+                idle_s: 42.0,
+                interval_s: 7.0,
+                count: 5,
+                user_timeout_ms: 0
+            }
+        );
     }
 }

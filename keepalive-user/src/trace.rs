@@ -18,6 +18,7 @@ use crate::{
     loader::{self, LoadOptions},
     pipeline::{Flow, Pipeline},
     procs::ProcessTable,
+    snapshot,
 };
 
 pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
@@ -25,6 +26,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let hz = kernel::hz()?;
     let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
     let mut procs = ProcessTable::default();
+    assign_cookies();
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
     let lost_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
@@ -60,6 +62,25 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
         .map(|per_cpu| per_cpu.iter().sum())
         .unwrap_or(0);
     Ok(())
+}
+
+/// Asking sock_diag about every socket makes the kernel assign each its cookie, so sockets
+/// older than the tracer are named by their cookie like the others (and like `ss -e`).
+fn assign_cookies() {
+    let mut namespaces = vec![None];
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        namespaces.extend(dir.flatten().map(|e| Some(e.path())));
+    }
+    for ns in namespaces {
+        let result = match &ns {
+            None => snapshot::tcp_sockets(0),
+            Some(path) => snapshot::tcp_sockets_in(&path.to_string_lossy(), 0),
+        };
+        match result {
+            Ok(sockets) => log::debug!("{} sockets in {ns:?} before tracing", sockets.len()),
+            Err(e) => log::info!("no snapshot of {ns:?}: {e:#}"),
+        }
+    }
 }
 
 fn drain(

@@ -1,0 +1,91 @@
+//! Connections older than the tracer: listed by `keepalive sockets`, and when one dies, its
+//! verdict names its owner and cookie like any other.
+
+use std::{process::Command, time::Duration};
+
+use keepalive_tests::{Link, Tracer, is_root, keepalive, tracer::binary};
+use serde_json::Value;
+use socket2::SockRef;
+
+fn cookie(s: &std::net::TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_COOKIE,
+            &mut cookie as *mut u64 as *mut _,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0);
+    cookie
+}
+
+#[test]
+fn sockets_lists_keepalive_settings_timer_and_owner() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let conn = link.connect(keepalive(30, 5, 4));
+    SockRef::from(&conn.client)
+        .set_tcp_user_timeout(Some(Duration::from_millis(9000)))
+        .unwrap();
+    let out = Command::new(binary())
+        .args(["sockets", "--netns", &link.a.name, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = rows
+        .iter()
+        .find(|r| r["sport"] == conn.client_port)
+        .unwrap_or_else(|| panic!("client connection missing: {rows:?}"));
+    assert_eq!(row["state"], "ESTABLISHED");
+    assert_eq!(row["timer"], "keepalive");
+    assert_eq!(row["probes"], 0);
+    assert_eq!(row["pid"], std::process::id());
+    assert_eq!(row["cookie"], cookie(&conn.client));
+    let ka = &row["keepalive"];
+    assert_eq!(
+        (
+            ka["enabled"].as_bool(),
+            ka["idle_s"].as_f64(),
+            ka["interval_s"].as_f64()
+        ),
+        (Some(true), Some(30.0), Some(5.0))
+    );
+    assert_eq!(
+        (ka["count"].as_u64(), ka["user_timeout_ms"].as_u64()),
+        (Some(4), Some(9000))
+    );
+}
+
+#[test]
+fn a_connection_older_than_the_tracer_gets_its_owner_and_cookie_in_the_verdict() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    // Established, idle and owned before any tracer runs.
+    let conn = link.connect(keepalive(3, 1, 2));
+    let mut tracer = Tracer::trace_netns(&link.a.name, &[]);
+    link.blackhole_b(conn.server_port);
+    let port = conn.client_port;
+    let verdict = tracer
+        .wait_for(Duration::from_secs(20), |v| {
+            v["type"] == "verdict" && v["sport"] == port
+        })
+        .expect("no verdict for the older connection");
+    assert_eq!(verdict["verdict"], "keepalive_timeout", "{verdict}");
+    assert_eq!(verdict["probes_sent"], 2);
+    assert_eq!(verdict["pid"], std::process::id(), "{verdict}");
+    assert_eq!(verdict["cookie"], cookie(&conn.client), "{verdict}");
+    tracer.stop();
+}
