@@ -31,6 +31,8 @@ pub mod kind {
     pub const SOCKET_ERROR: u8 = 7;
     /// The kernel destroyed the socket; nothing more will be seen of it.
     pub const SOCKET_DESTROYED: u8 = 8;
+    /// Data was retransmitted; `arg0` is the count of retransmissions without an answer.
+    pub const RETRANSMIT: u8 = 9;
 }
 
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
@@ -106,7 +108,9 @@ pub struct Record {
     pub arg1: u32,
     /// See [`flag`].
     pub flags: u8,
-    pub _pad: [u8; 7],
+    /// Retransmissions not acknowledged yet (`icsk_retransmits`), for state changes and errors.
+    pub retransmits: u8,
+    pub _pad: [u8; 6],
     /// Command name of the task running when the event fired.
     pub comm: [u8; 16],
     /// Valid when [`flag::HAS_KEEPALIVE`] is set.
@@ -153,6 +157,7 @@ pub struct Offsets {
     pub keepopen_bit: u32,
     // struct inet_connection_sock
     pub probes_out: u32,
+    pub retransmits: u32,
     pub user_timeout: u32,
     // struct tcp_sock
     pub keepalive_time: u32,
@@ -214,6 +219,7 @@ impl KernelConfig {
                 linger_bit: 0,
                 keepopen_bit: 0,
                 probes_out: 0,
+                retransmits: 0,
                 user_timeout: 0,
                 keepalive_time: 0,
                 keepalive_intvl: 0,

@@ -222,7 +222,21 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         r.flags |= flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(sk);
     }
+    r.retransmits = read(sk, config!(offsets.retransmits));
     with_task(&mut r);
+    submit(&ctx, &r);
+    0
+}
+
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let mut r = new_record(kind::RETRANSMIT);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    r.arg0 = read::<u8>(sk, config!(offsets.retransmits)) as u32;
     submit(&ctx, &r);
     0
 }
@@ -314,6 +328,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
     r.flags = in_keepalive_timer(sk) | flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(sk);
+    r.retransmits = read(sk, config!(offsets.retransmits));
     with_task(&mut r);
     submit(&ctx, &r);
     0

@@ -28,12 +28,17 @@ pub fn explain(v: &mut Verdict) {
                  net.ipv4.tcp_keepalive_probes=6.",
                 secs(idle + intvl * count as f64)
             ));
-            advice.push(
-                "If the peer is alive, something on the path drops traffic silently: a \
-                 firewall or NAT whose state expired, a link or host that went down. Check it \
-                 with the same probes from the peer side."
-                    .into(),
-            );
+            let first_unanswered = v.idle_s.unwrap_or(idle);
+            advice.push(format!(
+                "If the peer is alive, something on the path drops traffic silently: a link or \
+                 host that went down, or a NAT or firewall that forgot the connection within \
+                 {} of idleness. In that case keep the keepalive idle time below that bound, \
+                 e.g. TCP_KEEPIDLE={} or sysctl -w net.ipv4.tcp_keepalive_time={}, so \
+                 probes refresh its state in time.",
+                secs(first_unanswered),
+                (first_unanswered / 2.0).floor().max(1.0),
+                (first_unanswered / 2.0).floor().max(1.0)
+            ));
             format!(
                 "Connection timed out{lifetime}: {} keepalive probes, {} apart, went unanswered \
                  after {} idle. The peer or a middlebox on the path silently went away.",
@@ -94,6 +99,31 @@ pub fn explain(v: &mut Verdict) {
             format!(
                 "Connection cut by TCP_USER_TIMEOUT ({ms} ms){lifetime}: the peer stopped \
                  acknowledging."
+            )
+        }
+        VerdictKind::Closed
+            if v.reason.as_deref() == Some("application_closed_after_retransmissions") =>
+        {
+            let n = v.retransmits;
+            advice.push(
+                "The peer or the path stopped answering while data was in flight; find out why \
+                 (peer host down, link or firewall dropping). The application noticed first \
+                 and closed: its own timeout, not the kernel's."
+                    .into(),
+            );
+            if ssh {
+                advice.push(
+                    "ssh gave up by itself: ServerAliveInterval x ServerAliveCountMax \
+                     (ClientAliveInterval x ClientAliveCountMax in sshd) unanswered ends the \
+                     session. These are ssh messages, not TCP keepalive; raise them to \
+                     tolerate longer outages."
+                        .into(),
+                );
+            }
+            format!(
+                "The application closed the connection{lifetime} after {n} unanswered \
+                 retransmission{}: the peer stopped answering. Not a keepalive timeout.",
+                if n == 1 { "" } else { "s" }
             )
         }
         VerdictKind::Closed => format!("Connection closed normally with FIN{lifetime}."),

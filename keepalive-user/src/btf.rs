@@ -52,6 +52,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         linger_bit: types.enum_value("sock_flags", "SOCK_LINGER")?,
         keepopen_bit: types.enum_value("sock_flags", "SOCK_KEEPOPEN")?,
         probes_out: types.offset("inet_connection_sock", "icsk_probes_out", Some(1))?,
+        retransmits: types.offset("inet_connection_sock", "icsk_retransmits", Some(1))?,
         user_timeout: types.offset("inet_connection_sock", "icsk_user_timeout", Some(4))?,
         keepalive_time: types.offset("tcp_sock", "keepalive_time", Some(4))?,
         keepalive_intvl: types.offset("tcp_sock", "keepalive_intvl", Some(4))?,

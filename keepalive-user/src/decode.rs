@@ -62,9 +62,10 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
         arg0: b.get_u32_ne(),
         arg1: b.get_u32_ne(),
         flags: b.get_u8(),
+        retransmits: b.get_u8(),
         _pad: {
-            b.advance(7);
-            [0; 7]
+            b.advance(6);
+            [0; 6]
         },
         comm: bytes16(&mut b),
         keepalive: KeepaliveSettings {
@@ -78,7 +79,7 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
         },
         ino: b.get_u64_ne(),
     };
-    if !(kind::KEEPALIVE_PROBE..=kind::SOCKET_DESTROYED).contains(&r.kind) {
+    if !(kind::KEEPALIVE_PROBE..=kind::RETRANSMIT).contains(&r.kind) {
         return Err(DecodeError::Kind(r.kind));
     }
     Ok(r)
@@ -112,7 +113,7 @@ impl Decoder {
     pub fn decode(&mut self, r: &Record) -> Event {
         let detail = self.detail(r);
         let socket = self.socket_id(r);
-        if let Detail::StateChange { from, to } = detail {
+        if let Detail::StateChange { from, to, .. } = detail {
             if runs_in_owner_context(from, to) {
                 let comm = String::from_utf8_lossy(&r.comm)
                     .trim_end_matches('\0')
@@ -223,6 +224,11 @@ impl Decoder {
             kind::STATE_CHANGE => Detail::StateChange {
                 from: TcpState::from_kernel(r.arg0),
                 to: TcpState::from_kernel(r.arg1),
+                retransmits: (r.retransmits > 0).then_some(r.retransmits as u32),
+            },
+            // icsk_retransmits counts timeouts before this one.
+            kind::RETRANSMIT => Detail::Retransmit {
+                retransmits: r.arg0 + 1,
             },
             kind::SOCKET_ERROR => Detail::SocketError {
                 error: errno_name(r.arg0 as i32),

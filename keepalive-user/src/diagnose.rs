@@ -2,7 +2,7 @@
 //! why in plain words, with numbers and what to change. Pure: events in, verdicts out.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
 };
 
@@ -59,6 +59,9 @@ pub struct Verdict {
     pub probes_sent: u32,
     /// Times the peer answered keepalive probes over the connection's life.
     pub probes_answered: u32,
+    /// Retransmissions in a row without an answer when it ended (or when the application
+    /// closed it).
+    pub retransmits: u32,
     /// Seconds from establishment to the end, when the start was seen.
     pub lifetime_s: Option<f64>,
     /// Seconds the connection was idle before the first unanswered probe.
@@ -91,6 +94,11 @@ pub struct ConnectionTimeline {
     pub reset_sent: Option<String>,
     pub error: Option<String>,
     pub closed: Option<(OffsetDateTime, TcpState)>,
+    /// Retransmissions in a row, the last one seen.
+    pub retransmits: u32,
+    /// The application closed while this many retransmissions were unanswered: it gave up
+    /// on a peer that stopped answering (e.g. ssh's ServerAliveCountMax).
+    pub gave_up_after: Option<u32>,
     /// The most recent events, oldest first.
     pub events: VecDeque<Event>,
 }
@@ -105,6 +113,9 @@ const SETTLE: Duration = Duration::milliseconds(100);
 /// dropped when it ends, and past `capacity` the least recently seen is evicted.
 pub struct Engine {
     connections: HashMap<u64, ConnectionTimeline>,
+    /// Connections already judged, so what the kernel does with them afterwards (an orphan
+    /// retransmitting its FIN) does not start a second timeline.
+    judged: HashSet<u64>,
     capacity: usize,
 }
 
@@ -118,6 +129,7 @@ impl Engine {
     pub fn new(capacity: usize) -> Self {
         Engine {
             connections: HashMap::new(),
+            judged: HashSet::new(),
             capacity: capacity.max(1),
         }
     }
@@ -133,8 +145,11 @@ impl Engine {
             return done; // A reset with no socket belongs to no connection.
         }
         let key = e.socket.cookie;
+        if matches!(e.detail, Detail::SocketDestroyed {}) {
+            self.judged.remove(&key);
+        }
         if !self.connections.contains_key(&key) {
-            if !starts_tracking(e) {
+            if self.judged.contains(&key) || !starts_tracking(e) {
                 return done;
             }
             if self.connections.len() >= self.capacity {
@@ -146,6 +161,7 @@ impl Engine {
         c.apply(e);
         if matches!(e.detail, Detail::SocketDestroyed {}) {
             let c = self.connections.remove(&key).unwrap();
+            self.judged.remove(&key);
             if c.closed.is_some() {
                 done.extend(c.verdict().map(|v| (v, c)));
             }
@@ -176,6 +192,10 @@ impl Engine {
     }
 
     fn take(&mut self, keys: Vec<u64>) -> Vec<(Verdict, ConnectionTimeline)> {
+        if self.judged.len() + keys.len() > self.capacity {
+            self.judged.clear();
+        }
+        self.judged.extend(keys.iter().copied());
         let mut out: Vec<_> = keys
             .into_iter()
             .filter_map(|k| self.connections.remove(&k))
@@ -227,6 +247,8 @@ impl ConnectionTimeline {
             reset_sent: None,
             error: None,
             closed: None,
+            retransmits: 0,
+            gave_up_after: None,
             events: VecDeque::new(),
         }
     }
@@ -245,9 +267,23 @@ impl ConnectionTimeline {
         }
         self.events.push_back(e.clone());
         match &e.detail {
-            Detail::StateChange { to, .. } => {
+            Detail::StateChange {
+                from,
+                to,
+                retransmits,
+            } => {
                 if *to == TcpState::Established && self.established.is_none() {
                     self.established = Some(e.ts);
+                }
+                let app_closed = matches!(
+                    (from, to),
+                    (TcpState::Established, TcpState::FinWait1)
+                        | (TcpState::CloseWait, TcpState::LastAck)
+                );
+                if let (true, Some(n)) = (app_closed, retransmits) {
+                    // The connection is over for its user now, whatever the orphan does later.
+                    self.gave_up_after = Some(*n);
+                    self.closed.get_or_insert((e.ts, e.state));
                 }
                 if *to == TcpState::Close && self.closed.is_none() {
                     self.closed = Some((e.ts, e.state));
@@ -283,6 +319,7 @@ impl ConnectionTimeline {
                     self.closed = Some((e.ts, e.state));
                 }
             }
+            Detail::Retransmit { retransmits } => self.retransmits = *retransmits,
         }
     }
 
@@ -319,6 +356,13 @@ impl ConnectionTimeline {
             } else {
                 (VerdictKind::Closed, None)
             };
+        let (verdict, reason) = match (verdict, self.gave_up_after) {
+            (VerdictKind::Closed, Some(_)) => (
+                VerdictKind::Closed,
+                Some("application_closed_after_retransmissions".to_string()),
+            ),
+            _ => (verdict, reason),
+        };
         let mut v = Verdict {
             verdict,
             ts: ended,
@@ -327,6 +371,7 @@ impl ConnectionTimeline {
             comm: self.comm.clone(),
             probes_sent: self.probes_out,
             probes_answered: self.probes_answered,
+            retransmits: self.gave_up_after.unwrap_or(self.retransmits),
             lifetime_s: self
                 .established
                 .map(|t| ((ended - t).as_seconds_f64() * 1000.0).round() / 1000.0),
@@ -420,6 +465,7 @@ mod tests {
                 Detail::StateChange {
                     from: TcpState::SynSent,
                     to: TcpState::Established,
+                    retransmits: None,
                 },
                 TcpState::SynSent,
                 None,
@@ -443,6 +489,7 @@ mod tests {
                 Detail::StateChange {
                     from: TcpState::Established,
                     to: TcpState::Close,
+                    retransmits: None,
                 },
                 TcpState::Established,
                 None,
@@ -632,6 +679,7 @@ mod tests {
                 Detail::StateChange {
                     from: TcpState::Established,
                     to: TcpState::FinWait1,
+                    retransmits: None,
                 },
                 TcpState::Established,
                 None,
@@ -696,5 +744,50 @@ mod tests {
             pid: Some(101),
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn application_closing_after_unanswered_retransmissions_is_closed_not_keepalive() {
+        let mut rec = Recording::new().established();
+        for n in 1..=3 {
+            rec = rec.at(
+                0.5,
+                Detail::Retransmit { retransmits: n },
+                TcpState::Established,
+                None,
+            );
+        }
+        let rec = rec
+            .at(
+                0.2,
+                Detail::StateChange {
+                    from: TcpState::Established,
+                    to: TcpState::FinWait1,
+                    retransmits: Some(3),
+                },
+                TcpState::Established,
+                None,
+            )
+            // The orphan goes on retransmitting and closes much later: no second verdict.
+            .at(
+                5.0,
+                Detail::Retransmit { retransmits: 4 },
+                TcpState::FinWait1,
+                None,
+            )
+            .close(30.0);
+        let v = rec.verdict();
+        assert_eq!(v.verdict, VerdictKind::Closed);
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("application_closed_after_retransmissions")
+        );
+        assert_eq!(v.retransmits, 3);
+        assert!(
+            v.summary.contains("Not a keepalive timeout"),
+            "{}",
+            v.summary
+        );
+        assert!(v.advice.iter().any(|a| a.contains("ServerAliveCountMax")));
     }
 }

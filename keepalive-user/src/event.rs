@@ -77,9 +77,12 @@ pub enum Detail {
         kernel_reason: Option<String>,
     },
     ResetReceived {},
+    /// `retransmits`: data retransmissions still unanswered when the state changed.
     StateChange {
         from: TcpState,
         to: TcpState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retransmits: Option<u32>,
     },
     /// An error was reported to the socket's owner, e.g. ETIMEDOUT.
     SocketError {
@@ -87,6 +90,11 @@ pub enum Detail {
         errno: i32,
     },
     SocketDestroyed {},
+    /// Unacknowledged data was sent again; `retransmits` in a row without an answer,
+    /// this one included.
+    Retransmit {
+        retransmits: u32,
+    },
 }
 
 impl Detail {
@@ -100,6 +108,7 @@ impl Detail {
             Detail::StateChange { .. } => "state_change",
             Detail::SocketError { .. } => "socket_error",
             Detail::SocketDestroyed {} => "socket_destroyed",
+            Detail::Retransmit { .. } => "retransmit",
         }
     }
 
@@ -112,6 +121,7 @@ impl Detail {
         "state_change",
         "socket_error",
         "socket_destroyed",
+        "retransmit",
     ];
 }
 

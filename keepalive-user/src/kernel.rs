@@ -113,6 +113,7 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp", "tcp_receive_reset", "resets received"),
     ("sock", "inet_sk_error_report", "socket errors"),
     ("tcp", "tcp_destroy_sock", "socket lifetimes"),
+    ("tcp", "tcp_retransmit_skb", "retransmissions"),
 ];
 
 /// The first required tracepoint this kernel lacks, if any.

@@ -20,6 +20,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tcp_receive_reset", "tcp_receive_reset"),
     ("inet_sk_error_report", "inet_sk_error_report"),
     ("tcp_destroy_sock", "tcp_destroy_sock"),
+    ("tcp_retransmit_skb", "tcp_retransmit_skb"),
 ];
 
 /// The compiled kernel programs, embedded in the binary.

@@ -225,7 +225,18 @@ pub fn describe(e: &Event) -> String {
         } => format!("RST sent, reason {reason} (kernel: {kernel})"),
         Detail::ResetSent { reason, .. } => format!("RST sent, reason {reason}"),
         Detail::ResetReceived {} => "RST received from peer".into(),
-        Detail::StateChange { from, to } => format!("{from} -> {to}"),
+        Detail::StateChange {
+            from,
+            to,
+            retransmits: Some(n),
+        } => format!(
+            "{from} -> {to} with {n} retransmission{} unanswered",
+            plural(*n)
+        ),
+        Detail::StateChange { from, to, .. } => format!("{from} -> {to}"),
+        Detail::Retransmit { retransmits } => {
+            format!("data sent again (retransmission {retransmits} in a row)")
+        }
         Detail::SocketError { error, errno } => format!("{error} ({errno})"),
         Detail::SocketDestroyed {} => "socket freed".into(),
     }
