@@ -5,9 +5,10 @@
 //! and test so scenarios run in parallel; every wait is bounded.
 
 pub mod netns;
+pub mod ssh;
 pub mod tracer;
 
-pub use netns::{Link, Netns};
+pub use netns::{Link, Netns, Routed};
 pub use tracer::Tracer;
 
 /// Runs a command and panics with its output if it fails: test setup must not half-work.

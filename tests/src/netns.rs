@@ -154,25 +154,7 @@ pub struct Connection {
 impl Link {
     /// Connects `a` to `b`, calling `configure` on the client socket before connect().
     pub fn connect(&self, configure: impl FnOnce(&socket2::Socket) + Send + 'static) -> Connection {
-        use socket2::{Domain, Socket, Type};
-        use std::net::{SocketAddr, TcpListener};
-        let bind = SocketAddr::new(self.b_addr, 0);
-        let listener = self.b.run(move || TcpListener::bind(bind).unwrap());
-        let server = SocketAddr::new(self.b_addr, listener.local_addr().unwrap().port());
-        let client: std::net::TcpStream = self.a.run(move || {
-            let s = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
-            configure(&s);
-            s.connect(&server.into()).unwrap();
-            s.into()
-        });
-        let (accepted, _) = listener.accept().unwrap();
-        Connection {
-            client_port: client.local_addr().unwrap().port(),
-            server_port: server.port(),
-            client,
-            server: accepted,
-            listener,
-        }
+        connect_between(&self.a, &self.b, self.b_addr, configure)
     }
 
     /// Drops, silently, every TCP packet arriving in `b` for `port`.
@@ -181,5 +163,136 @@ impl Link {
             "table inet ka {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
              tcp dport {port} drop\n }}\n}}\n"
         ));
+    }
+}
+
+/// Client and server namespaces with a router namespace between them:
+/// client 198.18.0.1 -- 198.18.0.254 router 198.19.0.254 -- 198.19.0.1 server.
+pub struct Routed {
+    pub client: Netns,
+    pub router: Netns,
+    pub server: Netns,
+    pub client_addr: IpAddr,
+    pub server_addr: IpAddr,
+}
+
+impl Routed {
+    /// With `nat`, the router masquerades the client behind 198.19.0.254 (a home or cloud
+    /// NAT gateway) and drops packets conntrack finds invalid.
+    pub fn new(nat: bool) -> Routed {
+        let client = Netns::new("client");
+        let router = Netns::new("router");
+        let server = Netns::new("server");
+        veth(
+            &client,
+            "198.18.0.1/24",
+            &router,
+            "198.18.0.254/24",
+            "veth-c",
+        );
+        veth(
+            &server,
+            "198.19.0.1/24",
+            &router,
+            "198.19.0.254/24",
+            "veth-s",
+        );
+        client.ip(&["route", "add", "default", "via", "198.18.0.254"]);
+        server.ip(&["route", "add", "default", "via", "198.19.0.254"]);
+        router.sysctl("net.ipv4.ip_forward", "1");
+        if nat {
+            router.nft(
+                "table ip ka-nat {\n chain post {\n type nat hook postrouting priority 100;\n \
+                 oifname \"veth-s\" masquerade\n }\n chain invalid {\n type filter hook forward \
+                 priority 0; policy accept;\n ct state invalid drop\n }\n}\n",
+            );
+            // Conntrack exists in the namespace once a rule uses it. Mid-stream packets of a
+            // forgotten connection are then invalid, not picked up again.
+            router.sysctl("net.netfilter.nf_conntrack_tcp_loose", "0");
+        }
+        Routed {
+            client,
+            router,
+            server,
+            client_addr: "198.18.0.1".parse().unwrap(),
+            server_addr: "198.19.0.1".parse().unwrap(),
+        }
+    }
+
+    /// The router silently drops everything it would forward (the path goes dark).
+    pub fn blackhole(&self) {
+        self.router.nft(
+            "table inet ka-drop {\n chain cut {\n type filter hook forward priority -10; \
+             policy drop;\n }\n}\n",
+        );
+    }
+
+    /// A connection from client to a listener in the server namespace.
+    pub fn connect(&self, configure: impl FnOnce(&socket2::Socket) + Send + 'static) -> Connection {
+        connect_between(&self.client, &self.server, self.server_addr, configure)
+    }
+
+    /// The server host vanishes: its namespace and link are deleted.
+    pub fn remove_server(&mut self) {
+        sh("ip", &["netns", "del", &self.server.name]);
+    }
+
+    /// Replaces the server namespace with a fresh one at the same address: a host that
+    /// rebooted and remembers no connection.
+    pub fn restart_server(&mut self) {
+        let fresh = Netns::new("server2");
+        let old = std::mem::replace(&mut self.server, fresh);
+        drop(old);
+        veth(
+            &self.server,
+            "198.19.0.1/24",
+            &self.router,
+            "198.19.0.254/24",
+            "veth-s",
+        );
+        self.server
+            .ip(&["route", "add", "default", "via", "198.19.0.254"]);
+    }
+}
+
+/// A veth pair named `name` at both ends, with addresses.
+fn veth(a: &Netns, a_cidr: &str, b: &Netns, b_cidr: &str, name: &str) {
+    sh(
+        "ip",
+        &[
+            "link", "add", name, "netns", &a.name, "type", "veth", "peer", "name", name, "netns",
+            &b.name,
+        ],
+    );
+    for (ns, cidr) in [(a, a_cidr), (b, b_cidr)] {
+        ns.ip(&["addr", "add", cidr, "dev", name]);
+        ns.ip(&["link", "set", name, "up"]);
+    }
+}
+
+fn connect_between(
+    client_ns: &Netns,
+    server_ns: &Netns,
+    server_addr: IpAddr,
+    configure: impl FnOnce(&socket2::Socket) + Send + 'static,
+) -> Connection {
+    use socket2::{Domain, Socket, Type};
+    use std::net::{SocketAddr, TcpListener};
+    let bind = SocketAddr::new(server_addr, 0);
+    let listener = server_ns.run(move || TcpListener::bind(bind).unwrap());
+    let server = SocketAddr::new(server_addr, listener.local_addr().unwrap().port());
+    let client: std::net::TcpStream = client_ns.run(move || {
+        let s = Socket::new(Domain::for_address(server), Type::STREAM, None).unwrap();
+        configure(&s);
+        s.connect(&server.into()).unwrap();
+        s.into()
+    });
+    let (accepted, _) = listener.accept().unwrap();
+    Connection {
+        client_port: client.local_addr().unwrap().port(),
+        server_port: server.port(),
+        client,
+        server: accepted,
+        listener,
     }
 }

@@ -180,3 +180,74 @@ pub fn kinds(events: &[Value]) -> Vec<String> {
         .map(|v| v["kind"].as_str().unwrap_or("?").to_string())
         .collect()
 }
+
+/// A running `keepalive why --format json ...`, its output collected.
+pub struct Why {
+    child: Option<Child>,
+    stdout: thread::JoinHandle<String>,
+}
+
+impl Why {
+    /// Starts `keepalive why --format json <args>` and waits until it traces.
+    pub fn start(args: &[&str]) -> Why {
+        let mut child = Command::new(binary())
+            .args(["why", "--format", "json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keepalive why");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut s);
+            s
+        });
+        let err = pipe_lines(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match err.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) if l.starts_with("Tracing") => break,
+                Ok(l) => eprintln!("keepalive why: {l}"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!("keepalive why exited early"),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "keepalive why did not start in 30 s"
+            );
+        }
+        thread::spawn(move || while err.recv().is_ok() {});
+        Why {
+            child: Some(child),
+            stdout,
+        }
+    }
+
+    /// Waits (bounded) for the answer; returns the verdict line and every line printed.
+    pub fn verdict(mut self, timeout: Duration) -> (Value, Vec<Value>) {
+        let (status, killed) = wait_bounded(self.child.take().unwrap(), timeout);
+        assert!(!killed, "keepalive why did not answer within {timeout:?}");
+        assert!(status.success(), "keepalive why exited with {status}");
+        let out = std::mem::replace(&mut self.stdout, thread::spawn(String::new))
+            .join()
+            .unwrap();
+        let lines: Vec<Value> = out.lines().map(parse).collect();
+        let verdict = lines
+            .iter()
+            .rev()
+            .find(|v| v["type"] == "verdict")
+            .cloned()
+            .unwrap_or_else(|| panic!("no verdict in: {out}"));
+        (verdict, lines)
+    }
+}
+
+impl Drop for Why {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -44,7 +44,7 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
         .filter(|e| e["kind"] == "keepalive_probe")
         .map(|e| e["probes"].as_u64().unwrap())
         .collect();
-    assert_eq!(probes, [1, 2, 3], "events: {kinds:?}");
+    assert_eq!(probes, [1, 2, 3], "events: {events:?}");
     assert!(
         !kinds.iter().any(|k| k == "keepalive_answered"),
         "{kinds:?}"
