@@ -232,17 +232,17 @@ impl Routed {
         connect_between(&self.client, &self.server, self.server_addr, configure)
     }
 
-    /// The server host vanishes: its namespace and link are deleted.
-    pub fn remove_server(&mut self) {
-        sh("ip", &["netns", "del", &self.server.name]);
+    /// The server host vanishes from the network: the router's link to it is deleted.
+    /// (Its namespace lives on while the test holds sockets in it, but nothing reaches it.)
+    pub fn vanish_server(&self) {
+        self.router.ip(&["link", "del", "veth-s"]);
     }
 
-    /// Replaces the server namespace with a fresh one at the same address: a host that
-    /// rebooted and remembers no connection.
+    /// Replaces the server with a fresh host at the same address: one that rebooted and
+    /// remembers no connection. The old one is cut off first, so it says nothing.
     pub fn restart_server(&mut self) {
-        let fresh = Netns::new("server2");
-        let old = std::mem::replace(&mut self.server, fresh);
-        drop(old);
+        self.vanish_server();
+        self.server = Netns::new("server2");
         veth(
             &self.server,
             "198.19.0.1/24",

@@ -1,0 +1,71 @@
+//! The most common killer: a NAT gateway that forgets idle connections. Keepalive idle above
+//! its timeout dies; below it, the connection survives with probes answered.
+
+use std::{
+    io::{Read, Write},
+    thread,
+    time::Duration,
+};
+
+use keepalive_tests::{
+    Routed, is_root, keepalive,
+    tracer::{Tracer, Why, events_of, kinds},
+};
+
+/// Conntrack's idle limit for established connections on the router, seconds.
+const NAT_TIMEOUT: &str = "3";
+
+fn nat() -> Routed {
+    let topo = Routed::new(true);
+    topo.router.sysctl(
+        "net.netfilter.nf_conntrack_tcp_timeout_established",
+        NAT_TIMEOUT,
+    );
+    topo
+}
+
+#[test]
+fn keepalive_idle_above_the_nat_timeout_dies_and_advice_gives_the_bound() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let topo = nat();
+    let why = Why::start(&["--netns", &topo.client.name]);
+    let conn = topo.connect(keepalive(6, 1, 3));
+    let (v, _) = why.verdict(Duration::from_secs(30));
+    assert_eq!(v["sport"], conn.client_port, "{v}");
+    assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
+    assert_eq!(v["idle_s"], 6.0, "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("within 6s of idleness"), "{advice}");
+    assert!(advice.contains("TCP_KEEPIDLE=3"), "{advice}");
+    // The server never heard of the end: its side is still established.
+    drop(conn);
+}
+
+#[test]
+fn keepalive_idle_below_the_nat_timeout_survives_20s_with_answered_probes() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let topo = nat();
+    let tracer = Tracer::trace_netns(&topo.client.name, &[]);
+    let mut conn = topo.connect(keepalive(1, 1, 3));
+    thread::sleep(Duration::from_secs(20));
+    conn.client.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    conn.server
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    conn.server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+
+    let lines = tracer.stop();
+    let events = events_of(&lines, conn.client_port);
+    let kinds = kinds(&events);
+    let answered = kinds.iter().filter(|k| *k == "keepalive_answered").count();
+    assert!(answered >= 5, "{answered} answers in 20 s: {kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["type"] == "verdict" && l["sport"] == conn.client_port),
+        "no verdict for a live connection"
+    );
+}
