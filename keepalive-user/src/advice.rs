@@ -20,25 +20,46 @@ pub fn explain(v: &mut Verdict) {
     v.summary = match v.verdict {
         VerdictKind::KeepaliveTimeout => {
             let (idle, intvl, count) = settings(ka.as_ref());
-            advice.push(format!(
-                "Dead peers are detected after idle + count x interval = {} here. To detect \
-                 sooner, lower TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT on the socket, or \
-                 net.ipv4.tcp_keepalive_time/_intvl/_probes (per network namespace), e.g. \
-                 sysctl -w net.ipv4.tcp_keepalive_time=60 net.ipv4.tcp_keepalive_intvl=10 \
-                 net.ipv4.tcp_keepalive_probes=6.",
-                secs(idle + intvl * count as f64)
-            ));
+            let detection = idle + intvl * count as f64;
+            advice.push(if detection > 120.0 {
+                format!(
+                    "Dead peers are detected after idle + count x interval = {} here. To \
+                     detect sooner, lower TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPCNT on the socket, \
+                     or net.ipv4.tcp_keepalive_time/_intvl/_probes (per network namespace), \
+                     e.g. sysctl -w net.ipv4.tcp_keepalive_time=60 \
+                     net.ipv4.tcp_keepalive_intvl=10 net.ipv4.tcp_keepalive_probes=6.",
+                    secs(detection)
+                )
+            } else {
+                format!(
+                    "Keepalive detected the dead connection after idle + count x interval = \
+                     {} as configured; raise TCP_KEEPCNT or TCP_KEEPINTVL if short outages \
+                     should be survived.",
+                    secs(detection)
+                )
+            });
             let first_unanswered = v.idle_s.unwrap_or(idle);
-            advice.push(format!(
-                "If the peer is alive, something on the path drops traffic silently: a link or \
+            if v.probes_answered > 0 {
+                advice.push(format!(
+                    "Probes after the same {} of idleness were answered {} time{} before, so \
+                     no idle timeout on the path is at play: the peer host or the path went \
+                     down (or a firewall started dropping).",
+                    secs(first_unanswered),
+                    v.probes_answered,
+                    if v.probes_answered == 1 { "" } else { "s" }
+                ));
+            } else {
+                advice.push(format!(
+                    "If the peer is alive, something on the path drops traffic silently: a link or \
                  host that went down, or a NAT or firewall that forgot the connection within \
                  {} of idleness. In that case keep the keepalive idle time below that bound, \
                  e.g. TCP_KEEPIDLE={} or sysctl -w net.ipv4.tcp_keepalive_time={}, so \
                  probes refresh its state in time.",
-                secs(first_unanswered),
-                (first_unanswered / 2.0).floor().max(1.0),
-                (first_unanswered / 2.0).floor().max(1.0)
-            ));
+                    secs(first_unanswered),
+                    (first_unanswered / 2.0).floor().max(1.0),
+                    (first_unanswered / 2.0).floor().max(1.0)
+                ));
+            }
             format!(
                 "Connection timed out{lifetime}: {} keepalive probes, {} apart, went unanswered \
                  after {} idle. The peer or a middlebox on the path silently went away.",
