@@ -22,8 +22,9 @@ pub struct KernelTypes {
 pub fn load(path: &Path) -> Result<KernelTypes> {
     let btf = Btf::from_file(path).map_err(|e| {
         anyhow!(
-            "cannot read kernel BTF from {}: {e}\n\
-             keepalive needs a kernel built with CONFIG_DEBUG_INFO_BTF=y to find struct layouts",
+            "cannot read kernel BTF from {}: {e}; tracepoint mode needs it for struct layouts \
+             and BTF tracepoints, so nothing can be traced (kernels need \
+             CONFIG_DEBUG_INFO_BTF=y)",
             path.display()
         )
     })?;

@@ -157,6 +157,14 @@ impl Link {
         connect_between(&self.a, &self.b, self.b_addr, configure)
     }
 
+    /// Drops, silently, every packet arriving in `b`.
+    pub fn blackhole_b_all(&self) {
+        self.b.nft(
+            "table inet ka-all {\n chain input {\n type filter hook input priority 0; \
+             policy drop;\n }\n}\n",
+        );
+    }
+
     /// Drops, silently, every TCP packet arriving in `b` for `port`.
     pub fn blackhole_b(&self, port: u16) {
         self.b.nft(&format!(

@@ -8,7 +8,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// Debian packages: LLVM 22 for bpf-linker, and the real tools the tests drive.
+/// Debian packages: LLVM 22 for bpf-linker, and the real tools the tests drive (ip, nft, sshd,
+/// bpftool to check detaching, python3 for a killable server process).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "openssh-server",
     "openssh-client",
+    "bpftool",
+    "python3",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -1,0 +1,311 @@
+//! A tracer that runs as root on production hosts must never hurt them and never lie by
+//! omission: clear errors, clean detach, counted losses.
+
+use std::{
+    collections::HashSet,
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use keepalive_tests::{
+    Link, is_root, keepalive,
+    tracer::{Tracer, binary, events_of, wait_bounded},
+};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn bad_replay_files_name_the_line_and_exit_2() {
+    let dir = std::env::temp_dir().join(format!("ka-replay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = r#"{"type":"event","ts":"2026-11-28T00:45:02.673Z","saddr":"198.18.0.1","sport":1,"daddr":"198.18.0.2","dport":2,"netns":1,"cookie":2,"state":"ESTABLISHED","kind":"keepalive_probe","probes":1}"#;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            format!("{good}\n{}", &good[..50]).into_bytes(),
+            ":2: not a JSON line",
+        ),
+        (
+            "malformed",
+            format!("{good}\n{{\"type\":\"event\",\"kind\":\"keepalive_probe\"}}\n").into_bytes(),
+            ":2: malformed event",
+        ),
+        (
+            "unknown",
+            format!("{good}\n{good}\n{{\"type\":\"gossip\"}}\n").into_bytes(),
+            ":3: unknown line type",
+        ),
+        (
+            "binary",
+            vec![0x7f, b'E', b'L', b'F', 0xff, 0xfe, 0, 1, 2],
+            ":1: not text",
+        ),
+    ];
+    for (name, content, says) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        let (code, _, err) =
+            run(Command::new(binary()).args(["why", "--from", path.to_str().unwrap()]));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(says), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = run(Command::new(binary()).args(["why", "--from", "/nonexistent.jsonl"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("/nonexistent.jsonl"), "{err}");
+    let (code, _, err) = run(Command::new(binary()).args(["trace", "--addr", "foo"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("foo"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn without_privileges_one_clear_message_says_what_is_needed() {
+    // As an unprivileged user, and as root stripped of every capability.
+    for args in [
+        &["--reuid=65534", "--regid=65534", "--clear-groups"][..],
+        &["--bounding-set=-all", "--inh-caps=-all"][..],
+    ] {
+        let (code, _, err) = run(Command::new("setpriv")
+            .args(args)
+            .arg("--")
+            .arg(binary())
+            .arg("trace"));
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn tracefs_is_mounted_when_absent() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    // In a private mount namespace, so the host's tracefs is left alone.
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; \
+         test -d /sys/kernel/tracing/events && exit 3; \
+         timeout -s INT 3 {} trace --port 9 >/dev/null 2>&1; \
+         test -d /sys/kernel/tracing/events",
+        binary().display()
+    );
+    let (code, _, err) = run(Command::new("unshare").args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(code, 0, "tracefs not mounted by keepalive: {err}");
+}
+
+/// Ids of the BPF programs a process holds, from its fdinfo.
+fn prog_ids(pid: u32) -> HashSet<u64> {
+    let mut ids = HashSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+        for l in text.lines() {
+            if let Some(id) = l.strip_prefix("prog_id:") {
+                ids.insert(id.trim().parse().unwrap());
+            }
+        }
+    }
+    ids
+}
+
+fn loaded_prog_ids() -> HashSet<u64> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn after_sigkill_nothing_stays_attached() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let mut child = Command::new(binary())
+        .args(["trace", "--port", "9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Tracing"), "{line}");
+    let ours = prog_ids(child.id());
+    assert!(ours.len() >= 8, "programs held: {ours:?}");
+    assert!(ours.is_subset(&loaded_prog_ids()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The kernel frees programs when the last reference goes; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let still: Vec<_> = ours.intersection(&loaded_prog_ids()).copied().collect();
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still loaded after SIGKILL: {still:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sigterm_detaches_and_prints_the_summary() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let mut child = Command::new(binary())
+        .args(["trace", "--netns", &link.a.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let conn = link.connect(|_| {});
+    drop(conn);
+    thread::sleep(Duration::from_millis(300));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (status, killed) = wait_bounded(child, Duration::from_secs(10));
+    assert!(!killed && status.success(), "{status}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    assert!(text.contains("state_change"), "{text}");
+    assert!(text.contains(" events, 0 lost"), "{text}");
+    assert!(text.contains("Connections ended, by verdict:"), "{text}");
+}
+
+#[test]
+fn two_tracers_at_once_see_the_same_events() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let one = Tracer::trace_netns(&link.a.name, &[]);
+    let two = Tracer::trace_netns(
+        &link.a.name,
+        &["--kind", "keepalive_probe,keepalive_answered"],
+    );
+    let conn = link.connect(keepalive(1, 1, 3));
+    thread::sleep(Duration::from_millis(2600));
+    let (a, b) = (one.stop(), two.stop());
+    let probes = |lines: &[Value]| -> Vec<String> {
+        events_of(lines, conn.client_port)
+            .iter()
+            .filter(|e| e["kind"] == "keepalive_probe" || e["kind"] == "keepalive_answered")
+            .map(|e| format!("{} {}", e["kind"], e["probes"]))
+            .collect()
+    };
+    assert!(!probes(&a).is_empty());
+    assert_eq!(probes(&a), probes(&b));
+}
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let mut child = Command::new(binary())
+        .args(["trace", "--netns", &link.a.name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    // `keepalive trace | head -1`: read one line, then the reader is gone.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let conns: Vec<_> = (0..3).map(|_| link.connect(|_| {})).collect();
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    drop(out);
+    drop(conns);
+    for _ in 0..3 {
+        drop(link.connect(|_| {}));
+    }
+    let (status, killed) = wait_bounded(child, Duration::from_secs(10));
+    assert!(!killed, "keepalive kept running with nobody reading");
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(
+        !rest.contains("panicked") && !rest.contains("Broken pipe"),
+        "{rest}"
+    );
+}
+
+#[test]
+fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    const N: usize = 300;
+    const PROBES: u32 = 3;
+    let link = Link::new("client", "server", false);
+    // One page of ring buffer holds about 30 records; N connections probe in step.
+    let tracer = Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", "4"]);
+    let conns: Vec<_> = (0..N)
+        .map(|_| link.connect(keepalive(2, 1, PROBES)))
+        .collect();
+    // Everything to the server is dropped: every connection probes, then times out.
+    link.blackhole_b_all();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for c in &conns {
+        loop {
+            match c.client.take_error().unwrap() {
+                Some(e) => {
+                    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ETIMEDOUT as i32));
+                    break;
+                }
+                None => {
+                    assert!(Instant::now() < deadline, "connections did not time out");
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    drop(conns);
+    thread::sleep(Duration::from_millis(500));
+    let lines = tracer.stop();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    let (events, lost) = (
+        summary["events"].as_u64().unwrap(),
+        summary["lost"].as_u64().unwrap(),
+    );
+    // Per connection, in the client namespace: CLOSE->SYN_SENT, SYN_SENT->ESTABLISHED, the
+    // probes, keepalive_timeout, reset_sent, ESTABLISHED->CLOSE, socket_error, destroy.
+    let expected = N as u64 * (PROBES as u64 + 7);
+    assert!(
+        lost > 0,
+        "the burst should overflow a one-page ring buffer: {summary}"
+    );
+    assert_eq!(events + lost, expected, "{summary}");
+}
