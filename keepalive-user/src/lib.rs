@@ -1,19 +1,18 @@
 //! keepalive: why did my TCP connection die?
 //!
-//! Layout: [`event`] is what users see, [`decode`] turns kernel records into events (pure),
-//! [`output`] prints them; [`btf`] and [`kernel`] learn about the running kernel, [`loader`]
-//! loads and attaches the programs, and [`trace`] runs the live loop. I/O stays at the edges.
-pub mod advice;
+//! The pure parts (events, decoding, diagnosis, replay) live in `keepalive-events` and are
+//! re-exported here. This crate is the edges: [`btf`] and [`kernel`] learn about the running
+//! kernel, [`loader`] loads and attaches the programs, [`trace`] runs the live loop,
+//! [`snapshot`], [`procs`] and [`sockets`] look at sockets that already exist, [`pipeline`]
+//! and [`output`] decide what to print and print it.
+pub use keepalive_events::{advice, decode, diagnose, event, replay};
+
 pub mod btf;
-pub mod decode;
-pub mod diagnose;
-pub mod event;
 pub mod kernel;
 pub mod loader;
 pub mod output;
 pub mod pipeline;
 pub mod procs;
-pub mod replay;
 pub mod snapshot;
 pub mod sockets;
 pub mod trace;

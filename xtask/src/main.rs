@@ -29,6 +29,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the record decoder and the replay parser (cargo-fuzz, installed if missing).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Churn connections and keepalive traffic while tracing; report the tracer's RSS and fds.
+    Soak {
+        #[arg(long, default_value_t = 2)]
+        minutes: u64,
+    },
     /// Run every test: unit tests and the end-to-end scenarios in network namespaces (as root).
     Test {
         /// Extra arguments for `cargo test`, e.g. `-- linger`.
@@ -51,6 +62,42 @@ fn main() -> Result<()> {
             // Replace ourselves in spirit: Ctrl-C reaches the tracer, which prints its summary.
             let status = Command::new(&bin).arg("trace").args(&args).status()?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Fuzz { seconds } => {
+            setup::run()?;
+            setup::cargo_fuzz()?;
+            for target in ["decode_record", "replay_lines"] {
+                let corpus = workspace_root().join("fuzz/corpus").join(target);
+                std::fs::create_dir_all(&corpus)?;
+                let status = cargo()
+                    .current_dir(workspace_root().join("fuzz"))
+                    .args(["+nightly", "fuzz", "run", target])
+                    .arg(&corpus)
+                    .arg("--")
+                    .arg(format!("-max_total_time={seconds}"))
+                    .status()?;
+                if !status.success() {
+                    bail!(
+                        "fuzz target {target} found a crash (fuzz/artifacts/{target}/): add it \
+                         to keepalive-events/tests/regressions/{target}/ and fix it"
+                    );
+                }
+            }
+            Ok(())
+        }
+        Task::Soak { minutes } => {
+            setup::run()?;
+            let bin = build()?;
+            let status = cargo()
+                .args(["test", "--package", "keepalive-tests", "--test", "soak"])
+                .args(["--", "--ignored", "--nocapture"])
+                .env("KEEPALIVE_BIN", &bin)
+                .env("KEEPALIVE_SOAK_SECS", (minutes * 60).to_string())
+                .status()?;
+            if !status.success() {
+                bail!("soak failed");
+            }
+            Ok(())
         }
         Task::Test { args } => {
             setup::run()?;

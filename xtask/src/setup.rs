@@ -147,3 +147,21 @@ fn euid() -> u32 {
         })
         .unwrap_or(u32::MAX)
 }
+
+/// cargo-fuzz for `cargo xtask fuzz` (libFuzzer needs the nightly toolchain, present already).
+pub fn cargo_fuzz() -> Result<()> {
+    let present = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    step(
+        "installing cargo-fuzz",
+        Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
+    )
+}

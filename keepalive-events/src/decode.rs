@@ -228,7 +228,7 @@ impl Decoder {
             },
             // icsk_retransmits counts timeouts before this one.
             kind::RETRANSMIT => Detail::Retransmit {
-                retransmits: r.arg0 + 1,
+                retransmits: r.arg0.saturating_add(1),
             },
             kind::SOCKET_ERROR => Detail::SocketError {
                 error: errno_name(r.arg0 as i32),

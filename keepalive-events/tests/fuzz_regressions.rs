@@ -1,0 +1,50 @@
+//! Every input a fuzzer ever crashed on, replayed through the same steps as its fuzz target
+//! (fuzz/fuzz_targets/*): they must never crash again.
+
+use std::{fs, path::Path};
+
+use keepalive_events::{
+    decode::{Decoder, parse_record},
+    diagnose::Engine,
+    replay::read_events,
+};
+
+fn inputs(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions")
+        .join(target);
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| fs::read(e.path()).unwrap())
+        .collect()
+}
+
+#[test]
+fn decode_record_crashes_stay_fixed() {
+    let cases = inputs("decode_record");
+    assert!(!cases.is_empty());
+    for data in cases {
+        let mut decoder = Decoder::new(250, 0, vec![]);
+        for chunk in data.chunks(keepalive_common::Record::SIZE) {
+            if let Ok(record) = parse_record(chunk) {
+                let event = decoder.decode(&record);
+                let _ = Engine::new(16).observe(&event);
+            }
+        }
+    }
+}
+
+#[test]
+fn replay_lines_crashes_stay_fixed() {
+    for data in inputs("replay_lines") {
+        if let Ok(events) = read_events(&data[..], "fuzz") {
+            let mut engine = Engine::new(64);
+            for e in &events {
+                let _ = engine.observe(e);
+            }
+            let _ = engine.finish();
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Soak: connection churn plus keepalive traffic while tracing, for KEEPALIVE_SOAK_SECS
+//! seconds (run by `cargo xtask soak --minutes N`). The tracer's memory and open files must
+//! stay flat. Ignored in the normal test run.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use keepalive_tests::{Link, is_root, keepalive, tracer::binary};
+
+fn rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+#[ignore = "long: run with `cargo xtask soak --minutes N`"]
+fn soak_memory_and_fds_stay_flat() {
+    assert!(is_root(), "needs root");
+    let secs: u64 = std::env::var("KEEPALIVE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let link = Link::new("client", "server", false);
+    let mut tracer = Command::new(binary())
+        .args([
+            "trace",
+            "--format",
+            "json",
+            "--output",
+            "/dev/null",
+            "--netns",
+            &link.a.name,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = tracer.id();
+    thread::sleep(Duration::from_secs(2));
+
+    // Keepalive traffic: idle connections probing every second, answered.
+    let idle: Vec<_> = (0..200).map(|_| link.connect(keepalive(1, 1, 3))).collect();
+    // Churn: connect, exchange nothing, close, as fast as one thread goes.
+    let bind = SocketAddr::new(link.b_addr, 0);
+    let listener = link.b.run(move || TcpListener::bind(bind).unwrap());
+    let target = SocketAddr::new(link.b_addr, listener.local_addr().unwrap().port());
+    let stop = Arc::new(AtomicBool::new(false));
+    let churned = Arc::new(AtomicU64::new(0));
+    let acceptor = {
+        let stop = stop.clone();
+        listener.set_nonblocking(true).unwrap();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => drop(s),
+                    Err(_) => thread::sleep(Duration::from_millis(1)),
+                }
+            }
+        })
+    };
+    let churner = {
+        let (stop, churned) = (stop.clone(), churned.clone());
+        let ns = link.a.name.clone();
+        thread::spawn(move || {
+            let f = fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(s) = TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+                    drop(s);
+                    churned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+
+    // Warm up, then measure start and end.
+    let warmup = Duration::from_secs(secs.min(60) / 6 + 5);
+    thread::sleep(warmup);
+    let (rss0, fds0) = (rss_kib(pid), fds(pid));
+    let start = Instant::now();
+    let until = Duration::from_secs(secs).saturating_sub(warmup);
+    while start.elapsed() < until {
+        thread::sleep(Duration::from_secs(1));
+        assert!(
+            tracer.try_wait().unwrap().is_none(),
+            "tracer died during the soak"
+        );
+    }
+    let (rss1, fds1) = (rss_kib(pid), fds(pid));
+    stop.store(true, Ordering::Relaxed);
+    churner.join().unwrap();
+    acceptor.join().unwrap();
+    drop(idle);
+    let _ = tracer.kill();
+    let _ = tracer.wait();
+    let connections = churned.load(Ordering::Relaxed);
+    println!(
+        "soak: {secs}s, {connections} connections churned, 200 keepalive connections; \
+         tracer RSS {rss0} KiB -> {rss1} KiB, open fds {fds0} -> {fds1}"
+    );
+    assert!(
+        connections > 1000,
+        "churn too slow to mean anything: {connections}"
+    );
+    assert_eq!(fds0, fds1, "open fds grew");
+    // Flat: the engine's bounded state and allocator noise, not growth with traffic.
+    assert!(
+        rss1 <= rss0 + rss0 / 4 + 4096,
+        "RSS grew: {rss0} -> {rss1} KiB"
+    );
+}
