@@ -5,6 +5,9 @@
 //! Correlation and diagnosis happen in user space.
 #![no_std]
 #![no_main]
+// Atomic add on a map value (LOST); the BPF target has no atomic types.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 /// Reads one field of the CONFIG global. Volatile so the compiler does not fold the zero
 /// the object file holds: the loader rewrites it before the programs load.
@@ -74,9 +77,16 @@ fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
             let Some(lost) = LOST.get_ptr_mut(0) else {
                 return;
             };
+            // Atomic: a program in process context can be interrupted by one in softirq
+            // context on the same CPU, and a plain increment would lose counts.
+            // (The BPF target has no atomic types; the intrinsic lowers to BPF's atomic add.)
             let lost = unsafe {
-                *lost += 1;
-                *lost
+                core::intrinsics::atomic_xadd::<
+                    u64,
+                    u64,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(lost, 1);
+                core::ptr::read_volatile(lost)
             };
             // A diagnostic for the tool's own operator, rare by construction.
             if lost.is_power_of_two() {

@@ -179,6 +179,10 @@ struct TraceArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     connection: ConnectionArgs,
+    /// No per-event lines: only verdicts (how each connection ended) and the summary, for
+    /// long-running use, e.g. --quiet.
+    #[arg(short, long)]
+    quiet: bool,
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
@@ -268,13 +272,22 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
         None => Box::new(io::stdout()),
     };
     let mut pipeline = Pipeline::new(
-        Mode::Trace,
+        if args.quiet {
+            Mode::Verdicts
+        } else {
+            Mode::Trace
+        },
         args.kind,
         args.connection.filter(),
         Writer::new(args.format, out),
     );
     trace::run(&opts, &mut pipeline).await?;
     pipeline.write_summary()?;
+    if args.output.is_some() {
+        // The summary went into the file; the operator at the terminal sees the counts too.
+        let s = &pipeline.summary;
+        eprintln!("keepalive: {} events, {} lost", s.events, s.lost);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

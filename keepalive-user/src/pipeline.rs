@@ -15,6 +15,8 @@ use crate::{
 pub enum Mode {
     /// Every matching event as it happens, and every matching verdict (`keepalive trace`).
     Trace,
+    /// Only verdicts (`keepalive trace --quiet`).
+    Verdicts,
     /// Only the first matching connection to end: its timeline and verdict (`keepalive why`).
     Why,
 }
@@ -98,7 +100,7 @@ impl Pipeline {
             }
             self.summary.count_verdict(&v);
             let flow = match self.mode {
-                Mode::Trace => guard(self.out.verdict(&v, None))?,
+                Mode::Trace | Mode::Verdicts => guard(self.out.verdict(&v, None))?,
                 Mode::Why => {
                     self.answered = true;
                     guard(self.out.verdict(&v, Some(&timeline)))?;

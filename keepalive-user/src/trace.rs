@@ -47,7 +47,14 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => flow = pipeline.tick(OffsetDateTime::now_utc())?,
+            _ = tick.tick() => {
+                // The kernel wakes a reader only when it has caught up; a wakeup that raced
+                // with our last read would leave records waiting until the next one.
+                flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
+                if flow == Flow::Continue {
+                    flow = pipeline.tick(OffsetDateTime::now_utc())?;
+                }
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }

@@ -111,6 +111,10 @@ impl Tracer {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.collected.push(parse(&line));
         }
+        // The tracer's own diagnostics, for the test log.
+        while let Ok(line) = self.stderr.try_recv() {
+            eprintln!("keepalive: {line}");
+        }
         std::mem::take(&mut self.collected)
     }
 

@@ -1,0 +1,660 @@
+//! `cargo xtask bench`: what tracing costs, measured. Each workload runs without a tracer,
+//! under `keepalive trace`, and under an equivalent bpftrace script, in alternating rounds;
+//! ratios are medians against the baseline of the same run. Traffic stays in namespaces the
+//! bench creates; every loop is bounded in time.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use keepalive_tests::{Link, keepalive, tracer::binary};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    Baseline,
+    Keepalive,
+    Bpftrace,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Baseline => "baseline",
+            Config::Keepalive => "keepalive",
+            Config::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Default, Clone, Debug)]
+struct Sample {
+    ops_per_s: f64,
+    tracer_cpu_s: f64,
+    tracer_peak_rss_kib: u64,
+    events: u64,
+    lost: u64,
+    /// Kernel-side cost per program invocation (bpf_stats), keepalive only.
+    ns_per_run: BTreeMap<String, f64>,
+}
+
+struct Settings {
+    seconds: f64,
+    rounds: usize,
+    storm_connections: usize,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
+    raise_fd_limit();
+    let s = if quick {
+        Settings {
+            seconds: 2.0,
+            rounds: 3,
+            storm_connections: 3000,
+        }
+    } else {
+        Settings {
+            seconds: 5.0,
+            rounds: 5,
+            storm_connections: 30000,
+        }
+    };
+    let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
+    if !have_bpftrace {
+        eprintln!("bench: bpftrace not found; its column stays empty (apt-get install bpftrace)");
+    }
+    let _stats = BpfStats::enable();
+    let mut results = json!({ "quick": quick, "workloads": {} });
+    let workloads: [(&str, &str, fn(&Link, f64, usize) -> f64); 4] = [
+        ("churn", "connections/s", churn),
+        ("bulk", "MB/s", bulk),
+        ("keepalive_storm", "probes/s", storm),
+        ("timers", "timer expiries/s", timers),
+    ];
+    println!(
+        "{:<16} {:<17} {:>12} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8} {:>9} {:>8}",
+        "workload",
+        "unit",
+        "baseline",
+        "keepalive",
+        "bpftrace",
+        "ka/base",
+        "bt/base",
+        "events/s",
+        "lost",
+        "cpu %",
+        "rss MiB"
+    );
+    for (name, unit, run) in workloads {
+        let link = Link::new("bench-c", "bench-s", false);
+        let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+        let mut configs = vec![Config::Baseline, Config::Keepalive];
+        if have_bpftrace {
+            configs.push(Config::Bpftrace);
+        }
+        for round in 0..s.rounds {
+            // Alternate the order so drift in the machine does not favour one config.
+            let mut order = configs.clone();
+            order.rotate_left(round % configs.len());
+            for config in order {
+                let sample = measure(config, &link, &s, run);
+                samples.entry(config.name()).or_default().push(sample);
+            }
+        }
+        let med = |c: &str, f: &dyn Fn(&Sample) -> f64| -> Option<f64> {
+            samples.get(c).map(|v| median(v.iter().map(f).collect()))
+        };
+        let base = med("baseline", &|x| x.ops_per_s).unwrap();
+        let ka = med("keepalive", &|x| x.ops_per_s).unwrap();
+        let bt = med("bpftrace", &|x| x.ops_per_s);
+        let ka_samples = &samples["keepalive"];
+        let events_per_s = median(
+            ka_samples
+                .iter()
+                .map(|x| x.events as f64 / s.seconds)
+                .collect(),
+        );
+        let lost: u64 = ka_samples.iter().map(|x| x.lost).sum();
+        let cpu_pct = median(
+            ka_samples
+                .iter()
+                .map(|x| x.tracer_cpu_s / s.seconds * 100.0)
+                .collect(),
+        );
+        let rss = ka_samples
+            .iter()
+            .map(|x| x.tracer_peak_rss_kib)
+            .max()
+            .unwrap_or(0);
+        let mut ns_per_run: BTreeMap<String, f64> = BTreeMap::new();
+        for x in ka_samples {
+            for (p, ns) in &x.ns_per_run {
+                let e = ns_per_run.entry(p.clone()).or_insert(0.0);
+                *e = e.max(*ns);
+            }
+        }
+        println!(
+            "{:<16} {:<17} {:>12.1} {:>12.1} {:>12} {:>8.3} {:>8} {:>10.0} {:>8} {:>9.2} {:>8.1}",
+            name,
+            unit,
+            base,
+            ka,
+            bt.map(|b| format!("{b:.1}")).unwrap_or("-".into()),
+            ka / base,
+            bt.map(|b| format!("{:.3}", b / base)).unwrap_or("-".into()),
+            events_per_s,
+            lost,
+            cpu_pct,
+            rss as f64 / 1024.0
+        );
+        results["workloads"][name] = json!({
+            "unit": unit,
+            "baseline": base,
+            "keepalive": ka,
+            "bpftrace": bt,
+            "ratio_keepalive": ka / base,
+            "ratio_bpftrace": bt.map(|b| b / base),
+            "keepalive_events_per_s": events_per_s,
+            "keepalive_lost": lost,
+            "keepalive_cpu_percent": cpu_pct,
+            "keepalive_peak_rss_kib": rss,
+            "keepalive_ns_per_program_run": ns_per_run,
+            "rounds": s.rounds,
+            "seconds": s.seconds,
+        });
+    }
+    let scale = engine_scale(if quick { 20_000 } else { 100_000 });
+    println!(
+        "engine: {} tracked connections, {:.0} bytes/connection, {:.0} events/s on one core",
+        scale["connections"], scale["bytes_per_connection"], scale["events_per_s"]
+    );
+    results["engine"] = scale;
+    println!("kernel cost per program run (ns, max over rounds):");
+    for (name, _, _) in workloads {
+        println!(
+            "  {name}: {}",
+            results["workloads"][name]["keepalive_ns_per_program_run"]
+        );
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("results.json");
+    fs::write(&path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    println!("results: {}", path.display());
+}
+
+fn measure(config: Config, link: &Link, s: &Settings, run: fn(&Link, f64, usize) -> f64) -> Sample {
+    let tracer = match config {
+        Config::Baseline => None,
+        Config::Keepalive => Some(start_keepalive()),
+        Config::Bpftrace => Some(start_bpftrace()),
+    };
+    let cpu0 = tracer
+        .as_ref()
+        .map(|t| cpu_seconds(t.child.id()))
+        .unwrap_or(0.0);
+    let ops = run(link, s.seconds, s.storm_connections);
+    let mut sample = Sample {
+        ops_per_s: ops,
+        ..Default::default()
+    };
+    if let Some(Running {
+        child,
+        stderr,
+        reader,
+    }) = tracer
+    {
+        let pid = child.id();
+        sample.tracer_cpu_s = cpu_seconds(pid) - cpu0;
+        sample.tracer_peak_rss_kib = status_kib(pid, "VmHWM:");
+        if config == Config::Keepalive {
+            sample.ns_per_run = program_costs(pid);
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+        let (_, killed) = keepalive_tests::tracer::wait_bounded(child, Duration::from_secs(20));
+        assert!(!killed, "{} did not stop", config.name());
+        reader.join().unwrap();
+        let err = stderr.lock().unwrap().clone();
+        if config == Config::Keepalive {
+            // "keepalive: N events, M lost"
+            let line = err
+                .lines()
+                .find(|l| l.contains(" events, "))
+                .unwrap_or_else(|| panic!("no summary: {err}"));
+            let nums: Vec<u64> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            sample.events = nums[0];
+            sample.lost = nums[1];
+        }
+    }
+    sample
+}
+
+fn start_keepalive() -> Running {
+    let child = Command::new(binary())
+        .args(["trace", "--format", "json", "--output", "/dev/null"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    spawn_collecting(child, "Tracing")
+}
+
+/// The same hooks and the same work as keepalive's kernel side: the keepalive-timer filter,
+/// the probe count before and after each run, resets, errors and state changes, one output
+/// record each.
+fn bpftrace_script() -> String {
+    let kallsyms = fs::read_to_string("/proc/kallsyms").unwrap();
+    let addr = kallsyms
+        .lines()
+        .find(|l| l.ends_with(" tcp_keepalive_timer"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap();
+    let (sk_timer, probes_out) = offsets();
+    format!(
+        r#"tracepoint:timer:timer_expire_entry /args->function == 0x{addr}/ {{
+  $sk = (uint64)args->timer - {sk_timer};
+  @sk[cpu] = $sk;
+  @before[cpu] = *(uint8 *)($sk + {probes_out});
+}}
+tracepoint:timer:timer_expire_exit /@sk[cpu] != 0 && (uint64)args->timer - {sk_timer} == @sk[cpu]/ {{
+  $sk = @sk[cpu];
+  $after = *(uint8 *)($sk + {probes_out});
+  if ($after > @before[cpu]) {{ printf("probe %x %d\n", $sk, $after); }}
+  @sk[cpu] = 0;
+}}
+tracepoint:tcp:tcp_send_reset {{ printf("reset_sent %x %d\n", args->skaddr, args->reason); }}
+tracepoint:tcp:tcp_receive_reset {{ printf("reset_received %x\n", args->skaddr); }}
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {{ printf("state %x %d %d %d\n", args->skaddr, args->oldstate, args->newstate, pid); }}
+tracepoint:sock:inet_sk_error_report /args->protocol == 6/ {{ printf("error %d\n", args->error); }}
+tracepoint:tcp:tcp_destroy_sock {{ printf("destroy %x\n", args->skaddr); }}
+"#
+    )
+}
+
+/// sk_timer in struct sock and icsk_probes_out in inet_connection_sock, from BTF through the
+/// keepalive binary's own resolver is not exposed; bpftool's C dump is parsed instead.
+fn offsets() -> (u64, u64) {
+    let out = Command::new("bpftool")
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "raw",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let member = |st: &str, m: &str| -> u64 {
+        let mut in_struct = false;
+        for l in text.lines() {
+            if l.starts_with('[') {
+                in_struct = l.contains(&format!("STRUCT '{st}' "));
+                continue;
+            }
+            if in_struct && l.trim_start().starts_with(&format!("'{m}' ")) {
+                let bits: u64 = l
+                    .split("bits_offset=")
+                    .nth(1)
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                return bits / 8;
+            }
+        }
+        panic!("{st}.{m} not found in BTF")
+    };
+    (
+        member("sock", "sk_timer"),
+        member("inet_connection_sock", "icsk_probes_out"),
+    )
+}
+
+fn start_bpftrace() -> Running {
+    // Output goes to a pipe we drain, as keepalive's goes to /dev/null: both format every
+    // record in user space. bpftrace prints "Attaching N probes..." once attached.
+    let mut child = Command::new("bpftrace")
+        .args(["-e", &bpftrace_script()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut out, &mut std::io::sink());
+    });
+    let r = spawn_collecting(child, "Attaching");
+    thread::sleep(Duration::from_millis(300));
+    r
+}
+
+/// A tracer process whose stderr is collected (for its start line and closing summary).
+struct Running {
+    child: Child,
+    stderr: Arc<std::sync::Mutex<String>>,
+    reader: thread::JoinHandle<()>,
+}
+
+fn spawn_collecting(mut child: Child, ready: &'static str) -> Running {
+    let mut err = child.stderr.take().unwrap();
+    let stderr = Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let stderr = stderr.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stderr.lock().unwrap().contains(ready) {
+        assert!(
+            Instant::now() < deadline,
+            "tracer did not start: {}",
+            stderr.lock().unwrap()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "tracer exited: {}",
+            stderr.lock().unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    Running {
+        child,
+        stderr,
+        reader,
+    }
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// run_time_ns / run_cnt of each program the tracer holds (kernel.bpf_stats_enabled=1).
+fn program_costs(pid: u32) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return out;
+    };
+    for fd in dir.flatten() {
+        let text = fs::read_to_string(fd.path()).unwrap_or_default();
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        let (Some(id), Some(ns), Some(cnt)) =
+            (field("prog_id:"), field("run_time_ns:"), field("run_cnt:"))
+        else {
+            continue;
+        };
+        let cnt: f64 = cnt.parse().unwrap_or(0.0);
+        if cnt == 0.0 {
+            continue;
+        }
+        let name = Command::new("bpftool")
+            .args(["prog", "show", "id", &id, "--json"])
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or(id);
+        out.insert(name, ns.parse::<f64>().unwrap_or(0.0) / cnt);
+    }
+    out
+}
+
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let old = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or("0".into());
+        let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+        BpfStats(old.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = fs::write("/proc/sys/kernel/bpf_stats_enabled", &self.0);
+    }
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+/// A listener in the server namespace whose connections are accepted and kept or dropped.
+fn listener(link: &Link) -> (TcpListener, SocketAddr) {
+    let bind = SocketAddr::new(link.b_addr, 0);
+    let l = link.b.run(move || TcpListener::bind(bind).unwrap());
+    let a = SocketAddr::new(link.b_addr, l.local_addr().unwrap().port());
+    (l, a)
+}
+
+fn in_netns(link: &Link) -> fs::File {
+    fs::File::open(format!("/run/netns/{}", link.a.name)).unwrap()
+}
+
+/// Connections per second: connect, accept, close.
+fn churn(link: &Link, secs: f64, _: usize) -> f64 {
+    let (l, target) = listener(link);
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if l.accept().is_err() {
+                    thread::yield_now();
+                }
+            }
+        })
+    };
+    let ns = in_netns(link);
+    let n = thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut n = 0u64;
+        while Instant::now() < end {
+            if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    })
+    .join()
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().unwrap();
+    n as f64 / secs
+}
+
+/// MB/s through one connection.
+fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
+    let conn = link.connect(|_| {});
+    let mut server = conn.server;
+    let reader = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n) = server.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        total
+    });
+    let mut client = conn.client;
+    let buf = vec![7u8; 1 << 16];
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        client.write_all(&buf).unwrap();
+    }
+    drop(client);
+    let total = reader.join().unwrap();
+    total as f64 / secs / 1e6
+}
+
+/// Keepalive probes per second handled by the kernel (TcpExt TCPKeepAlive), with `n` idle
+/// connections probing every second and answered.
+fn storm(link: &Link, secs: f64, n: usize) -> f64 {
+    let conns: Vec<_> = (0..n).map(|_| link.connect(keepalive(1, 1, 9))).collect();
+    thread::sleep(Duration::from_millis(1500)); // probing in step
+    let count = || -> u64 {
+        let ns = in_netns(link);
+        thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let text = fs::read_to_string("/proc/thread-self/net/netstat").unwrap();
+            let mut lines = text.lines();
+            while let (Some(h), Some(v)) = (lines.next(), lines.next()) {
+                if h.starts_with("TcpExt:") {
+                    let i = h
+                        .split_whitespace()
+                        .position(|k| k == "TCPKeepAlive")
+                        .unwrap();
+                    return v.split_whitespace().nth(i).unwrap().parse().unwrap();
+                }
+            }
+            0
+        })
+        .join()
+        .unwrap()
+    };
+    let before = count();
+    thread::sleep(Duration::from_secs_f64(secs));
+    let probes = count() - before;
+    drop(conns);
+    probes as f64 / secs
+}
+
+/// Timers that are not keepalive: blocking receives with a 1 ms timeout (schedule_timeout
+/// arms and expires a timer_list each time), on several threads.
+fn timers(link: &Link, secs: f64, _: usize) -> f64 {
+    let total = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let total = total.clone();
+            let ns = in_netns(link);
+            thread::spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let mut buf = [0u8; 8];
+                while Instant::now() < end {
+                    let _ = s.recv(&mut buf);
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    total.load(Ordering::Relaxed) as f64 / secs
+}
+
+/// The correlation engine alone, fed synthetic records through the real decoder: memory per
+/// tracked connection and events per second on one core.
+fn engine_scale(connections: u64) -> Value {
+    use keepalive_common::{Record, flag, kind};
+    use keepalive_events::{decode::Decoder, diagnose::Engine};
+    let rss0 = status_kib(std::process::id(), "VmRSS:");
+    let mut decoder = Decoder::new(250, 0, vec![]);
+    let mut engine = Engine::new(connections as usize * 2);
+    let mut r: Record = unsafe { std::mem::zeroed() };
+    r.family = 2;
+    let start = Instant::now();
+    let mut events = 0u64;
+    for round in 0..3u64 {
+        for i in 0..connections {
+            r.skaddr = 0xffff_8880_0000_0000 + i * 4096;
+            r.cookie = i + 1;
+            r.sport = (i % 60000) as u16 + 1;
+            r.dport = 443;
+            r.saddr[..4].copy_from_slice(&(0x0a00_0000u32 + i as u32).to_be_bytes());
+            r.ts_ns = round * 1_000_000_000 + i;
+            if round == 0 {
+                r.kind = kind::STATE_CHANGE;
+                r.arg0 = 2;
+                r.arg1 = 1;
+                r.flags = 0;
+            } else {
+                r.kind = kind::KEEPALIVE_PROBE;
+                r.state = 1;
+                r.arg0 = round as u32;
+                r.flags = flag::HAS_KEEPALIVE;
+                r.keepalive.idle_jiffies = 250;
+                r.keepalive.interval_jiffies = 250;
+                r.keepalive.count = 9;
+                r.keepalive.enabled = 1;
+            }
+            let e = decoder.decode(&r);
+            let _ = engine.observe(&e);
+            events += 1;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let rss1 = status_kib(std::process::id(), "VmRSS:");
+    assert_eq!(engine.tracked() as u64, connections);
+    json!({
+        "connections": connections,
+        "bytes_per_connection": (rss1.saturating_sub(rss0) * 1024) as f64 / connections as f64,
+        "events_per_s": events as f64 / elapsed,
+    })
+}
