@@ -205,8 +205,7 @@ pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
         return 0;
@@ -238,8 +237,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
+fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let mut r = new_record(kind::RETRANSMIT);
     read_identity(sk, &mut r);
@@ -251,8 +249,7 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+fn on_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
     let mut r = new_record(kind::RESET_SENT);
@@ -310,8 +307,7 @@ fn read_reset_packet(skb: u64, r: &mut Record) {
     r.flags |= flag::NO_SOCKET;
 }
 
-#[btf_tracepoint(function = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
+fn on_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let mut r = new_record(kind::RESET_RECEIVED);
     read_identity(sk, &mut r);
@@ -322,8 +318,7 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
+fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
         return 0;
@@ -344,8 +339,7 @@ pub fn inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[btf_tracepoint(function = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
+fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let _ = PROBING.remove(&sk);
     let mut r = new_record(kind::SOCKET_DESTROYED);
@@ -357,6 +351,83 @@ pub fn tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     }
     0
 }
+
+/// Tracepoints that fire in process context and in softirq context alike. The kernel skips
+/// a program that is already running on the CPU, so an event in a softirq that interrupts the
+/// same program in process context would be lost silently. Each gets a second program that
+/// runs after the first and handles the event only when the first is busy in an outer context
+/// (its ACTIVE count is not zero), so the event was skipped for it.
+macro_rules! guarded {
+    ($slot:expr, $tp:tt, $primary:ident, $backup:ident, $body:ident) => {
+        #[btf_tracepoint(function = $tp)]
+        pub fn $primary(ctx: BtfTracePointContext) -> i32 {
+            let active = ACTIVE.get_ptr_mut($slot);
+            if let Some(a) = active {
+                unsafe { *a += 1 };
+            }
+            let ret = $body(ctx);
+            if let Some(a) = active {
+                unsafe { *a -= 1 };
+            }
+            ret
+        }
+
+        #[btf_tracepoint(function = $tp)]
+        pub fn $backup(ctx: BtfTracePointContext) -> i32 {
+            match ACTIVE.get_ptr_mut($slot) {
+                Some(a) if unsafe { *a } > 0 => $body(ctx),
+                _ => 0,
+            }
+        }
+    };
+}
+
+/// Per CPU and guarded tracepoint: how many runs of its primary program are in progress.
+#[map]
+static ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(8, 0);
+
+guarded!(
+    0,
+    "inet_sock_set_state",
+    inet_sock_set_state,
+    inet_sock_set_state_nested,
+    on_inet_sock_set_state
+);
+guarded!(
+    1,
+    "tcp_retransmit_skb",
+    tcp_retransmit_skb,
+    tcp_retransmit_skb_nested,
+    on_tcp_retransmit_skb
+);
+guarded!(
+    2,
+    "tcp_send_reset",
+    tcp_send_reset,
+    tcp_send_reset_nested,
+    on_tcp_send_reset
+);
+guarded!(
+    3,
+    "tcp_receive_reset",
+    tcp_receive_reset,
+    tcp_receive_reset_nested,
+    on_tcp_receive_reset
+);
+guarded!(
+    4,
+    "inet_sk_error_report",
+    inet_sk_error_report,
+    inet_sk_error_report_nested,
+    on_inet_sk_error_report
+);
+guarded!(
+    5,
+    "tcp_destroy_sock",
+    tcp_destroy_sock,
+    tcp_destroy_sock_nested,
+    on_tcp_destroy_sock
+);
 
 #[cfg(not(test))]
 #[panic_handler]

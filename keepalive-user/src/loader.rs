@@ -11,16 +11,24 @@ use keepalive_common::{KernelConfig, names};
 
 use crate::{btf, kernel};
 
-/// The programs of tracepoint mode and the tracepoint each attaches to.
+/// The programs of tracepoint mode and the tracepoint each attaches to, in attach order: a
+/// `_nested` program runs after its primary and covers events the kernel skipped for it (see
+/// `guarded!` in keepalive-ebpf).
 const PROGRAMS: &[(&str, &str)] = &[
     ("timer_expire_entry", "timer_expire_entry"),
     ("timer_expire_exit", "timer_expire_exit"),
     ("inet_sock_set_state", "inet_sock_set_state"),
+    ("inet_sock_set_state_nested", "inet_sock_set_state"),
     ("tcp_send_reset", "tcp_send_reset"),
+    ("tcp_send_reset_nested", "tcp_send_reset"),
     ("tcp_receive_reset", "tcp_receive_reset"),
+    ("tcp_receive_reset_nested", "tcp_receive_reset"),
     ("inet_sk_error_report", "inet_sk_error_report"),
+    ("inet_sk_error_report_nested", "inet_sk_error_report"),
     ("tcp_destroy_sock", "tcp_destroy_sock"),
+    ("tcp_destroy_sock_nested", "tcp_destroy_sock"),
     ("tcp_retransmit_skb", "tcp_retransmit_skb"),
+    ("tcp_retransmit_skb_nested", "tcp_retransmit_skb"),
 ];
 
 /// The compiled kernel programs, embedded in the binary.

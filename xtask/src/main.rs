@@ -29,6 +29,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure tracing overhead: each workload without a tracer, under keepalive and under
+    /// bpftrace; writes target/bench/results.json.
+    Bench {
+        /// A short run (under two minutes), as CI's smoke test.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Fuzz the record decoder and the replay parser (cargo-fuzz, installed if missing).
     Fuzz {
         /// Seconds per target.
@@ -62,6 +69,30 @@ fn main() -> Result<()> {
             // Replace ourselves in spirit: Ctrl-C reaches the tracer, which prints its summary.
             let status = Command::new(&bin).arg("trace").args(&args).status()?;
             std::process::exit(status.code().unwrap_or(1));
+        }
+        Task::Bench { quick } => {
+            setup::run()?;
+            setup::bench_packages()?;
+            for (package, bin) in [
+                ("keepalive-user", "keepalive"),
+                ("keepalive-tests", "keepalive-bench"),
+            ] {
+                let status = cargo()
+                    .args(["build", "--release", "--package", package, "--bin", bin])
+                    .status()?;
+                if !status.success() {
+                    bail!("building {bin} failed");
+                }
+            }
+            let release = target_dir().join("release");
+            let status = Command::new(release.join("keepalive-bench"))
+                .args(quick.then_some("--quick"))
+                .env("KEEPALIVE_BIN", release.join("keepalive"))
+                .status()?;
+            if !status.success() {
+                bail!("benchmark failed");
+            }
+            Ok(())
         }
         Task::Fuzz { seconds } => {
             setup::run()?;
@@ -137,8 +168,11 @@ fn build() -> Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed");
     }
-    let target = env::var_os("CARGO_TARGET_DIR")
+    Ok(target_dir().join("debug").join("keepalive"))
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("debug").join("keepalive"))
+        .unwrap_or_else(|| workspace_root().join("target"))
 }

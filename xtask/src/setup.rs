@@ -165,3 +165,11 @@ pub fn cargo_fuzz() -> Result<()> {
         Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]),
     )
 }
+
+/// bpftrace, the benchmark's point of comparison (Debian's package).
+pub fn bench_packages() -> Result<()> {
+    if deb_installed("bpftrace") {
+        return Ok(());
+    }
+    install_packages(&["bpftrace"])
+}
