@@ -190,6 +190,9 @@ pub struct KernelConfig {
     pub _pad: u8,
     /// Only sockets in this network namespace (inode number); 0 for all.
     pub filter_netns: u32,
+    /// Wake the reader once this many bytes wait in the ring buffer (it also polls).
+    pub wakeup_bytes: u32,
+    pub _pad2: u32,
 }
 
 impl KernelConfig {
@@ -237,6 +240,8 @@ impl KernelConfig {
             send_reset_has_reason: 0,
             _pad: 0,
             filter_netns: 0,
+            wakeup_bytes: 0,
+            _pad2: 0,
         }
     }
 }

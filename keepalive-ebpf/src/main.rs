@@ -65,13 +65,24 @@ struct TimerRun {
 }
 
 const TCP_FIN_WAIT2: u8 = 5;
+// bpf_ringbuf_query / bpf_ringbuf_submit flags (include/uapi/linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const TCP_CLOSE: u8 = 7;
 
 fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
     match EVENTS.reserve::<Record>(0) {
         Some(mut entry) => {
             entry.write(*r);
-            entry.submit(0);
+            // Batch wake-ups: waking the reader for every record costs more than the record.
+            // The reader also drains on a short timer, so a quiet trickle still arrives.
+            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= config!(wakeup_bytes) as u64 {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            entry.submit(flags);
         }
         None => {
             let Some(lost) = LOST.get_ptr_mut(0) else {

@@ -117,6 +117,8 @@ pub struct Engine {
     /// retransmitting its FIN) does not start a second timeline.
     judged: HashSet<u64>,
     capacity: usize,
+    /// Events kept per connection for its timeline (0 when only verdicts are wanted).
+    timeline_events: usize,
 }
 
 impl Default for Engine {
@@ -131,7 +133,15 @@ impl Engine {
             connections: HashMap::new(),
             judged: HashSet::new(),
             capacity: capacity.max(1),
+            timeline_events: TIMELINE_EVENTS,
         }
+    }
+
+    /// Keep no events per connection: verdicts only, less memory and no copy per event
+    /// (`keepalive trace`, which prints the events as they come).
+    pub fn without_timelines(mut self) -> Self {
+        self.timeline_events = 0;
+        self
     }
 
     pub fn tracked(&self) -> usize {
@@ -158,7 +168,7 @@ impl Engine {
             self.connections.insert(key, ConnectionTimeline::new(e));
         }
         let c = self.connections.get_mut(&key).unwrap();
-        c.apply(e);
+        c.apply(e, self.timeline_events);
         if matches!(e.detail, Detail::SocketDestroyed {}) {
             let c = self.connections.remove(&key).unwrap();
             self.judged.remove(&key);
@@ -253,7 +263,7 @@ impl ConnectionTimeline {
         }
     }
 
-    fn apply(&mut self, e: &Event) {
+    fn apply(&mut self, e: &Event, keep: usize) {
         self.last_seen = e.ts;
         if e.pid.is_some() {
             self.pid = e.pid;
@@ -262,10 +272,12 @@ impl ConnectionTimeline {
         if let Some(k) = &e.keepalive {
             self.keepalive = Some(k.clone());
         }
-        if self.events.len() == TIMELINE_EVENTS {
-            self.events.pop_front();
+        if keep > 0 {
+            if self.events.len() >= keep {
+                self.events.pop_front();
+            }
+            self.events.push_back(e.clone());
         }
-        self.events.push_back(e.clone());
         match &e.detail {
             Detail::StateChange {
                 from,

@@ -61,6 +61,8 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         filter_port: opts.filter_port,
         filter_netns: opts.filter_netns,
         send_reset_has_reason: types.send_reset_has_reason as u8,
+        // An eighth of the ring, at most 64 KiB: early enough never to fill it between polls.
+        wakeup_bytes: (opts.ring_buffer_size / 8).min(64 * 1024),
         ..KernelConfig::zeroed()
     };
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.

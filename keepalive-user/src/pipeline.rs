@@ -46,7 +46,11 @@ impl Pipeline {
             mode,
             kinds,
             connections,
-            engine: Engine::default(),
+            // Only `why` prints timelines.
+            engine: match mode {
+                Mode::Why => Engine::default(),
+                Mode::Trace | Mode::Verdicts => Engine::default().without_timelines(),
+            },
             summary: Summary::default(),
             answered: false,
             out,

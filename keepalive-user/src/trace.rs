@@ -35,8 +35,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    // Verdicts wait a moment after a close for the reset and error that follow it.
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
+    // polled; verdicts wait a moment after a close for the reset and error that follow it.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     eprintln!("Tracing TCP keepalive, resets and timeouts (HZ={hz}). Ctrl-C to stop.");
 
     let mut flow = Flow::Continue;
@@ -48,8 +49,6 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                // The kernel wakes a reader only when it has caught up; a wakeup that raced
-                // with our last read would leave records waiting until the next one.
                 flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
                 if flow == Flow::Continue {
                     flow = pipeline.tick(OffsetDateTime::now_utc())?;

@@ -256,7 +256,7 @@ fn start_keepalive() -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    spawn_collecting(child, "Tracing")
+    spawn_collecting(child, |err| err.contains("Tracing"))
 }
 
 /// The same hooks and the same work as keepalive's kernel side: the keepalive-timer filter,
@@ -335,8 +335,8 @@ fn offsets() -> (u64, u64) {
 }
 
 fn start_bpftrace() -> Running {
-    // Output goes to a pipe we drain, as keepalive's goes to /dev/null: both format every
-    // record in user space. bpftrace prints "Attaching N probes..." once attached.
+    // Its records go to a pipe we drain, as keepalive's go to /dev/null: both format every
+    // record in user space. bpftrace says "Attaching N probes..." on stdout once attached.
     let mut child = Command::new("bpftrace")
         .args(["-e", &bpftrace_script()])
         .stdout(Stdio::piped())
@@ -344,10 +344,24 @@ fn start_bpftrace() -> Running {
         .spawn()
         .unwrap();
     let mut out = child.stdout.take().unwrap();
-    thread::spawn(move || {
-        let _ = std::io::copy(&mut out, &mut std::io::sink());
-    });
-    let r = spawn_collecting(child, "Attaching");
+    let attached = Arc::new(AtomicBool::new(false));
+    {
+        let attached = attached.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 1 << 16];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if !attached.load(Ordering::Relaxed)
+                    && String::from_utf8_lossy(&buf[..n]).contains("Attaching")
+                {
+                    attached.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let r = spawn_collecting(child, move |_| attached.load(Ordering::Relaxed));
     thread::sleep(Duration::from_millis(300));
     r
 }
@@ -359,7 +373,8 @@ struct Running {
     reader: thread::JoinHandle<()>,
 }
 
-fn spawn_collecting(mut child: Child, ready: &'static str) -> Running {
+/// Collects the child's stderr; returns once `ready` holds for what stderr said so far.
+fn spawn_collecting(mut child: Child, ready: impl Fn(&str) -> bool) -> Running {
     let mut err = child.stderr.take().unwrap();
     let stderr = Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {
@@ -378,7 +393,7 @@ fn spawn_collecting(mut child: Child, ready: &'static str) -> Running {
         })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !stderr.lock().unwrap().contains(ready) {
+    while !ready(&stderr.lock().unwrap()) {
         assert!(
             Instant::now() < deadline,
             "tracer did not start: {}",
