@@ -10,6 +10,7 @@ pub use keepalive_events::{advice, decode, diagnose, event, replay};
 pub mod btf;
 pub mod kernel;
 pub mod loader;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod procs;

@@ -170,10 +170,15 @@ Kinds: keepalive_probe, keepalive_answered, keepalive_timeout, reset_sent, reset
 
 #[derive(Args)]
 struct TraceArgs {
-    /// Output format: columns for reading, or JSON lines for jq and recordings,
+    /// Output format: columns for reading, JSON lines for jq and recordings, or one line per
+    /// event and verdict for the systemd journal (the default when stdout is the journal),
     /// e.g. --format json.
-    #[arg(short, long, value_enum, default_value = "human")]
-    format: Format,
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    /// Serve Prometheus metrics (probes, answers, timeouts, connection ends by verdict and
+    /// remote, lost events) on this address, e.g. --metrics 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Write events to FILE instead of stdout (e.g. a recording: --format json --output rec.jsonl).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -271,6 +276,14 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
         )),
         None => Box::new(io::stdout()),
     };
+    // systemd sets JOURNAL_STREAM when stdout goes to the journal.
+    let format = args
+        .format
+        .unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
+            Format::Journal
+        } else {
+            Format::Human
+        });
     let mut pipeline = Pipeline::new(
         if args.quiet {
             Mode::Verdicts
@@ -279,8 +292,15 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
         },
         args.kind,
         args.connection.filter(),
-        Writer::new(args.format, out),
+        Writer::new(format, out),
     );
+    if let Some(addr) = args.metrics {
+        let metrics = std::sync::Arc::new(std::sync::Mutex::new(
+            keepalive_user::metrics::Metrics::new(),
+        ));
+        keepalive_user::metrics::serve(addr, metrics.clone()).await?;
+        pipeline.metrics = Some(metrics);
+    }
     trace::run(&opts, &mut pipeline).await?;
     pipeline.write_summary()?;
     if args.output.is_some() {

@@ -15,6 +15,9 @@ pub enum Format {
     Human,
     /// One JSON object per line, `"type"` telling events, verdicts and the summary apart.
     Json,
+    /// One self-contained line per event and per verdict, no timestamps or banners: for the
+    /// systemd journal (the default when stdout is the journal).
+    Journal,
 }
 
 /// End-of-run figures: nothing lost silently.
@@ -80,6 +83,18 @@ impl Writer {
     pub fn event(&mut self, e: &Event) -> std::io::Result<()> {
         match self.format {
             Format::Json => self.json(&Line::Event(e)),
+            Format::Journal => {
+                writeln!(
+                    self.out,
+                    "{} {} {} {}{}",
+                    e.detail.kind(),
+                    e.socket.endpoints(),
+                    e.state,
+                    describe(e),
+                    owner(e.pid, e.comm.as_deref())
+                )?;
+                self.out.flush()
+            }
             Format::Human => {
                 if !self.header_done {
                     self.header_done = true;
@@ -125,6 +140,22 @@ impl Writer {
         }
         match self.format {
             Format::Json => self.json(&Line::Verdict(v)),
+            Format::Journal => {
+                writeln!(
+                    self.out,
+                    "verdict={} {}{}: {}{}",
+                    v.verdict.name(),
+                    v.socket.endpoints(),
+                    owner(v.pid, v.comm.as_deref()),
+                    v.summary,
+                    if v.advice.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" Advice: {}", v.advice.join(" | "))
+                    }
+                )?;
+                self.out.flush()
+            }
             Format::Human => {
                 let owner = match (&v.comm, v.pid) {
                     (Some(c), Some(p)) => format!(" ({c}, pid {p})"),
@@ -150,6 +181,14 @@ impl Writer {
     pub fn summary(&mut self, s: &Summary) -> std::io::Result<()> {
         match self.format {
             Format::Json => self.json(&Line::Summary(s)),
+            Format::Journal => {
+                writeln!(
+                    self.out,
+                    "summary: {} events, {} lost, verdicts {:?}",
+                    s.events, s.lost, s.verdicts
+                )?;
+                self.out.flush()
+            }
             Format::Human => {
                 writeln!(self.out)?;
                 writeln!(self.out, "{} events, {} lost", s.events, s.lost)?;
@@ -190,6 +229,13 @@ impl Writer {
         serde_json::to_writer(&mut self.out, line)?;
         self.out.write_all(b"\n")?;
         self.out.flush()
+    }
+}
+
+fn owner(pid: Option<u32>, comm: Option<&str>) -> String {
+    match (pid, comm) {
+        (Some(p), Some(c)) => format!(" [{c} {p}]"),
+        _ => String::new(),
     }
 }
 

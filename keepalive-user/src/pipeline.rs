@@ -2,11 +2,14 @@
 
 use std::io::ErrorKind;
 
+use std::sync::{Arc, Mutex};
+
 use time::OffsetDateTime;
 
 use crate::{
     diagnose::{ConnectionFilter, ConnectionTimeline, Engine, Verdict},
     event::Event,
+    metrics::Metrics,
     output::{Summary, Writer},
 };
 
@@ -37,6 +40,8 @@ pub struct Pipeline {
     pub engine: Engine,
     pub summary: Summary,
     pub answered: bool,
+    /// Counters for `--metrics`, fed every event and verdict whatever is printed.
+    pub metrics: Option<Arc<Mutex<Metrics>>>,
     out: Writer,
 }
 
@@ -53,12 +58,16 @@ impl Pipeline {
             },
             summary: Summary::default(),
             answered: false,
+            metrics: None,
             out,
         }
     }
 
     pub fn event(&mut self, e: &Event) -> std::io::Result<Flow> {
         self.summary.events += 1;
+        if let Some(m) = &self.metrics {
+            m.lock().unwrap().event(e);
+        }
         let ended = self.engine.observe(e);
         if self.mode == Mode::Trace
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.detail.kind()))
@@ -96,6 +105,9 @@ impl Pipeline {
 
     fn verdicts(&mut self, ended: Vec<(Verdict, ConnectionTimeline)>) -> std::io::Result<Flow> {
         for (v, timeline) in ended {
+            if let Some(m) = &self.metrics {
+                m.lock().unwrap().verdict(&v);
+            }
             if !self
                 .connections
                 .matches(&v.socket, v.pid, v.comm.as_deref())

@@ -53,6 +53,11 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 if flow == Flow::Continue {
                     flow = pipeline.tick(OffsetDateTime::now_utc())?;
                 }
+                if let Some(m) = &pipeline.metrics {
+                    let mut m = m.lock().unwrap();
+                    m.set_lost(lost_total(&lost_map));
+                    m.set_tracked(pipeline.engine.tracked());
+                }
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -63,11 +68,15 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
         let _ = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
         pipeline.finish()?;
     }
-    pipeline.summary.lost = lost_map
+    pipeline.summary.lost = lost_total(&lost_map);
+    Ok(())
+}
+
+fn lost_total(lost_map: &PerCpuArray<MapData, u64>) -> u64 {
+    lost_map
         .get(&0, 0)
         .map(|per_cpu| per_cpu.iter().sum())
-        .unwrap_or(0);
-    Ok(())
+        .unwrap_or(0)
 }
 
 /// Asking sock_diag about every socket makes the kernel assign each its cookie, so sockets

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, and the real tools the tests drive (ip, nft, sshd,
-/// bpftool to check detaching, python3 for a killable server process).
+/// bpftool to check detaching, python3 for a killable server process, systemd-analyze).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "openssh-client",
     "bpftool",
     "python3",
+    "systemd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";

@@ -228,8 +228,14 @@ fn measure(config: Config, link: &Link, s: &Settings, run: fn(&Link, f64, usize)
             nix::sys::signal::Signal::SIGINT,
         )
         .unwrap();
-        let (_, killed) = keepalive_tests::tracer::wait_bounded(child, Duration::from_secs(20));
-        assert!(!killed, "{} did not stop", config.name());
+        // bpftrace flushes its backlog before exiting; past a minute it is killed (its
+        // figures do not depend on a clean exit).
+        let (_, killed) = keepalive_tests::tracer::wait_bounded(child, Duration::from_secs(60));
+        assert!(
+            !killed || config == Config::Bpftrace,
+            "{} did not stop",
+            config.name()
+        );
         reader.join().unwrap();
         let err = stderr.lock().unwrap().clone();
         if config == Config::Keepalive {

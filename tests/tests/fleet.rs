@@ -1,0 +1,194 @@
+//! Fleet use: Prometheus metrics that agree with the verdicts printed, a systemd unit that
+//! systemd accepts, journal-friendly lines.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use keepalive_tests::{
+    Link, is_root, keepalive,
+    tracer::{Tracer, binary, wait_bounded},
+};
+use serde_json::Value;
+use socket2::SockRef;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the sample `name` (with labels, exactly as printed), 0 when absent.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_match_the_verdicts_printed() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut tracer = Tracer::trace_netns(&link.a.name, &["--metrics", &metrics_addr]);
+    // One connection dies of keepalive timeout, one is aborted, one closes normally.
+    let dying = link.connect(keepalive(1, 1, 2));
+    let aborted = link.connect(|_| {});
+    let closed = link.connect(|_| {});
+    SockRef::from(&aborted.client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    let (aborted_port, closed_port, dying_port) =
+        (aborted.client_port, closed.client_port, dying.client_port);
+    drop(aborted);
+    drop(closed);
+    link.blackhole_b(dying.server_port);
+    for port in [aborted_port, closed_port, dying_port] {
+        tracer
+            .wait_for(Duration::from_secs(20), |v| {
+                v["type"] == "verdict" && v["sport"] == port
+            })
+            .unwrap_or_else(|| panic!("no verdict for {port}"));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let metrics = scrape(port);
+    let lines = tracer.stop();
+    let count = |pred: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| pred(v)).count() as f64;
+    let events = |kind: &str| count(&|v| v["type"] == "event" && v["kind"] == kind);
+    assert_eq!(
+        sample(&metrics, "keepalive_probes_sent_total"),
+        events("keepalive_probe")
+    );
+    assert_eq!(
+        sample(&metrics, "keepalive_probes_answered_total"),
+        events("keepalive_answered")
+    );
+    assert_eq!(
+        sample(&metrics, "keepalive_timeouts_total"),
+        events("keepalive_timeout")
+    );
+    assert!(
+        sample(&metrics, "keepalive_probes_sent_total") >= 2.0,
+        "{metrics}"
+    );
+    for verdict in ["keepalive_timeout", "local_abort", "closed"] {
+        let printed = count(&|v| v["type"] == "verdict" && v["verdict"] == verdict);
+        let counted: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "keepalive_connection_ends_total{{verdict=\"{verdict}\""
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(printed >= 1.0, "{verdict} verdict missing");
+        assert_eq!(counted, printed, "{verdict}: {metrics}");
+    }
+    assert_eq!(sample(&metrics, "keepalive_events_lost_total"), 0.0);
+    assert!(
+        metrics.contains("keepalive_idle_before_death_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/keepalive.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/keepalive trace --quiet"));
+    // systemd checks that ExecStart exists: point it at the binary under test.
+    let dir = std::env::temp_dir().join(format!("ka-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keepalive.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/keepalive", binary().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "warnings: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn under_the_journal_each_verdict_is_one_line() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let mut child = Command::new(binary())
+        .args(["trace", "--quiet", "--netns", &link.a.name])
+        .env("JOURNAL_STREAM", "8:12345")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut buf = [0u8; 128];
+    let n = err.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("Tracing"));
+    let conn = link.connect(|_| {});
+    SockRef::from(&conn.client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    let port = conn.client_port;
+    drop(conn);
+    thread::sleep(Duration::from_millis(700));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let (status, _) = wait_bounded(child, Duration::from_secs(10));
+    assert!(status.success());
+    let mut text = String::new();
+    out.read_to_string(&mut text).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("verdict=local_abort") && l.contains(&format!(":{port} -> ")))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains("TCP_ABORT_ON_LINGER") && line.contains("Advice: "),
+        "{line}"
+    );
+    assert!(!text.contains("====="), "no banners in the journal: {text}");
+}
