@@ -10,6 +10,14 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const CONFIG: &str = "CONFIG";
+    /// `keepalive enforce`: its sock_ops program, its settings, and its two record streams
+    /// (one it reads itself, one pinned for `keepalive trace`).
+    pub const ENFORCE_PROGRAM: &str = "keepalive_enforce";
+    pub const ENFORCE_CONFIG: &str = "ENFORCE";
+    pub const ENFORCE_REPORT: &str = "ENFORCE_REPORT";
+    pub const ENFORCED: &str = "ENFORCED";
+    /// Where enforce pins ENFORCED, one directory per running enforce: `enforce-<pid>/events`.
+    pub const ENFORCE_PIN_DIR: &str = "/sys/fs/bpf/keepalive";
 }
 
 /// What a [`Record`] reports. The numbers are the wire format between the two sides.
@@ -33,6 +41,9 @@ pub mod kind {
     pub const SOCKET_DESTROYED: u8 = 8;
     /// Data was retransmitted; `arg0` is the count of retransmissions without an answer.
     pub const RETRANSMIT: u8 = 9;
+    /// `keepalive enforce` turned keepalive on for a new connection (`arg0` 1), or would have
+    /// in a dry run (`arg0` 0); `arg1` 1 when the socket had keepalive on already (--force).
+    pub const KEEPALIVE_ENFORCED: u8 = 10;
 }
 
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
@@ -246,10 +257,55 @@ impl KernelConfig {
     }
 }
 
+/// Settings of `keepalive enforce`, read by its sock_ops program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnforceConfig {
+    /// Seconds, as setsockopt takes them.
+    pub idle_s: u32,
+    pub interval_s: u32,
+    pub count: u32,
+    /// TCP_USER_TIMEOUT in milliseconds, 0 to leave it.
+    pub user_timeout_ms: u32,
+    /// The same in jiffies, for the records (which carry jiffies like the tracer's).
+    pub idle_jiffies: u32,
+    pub interval_jiffies: u32,
+    /// Only connections with this local or remote port; 0 for all.
+    pub port: u16,
+    /// 1: also change sockets that turned keepalive on themselves.
+    pub force: u8,
+    /// 1: change nothing, report what would change.
+    pub dry_run: u8,
+    /// Only connections with this remote or local address (`addr_family` 0 for any).
+    pub addr: [u8; 16],
+    pub addr_family: u16,
+    pub _pad: [u8; 6],
+}
+
+impl EnforceConfig {
+    pub const fn zeroed() -> Self {
+        EnforceConfig {
+            idle_s: 0,
+            interval_s: 0,
+            count: 0,
+            user_timeout_ms: 0,
+            idle_jiffies: 0,
+            interval_jiffies: 0,
+            port: 0,
+            force: 0,
+            dry_run: 0,
+            addr: [0; 16],
+            addr_family: 0,
+            _pad: [0; 6],
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays, no padding the kernel could leave unset
     // that we would interpret, valid for any bit pattern.
     unsafe impl aya::Pod for super::Record {}
     unsafe impl aya::Pod for super::KernelConfig {}
+    unsafe impl aya::Pod for super::EnforceConfig {}
 }

@@ -17,6 +17,7 @@ macro_rules! config {
     };
 }
 
+mod enforce;
 mod sock;
 
 use aya_ebpf::{

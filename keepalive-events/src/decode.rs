@@ -79,7 +79,7 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
         },
         ino: b.get_u64_ne(),
     };
-    if !(kind::KEEPALIVE_PROBE..=kind::RETRANSMIT).contains(&r.kind) {
+    if !(kind::KEEPALIVE_PROBE..=kind::KEEPALIVE_ENFORCED).contains(&r.kind) {
         return Err(DecodeError::Kind(r.kind));
     }
     Ok(r)
@@ -229,6 +229,10 @@ impl Decoder {
             // icsk_retransmits counts timeouts before this one.
             kind::RETRANSMIT => Detail::Retransmit {
                 retransmits: r.arg0.saturating_add(1),
+            },
+            kind::KEEPALIVE_ENFORCED => Detail::KeepaliveEnforced {
+                applied: r.arg0 != 0,
+                forced: r.arg1 != 0,
             },
             kind::SOCKET_ERROR => Detail::SocketError {
                 error: errno_name(r.arg0 as i32),

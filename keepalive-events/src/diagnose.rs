@@ -332,6 +332,7 @@ impl ConnectionTimeline {
                 }
             }
             Detail::Retransmit { retransmits } => self.retransmits = *retransmits,
+            Detail::KeepaliveEnforced { .. } => {}
         }
     }
 

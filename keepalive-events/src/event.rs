@@ -90,6 +90,12 @@ pub enum Detail {
         errno: i32,
     },
     SocketDestroyed {},
+    /// `keepalive enforce` turned keepalive on for this new connection (`applied` false: a dry
+    /// run, it would have); `forced`: the application had turned it on itself.
+    KeepaliveEnforced {
+        applied: bool,
+        forced: bool,
+    },
     /// Unacknowledged data was sent again; `retransmits` in a row without an answer,
     /// this one included.
     Retransmit {
@@ -109,6 +115,7 @@ impl Detail {
             Detail::SocketError { .. } => "socket_error",
             Detail::SocketDestroyed {} => "socket_destroyed",
             Detail::Retransmit { .. } => "retransmit",
+            Detail::KeepaliveEnforced { .. } => "keepalive_enforced",
         }
     }
 
@@ -122,6 +129,7 @@ impl Detail {
         "socket_error",
         "socket_destroyed",
         "retransmit",
+        "keepalive_enforced",
     ];
 }
 
@@ -136,7 +144,7 @@ pub enum TimeoutReason {
 }
 
 /// A socket's effective keepalive settings when the event was captured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Keepalive {
     /// SO_KEEPALIVE is on.
     pub enabled: bool,

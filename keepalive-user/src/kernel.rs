@@ -96,6 +96,30 @@ pub fn ensure_tracefs() -> Result<()> {
     Ok(())
 }
 
+/// The BPF file system where `keepalive enforce` pins its stream for `keepalive trace`;
+/// mounted if absent. Returns keepalive's directory in it.
+pub fn ensure_bpffs() -> Result<std::path::PathBuf> {
+    const BPFFS: &str = "/sys/fs/bpf";
+    let mounted = fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.contains(" bpf "));
+    if !mounted {
+        fs::create_dir_all(BPFFS).ok();
+        nix::mount::mount(
+            Some("bpffs"),
+            BPFFS,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting the BPF file system on {BPFFS}"))?;
+    }
+    let dir = std::path::PathBuf::from(keepalive_common::names::ENFORCE_PIN_DIR);
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 /// Tracepoints keepalive attaches to, and what is lost without each.
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     (

@@ -8,6 +8,7 @@
 pub use keepalive_events::{advice, decode, diagnose, event, replay};
 
 pub mod btf;
+pub mod enforce;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;

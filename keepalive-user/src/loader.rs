@@ -145,6 +145,11 @@ fn spawn_kernel_log(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     });
 }
 
+/// The embedded object file with every program (tracing and enforce).
+pub fn program_object() -> &'static [u8] {
+    PROGRAM_OBJECT
+}
+
 pub fn default_btf_path() -> &'static Path {
     Path::new(btf::DEFAULT_BTF_PATH)
 }

@@ -42,9 +42,59 @@ enum Command {
     /// Wait until a matching connection ends, then print its timeline and why it ended.
     #[command(after_help = WHY_EXAMPLES)]
     Why(WhyArgs),
+    /// Turn keepalive on for the new TCP connections of a cgroup's processes, without
+    /// changing the applications, until stopped.
+    #[command(after_help = ENFORCE_EXAMPLES)]
+    Enforce(EnforceArgs),
     /// List TCP connections now, with keepalive settings, timer, probes and owner (like `ss -o`).
     #[command(after_help = SOCKETS_EXAMPLES)]
     Sockets(SocketsArgs),
+}
+
+const ENFORCE_EXAMPLES: &str = "\
+Examples:
+  keepalive enforce --cgroup system.slice/mysqldump.service --idle 60 --interval 10 --count 6
+      Connections the service makes or accepts from now on probe after 60 s of idleness, so a
+      NAT or firewall with a longer idle timeout keeps them, and a dead peer is noticed.
+  keepalive enforce --cgroup batch --idle 30 --interval 5 --count 3 --port 5432 --dry-run
+      Only report which PostgreSQL connections would be changed.
+
+The cgroup is a path in the cgroup v2 hierarchy (found in /proc/self/mountinfo), absolute or
+relative to it. Sockets that turned keepalive on themselves are left alone unless --force.
+Each change is printed here and appears in `keepalive trace` as kind keepalive_enforced.";
+
+#[derive(Args)]
+struct EnforceArgs {
+    /// The cgroup (v2) whose processes' connections get keepalive, e.g. --cgroup user.slice.
+    #[arg(long, value_name = "PATH")]
+    cgroup: String,
+    /// Idle seconds before the first probe (TCP_KEEPIDLE), e.g. --idle 60.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    idle: u32,
+    /// Seconds between probes (TCP_KEEPINTVL), e.g. --interval 10.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    interval: u32,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT), e.g. --count 6.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
+    count: u32,
+    /// Also set TCP_USER_TIMEOUT, in milliseconds, e.g. --user-timeout 90000.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    user_timeout: u32,
+    /// Also change sockets whose application turned keepalive on itself, e.g. --force.
+    #[arg(long)]
+    force: bool,
+    /// Change nothing; report the connections that would be changed, e.g. --dry-run.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only connections with this local or remote port, e.g. --port 3306.
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    port: Option<u16>,
+    /// Only connections with this local or remote address, e.g. --addr 198.18.0.2.
+    #[arg(short, long, value_name = "IP")]
+    addr: Option<std::net::IpAddr>,
+    /// Output format, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    format: Format,
 }
 
 const SOCKETS_EXAMPLES: &str = "\
@@ -238,7 +288,24 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Trace(args) => runtime.block_on(run_trace(args)),
         Command::Why(args) => runtime.block_on(run_why(args)),
         Command::Sockets(args) => run_sockets(args),
+        Command::Enforce(args) => runtime.block_on(run_enforce(args)),
     }
+}
+
+async fn run_enforce(args: EnforceArgs) -> Result<ExitCode> {
+    let opts = keepalive_user::enforce::EnforceOptions {
+        cgroup: args.cgroup,
+        idle_s: args.idle,
+        interval_s: args.interval,
+        count: args.count,
+        user_timeout_ms: args.user_timeout,
+        force: args.force,
+        dry_run: args.dry_run,
+        port: args.port.unwrap_or(0),
+        addr: args.addr,
+    };
+    keepalive_user::enforce::run(&opts, Writer::new(args.format, Box::new(io::stdout()))).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_sockets(args: SocketsArgs) -> Result<ExitCode> {

@@ -285,5 +285,24 @@ pub fn describe(e: &Event) -> String {
         }
         Detail::SocketError { error, errno } => format!("{error} ({errno})"),
         Detail::SocketDestroyed {} => "socket freed".into(),
+        Detail::KeepaliveEnforced { applied, forced } => {
+            let k = e.keepalive.clone().unwrap_or_default();
+            format!(
+                "{} keepalive (idle {}s, interval {}s, count {}){}",
+                if *applied {
+                    "enforced"
+                } else {
+                    "would enforce"
+                },
+                k.idle_s,
+                k.interval_s,
+                k.count,
+                if *forced {
+                    ", over the application's own"
+                } else {
+                    ""
+                }
+            )
+        }
     }
 }

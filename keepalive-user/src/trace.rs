@@ -40,6 +40,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     eprintln!("Tracing TCP keepalive, resets and timeouts (HZ={hz}). Ctrl-C to stop.");
 
+    // Streams of running `keepalive enforce`s, found pinned (checked about once a second).
+    let mut enforced: Vec<(std::path::PathBuf, RingBuf<MapData>)> = vec![];
+    let mut ticks = 0u64;
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
         tokio::select! {
@@ -50,6 +53,15 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
             }
             _ = tick.tick() => {
                 flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
+                ticks += 1;
+                if ticks % 20 == 1 {
+                    adopt_enforce_streams(&mut enforced);
+                }
+                for (_, stream) in &mut enforced {
+                    if flow == Flow::Continue {
+                        flow = drain(stream, &mut decoder, &mut procs, pipeline)?;
+                    }
+                }
                 if flow == Flow::Continue {
                     flow = pipeline.tick(OffsetDateTime::now_utc())?;
                 }
@@ -70,6 +82,24 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     pipeline.summary.lost = lost_total(&lost_map);
     Ok(())
+}
+
+/// Opens the pinned streams of `keepalive enforce`s started since the last look, and lets go
+/// of those whose enforce has stopped.
+fn adopt_enforce_streams(streams: &mut Vec<(std::path::PathBuf, RingBuf<MapData>)>) {
+    streams.retain(|(path, _)| path.exists());
+    for path in crate::enforce::pinned_streams() {
+        if streams.iter().any(|(p, _)| *p == path) {
+            continue;
+        }
+        match MapData::from_pin(&path)
+            .map(aya::maps::Map::RingBuf)
+            .and_then(RingBuf::try_from)
+        {
+            Ok(ring) => streams.push((path, ring)),
+            Err(e) => log::info!("cannot open {}: {e}", path.display()),
+        }
+    }
 }
 
 fn lost_total(lost_map: &PerCpuArray<MapData, u64>) -> u64 {
