@@ -72,6 +72,14 @@ fn main() {
             storm_connections: 30000,
         }
     };
+    // Two descriptors per storm connection, within what this process may open.
+    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024);
+    let s = Settings {
+        storm_connections: s.storm_connections.min((fd_limit.saturating_sub(2000) / 2) as usize),
+        ..s
+    };
     let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
     if !have_bpftrace {
         eprintln!("bench: bpftrace not found; its column stays empty (apt-get install bpftrace)");
@@ -182,6 +190,8 @@ fn main() {
         scale["connections"], scale["bytes_per_connection"], scale["events_per_s"]
     );
     results["engine"] = scale;
+    println!("storm connections: {}", s.storm_connections);
+    results["storm_connections"] = json!(s.storm_connections);
     println!("kernel cost per program run (ns, max over rounds):");
     for (name, _, _) in workloads {
         println!(
@@ -487,10 +497,18 @@ impl Drop for BpfStats {
     }
 }
 
+/// The storm holds two descriptors per connection; root may raise the limit up to nr_open.
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    let nr_open: u64 = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let want = nr_open.min(1 << 20);
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
@@ -514,33 +532,36 @@ fn in_netns(link: &Link) -> fs::File {
 /// Connections per second: connect, accept, close.
 fn churn(link: &Link, secs: f64, _: usize) -> f64 {
     let (l, target) = listener(link);
-    l.set_nonblocking(true).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let acceptor = {
         let stop = stop.clone();
         thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if l.accept().is_err() {
-                    thread::yield_now();
+            // Blocking accepts; the last connection below wakes it to see `stop`.
+            while let Ok((s, _)) = l.accept() {
+                drop(s);
+                if stop.load(Ordering::Relaxed) {
+                    break;
                 }
             }
         })
     };
     let ns = in_netns(link);
+    let stop2 = stop.clone();
     let n = thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut n = 0u64;
         while Instant::now() < end {
-            if TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok() {
+            if TcpStream::connect(target).is_ok() {
                 n += 1;
             }
         }
+        stop2.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(target);
         n
     })
     .join()
     .unwrap();
-    stop.store(true, Ordering::Relaxed);
     acceptor.join().unwrap();
     n as f64 / secs
 }
@@ -574,7 +595,22 @@ fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
 /// Keepalive probes per second handled by the kernel (TcpExt TCPKeepAlive), with `n` idle
 /// connections probing every second and answered.
 fn storm(link: &Link, secs: f64, n: usize) -> f64 {
-    let conns: Vec<_> = (0..n).map(|_| link.connect(keepalive(1, 1, 9))).collect();
+    // One listener, n clients: two descriptors per connection.
+    let (l, target) = listener(link);
+    let ns = in_netns(link);
+    let clients = thread::spawn(move || {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                keepalive(1, 1, 9)(&s);
+                s.connect(&target.into()).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    let accepted: Vec<_> = (0..n).map(|_| l.accept().unwrap().0).collect();
+    let conns = (clients.join().unwrap(), accepted);
     thread::sleep(Duration::from_millis(1500)); // probing in step
     let count = || -> u64 {
         let ns = in_netns(link);
