@@ -119,6 +119,8 @@ pub struct Engine {
     capacity: usize,
     /// Events kept per connection for its timeline (0 when only verdicts are wanted).
     timeline_events: usize,
+    /// Connections in the order they closed, so settling looks only at those due.
+    closing: VecDeque<(OffsetDateTime, u64)>,
 }
 
 impl Default for Engine {
@@ -134,6 +136,7 @@ impl Engine {
             judged: HashSet::new(),
             capacity: capacity.max(1),
             timeline_events: TIMELINE_EVENTS,
+            closing: VecDeque::new(),
         }
     }
 
@@ -168,7 +171,11 @@ impl Engine {
             self.connections.insert(key, ConnectionTimeline::new(e));
         }
         let c = self.connections.get_mut(&key).unwrap();
+        let was_closed = c.closed.is_some();
         c.apply(e, self.timeline_events);
+        if let (false, Some((at, _))) = (was_closed, c.closed) {
+            self.closing.push_back((at, key));
+        }
         if matches!(e.detail, Detail::SocketDestroyed {}) {
             let c = self.connections.remove(&key).unwrap();
             self.judged.remove(&key);
@@ -180,13 +187,26 @@ impl Engine {
     }
 
     /// Verdicts of connections closed more than a moment before `now`.
+    /// Constant work per event: only the front of the closing queue is looked at.
     pub fn settle(&mut self, now: OffsetDateTime) -> Vec<(Verdict, ConnectionTimeline)> {
-        let ready: Vec<u64> = self
-            .connections
-            .iter()
-            .filter(|(_, c)| matches!(c.closed, Some((at, _)) if now - at >= SETTLE))
-            .map(|(k, _)| *k)
-            .collect();
+        let mut ready = vec![];
+        while let Some(&(at, key)) = self.closing.front() {
+            if now - at < SETTLE {
+                break;
+            }
+            self.closing.pop_front();
+            // It may be gone already (destroyed, evicted) or judged.
+            if self
+                .connections
+                .get(&key)
+                .is_some_and(|c| c.closed.is_some())
+            {
+                ready.push(key);
+            }
+        }
+        if ready.is_empty() {
+            return vec![];
+        }
         self.take(ready)
     }
 
@@ -198,6 +218,7 @@ impl Engine {
             .filter(|(_, c)| c.closed.is_some())
             .map(|(k, _)| *k)
             .collect();
+        self.closing.clear();
         self.take(closed)
     }
 

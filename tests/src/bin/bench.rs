@@ -61,9 +61,9 @@ fn main() {
     raise_fd_limit();
     let s = if quick {
         Settings {
-            seconds: 2.0,
+            seconds: 1.5,
             rounds: 3,
-            storm_connections: 3000,
+            storm_connections: 2000,
         }
     } else {
         Settings {
@@ -77,7 +77,9 @@ fn main() {
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
     let s = Settings {
-        storm_connections: s.storm_connections.min((fd_limit.saturating_sub(2000) / 2) as usize),
+        storm_connections: s
+            .storm_connections
+            .min((fd_limit.saturating_sub(2000) / 2) as usize),
         ..s
     };
     let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
@@ -108,6 +110,9 @@ fn main() {
     );
     for (name, unit, run) in workloads {
         let link = Link::new("bench-c", "bench-s", false);
+        // Churn must measure connections, not the wait for ports held in TIME_WAIT.
+        link.a.sysctl("net.ipv4.tcp_tw_reuse", "1");
+        link.a.sysctl("net.ipv4.ip_local_port_range", "1024 65000");
         let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
         let mut configs = vec![Config::Baseline, Config::Keepalive];
         if have_bpftrace {
@@ -595,14 +600,22 @@ fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
 /// Keepalive probes per second handled by the kernel (TcpExt TCPKeepAlive), with `n` idle
 /// connections probing every second and answered.
 fn storm(link: &Link, secs: f64, n: usize) -> f64 {
-    // One listener, n clients: two descriptors per connection.
-    let (l, target) = listener(link);
+    // One listener with a deep backlog, n clients: two descriptors per connection.
+    let bind = SocketAddr::new(link.b_addr, 0);
+    let l: TcpListener = link.b.run(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&bind.into()).unwrap();
+        s.listen(4096).unwrap();
+        s.into()
+    });
+    let target = SocketAddr::new(link.b_addr, l.local_addr().unwrap().port());
     let ns = in_netns(link);
     let clients = thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         (0..n)
             .map(|_| {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
                 keepalive(1, 1, 9)(&s);
                 s.connect(&target.into()).unwrap();
                 s
