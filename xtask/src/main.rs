@@ -100,18 +100,26 @@ fn main() -> Result<()> {
             for target in ["decode_record", "replay_lines"] {
                 let corpus = workspace_root().join("fuzz/corpus").join(target);
                 std::fs::create_dir_all(&corpus)?;
-                let status = cargo()
+                // libFuzzer needs nightly; rustup picks it (the CARGO we run under is stable's).
+                let artifacts = workspace_root().join("fuzz/artifacts").join(target);
+                let before = std::fs::read_dir(&artifacts).map(|d| d.count()).unwrap_or(0);
+                let status = Command::new("rustup")
                     .current_dir(workspace_root().join("fuzz"))
-                    .args(["+nightly", "fuzz", "run", target])
+                    .args(["run", "nightly", "cargo", "fuzz", "run", target])
                     .arg(&corpus)
                     .arg("--")
                     .arg(format!("-max_total_time={seconds}"))
                     .status()?;
                 if !status.success() {
-                    bail!(
-                        "fuzz target {target} found a crash (fuzz/artifacts/{target}/): add it \
-                         to keepalive-events/tests/regressions/{target}/ and fix it"
-                    );
+                    let after = std::fs::read_dir(&artifacts).map(|d| d.count()).unwrap_or(0);
+                    if after > before {
+                        bail!(
+                            "fuzz target {target} found a crash ({}): add it to \
+                             keepalive-events/tests/regressions/{target}/ and fix it",
+                            artifacts.display()
+                        );
+                    }
+                    bail!("fuzzing {target} failed to run ({status})");
                 }
             }
             Ok(())

@@ -151,8 +151,8 @@ fn euid() -> u32 {
 
 /// cargo-fuzz for `cargo xtask fuzz` (libFuzzer needs the nightly toolchain, present already).
 pub fn cargo_fuzz() -> Result<()> {
-    let present = Command::new("cargo")
-        .args(["fuzz", "--version"])
+    let present = Command::new("rustup")
+        .args(["run", "nightly", "cargo", "fuzz", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
