@@ -102,7 +102,9 @@ fn main() -> Result<()> {
                 std::fs::create_dir_all(&corpus)?;
                 // libFuzzer needs nightly; rustup picks it (the CARGO we run under is stable's).
                 let artifacts = workspace_root().join("fuzz/artifacts").join(target);
-                let before = std::fs::read_dir(&artifacts).map(|d| d.count()).unwrap_or(0);
+                let before = std::fs::read_dir(&artifacts)
+                    .map(|d| d.count())
+                    .unwrap_or(0);
                 let status = Command::new("rustup")
                     .current_dir(workspace_root().join("fuzz"))
                     .args(["run", "nightly", "cargo", "fuzz", "run", target])
@@ -111,7 +113,9 @@ fn main() -> Result<()> {
                     .arg(format!("-max_total_time={seconds}"))
                     .status()?;
                 if !status.success() {
-                    let after = std::fs::read_dir(&artifacts).map(|d| d.count()).unwrap_or(0);
+                    let after = std::fs::read_dir(&artifacts)
+                        .map(|d| d.count())
+                        .unwrap_or(0);
                     if after > before {
                         bail!(
                             "fuzz target {target} found a crash ({}): add it to \
