@@ -41,3 +41,30 @@ pub fn keepalive(idle: u64, interval: u64, count: u32) -> impl FnOnce(&socket2::
         s.set_tcp_keepalive(&ka).unwrap();
     }
 }
+
+/// The cookie the kernel gives a socket (getsockopt SO_COOKIE), as `ss -e` shows it.
+pub fn socket_cookie(s: &std::net::TcpStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: a valid socket fd and a buffer of the size given.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_COOKIE,
+            &mut cookie as *mut u64 as *mut _,
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt(SO_COOKIE)");
+    cookie
+}
+
+/// Every line of a command's output, parsed as JSON.
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}

@@ -7,23 +7,6 @@ use keepalive_tests::{Link, Tracer, is_root, keepalive, tracer::binary};
 use serde_json::Value;
 use socket2::SockRef;
 
-fn cookie(s: &std::net::TcpStream) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            s.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_COOKIE,
-            &mut cookie as *mut u64 as *mut _,
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    cookie
-}
-
 #[test]
 fn sockets_lists_keepalive_settings_timer_and_owner() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
@@ -53,7 +36,7 @@ fn sockets_lists_keepalive_settings_timer_and_owner() {
     assert_eq!(row["timer"], "keepalive");
     assert_eq!(row["probes"], 0);
     assert_eq!(row["pid"], std::process::id());
-    assert_eq!(row["cookie"], cookie(&conn.client));
+    assert_eq!(row["cookie"], keepalive_tests::socket_cookie(&conn.client));
     let ka = &row["keepalive"];
     assert_eq!(
         (
@@ -86,6 +69,10 @@ fn a_connection_older_than_the_tracer_gets_its_owner_and_cookie_in_the_verdict()
     assert_eq!(verdict["verdict"], "keepalive_timeout", "{verdict}");
     assert_eq!(verdict["probes_sent"], 2);
     assert_eq!(verdict["pid"], std::process::id(), "{verdict}");
-    assert_eq!(verdict["cookie"], cookie(&conn.client), "{verdict}");
+    assert_eq!(
+        verdict["cookie"],
+        keepalive_tests::socket_cookie(&conn.client),
+        "{verdict}"
+    );
     tracer.stop();
 }

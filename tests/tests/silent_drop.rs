@@ -70,31 +70,16 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     assert_eq!(t["keepalive"]["count"], 3);
     assert_eq!(t["keepalive"]["idle_s"], 2.0);
     assert_eq!(t["daddr"], "198.18.0.2");
-    assert_eq!(t["cookie"].as_u64().unwrap(), socket_cookie(client));
+    assert_eq!(
+        t["cookie"].as_u64().unwrap(),
+        keepalive_tests::socket_cookie(client)
+    );
     assert!(t["netns"].as_u64().unwrap() != 0);
     assert!(t["ts"].as_str().unwrap().ends_with('Z'));
 
     let summary = lines.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["lost"], 0);
-}
-
-/// The cookie the kernel gives the socket (getsockopt SO_COOKIE), as `ss -e` shows it.
-fn socket_cookie(s: &std::net::TcpStream) -> u64 {
-    use std::os::fd::AsRawFd;
-    let mut cookie = 0u64;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            s.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_COOKIE,
-            &mut cookie as *mut u64 as *mut _,
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "getsockopt(SO_COOKIE)");
-    cookie
 }
 
 fn libc_etimedout() -> i32 {
