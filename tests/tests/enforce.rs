@@ -176,10 +176,7 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
         .args(["sockets", "--netns", &topo.client.name, "--format", "json"])
         .output()
         .unwrap();
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
     let row = |port: u16| {
         rows.iter()
             .find(|r| r["sport"] == port)

@@ -24,10 +24,7 @@ fn sockets_lists_keepalive_settings_timer_and_owner() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
     let row = rows
         .iter()
         .find(|r| r["sport"] == conn.client_port)

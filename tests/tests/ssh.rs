@@ -25,10 +25,7 @@ fn local_port(netns: &str, comm: &str) -> u64 {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
     assert_eq!(rows.len(), 1, "one {comm} connection expected: {rows:?}");
     rows[0]["sport"].as_u64().unwrap()
 }
