@@ -263,18 +263,19 @@ fn closed_stdout_exits_quietly() {
     );
 }
 
-#[test]
-fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
-    assert!(is_root(), "needs root (cargo xtask test)");
-    const N: usize = 300;
-    const PROBES: u32 = 3;
+const PROBES: u32 = 3;
+
+/// `n` keepalive connections whose server goes silent all probe in step and time out while a
+/// tracer with a `ring_kib` ring buffer watches. Returns its summary and how many events the
+/// kernel produces for them: per connection, in the client namespace, CLOSE->SYN_SENT,
+/// SYN_SENT->ESTABLISHED, the probes, keepalive_timeout, reset_sent, ESTABLISHED->CLOSE,
+/// socket_error and the destroy.
+fn keepalive_burst(n: usize, ring_kib: &str) -> (Value, u64) {
     let link = Link::new("client", "server", false);
-    // One page of ring buffer holds about 30 records; N connections probe in step.
-    let tracer = Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", "4"]);
-    let conns: Vec<_> = (0..N)
+    let tracer = Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", ring_kib]);
+    let conns: Vec<_> = (0..n)
         .map(|_| link.connect(keepalive(2, 1, PROBES)))
         .collect();
-    // Everything to the server is dropped: every connection probes, then times out.
     link.blackhole_b_all();
     let deadline = Instant::now() + Duration::from_secs(20);
     for c in &conns {
@@ -294,15 +295,20 @@ fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
     drop(conns);
     thread::sleep(Duration::from_millis(500));
     let lines = tracer.stop();
-    let summary = lines.last().unwrap();
+    let summary = lines.last().unwrap().clone();
     assert_eq!(summary["type"], "summary");
+    (summary, n as u64 * (PROBES as u64 + 7))
+}
+
+#[test]
+fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    // One page of ring buffer holds about 30 records.
+    let (summary, expected) = keepalive_burst(300, "4");
     let (events, lost) = (
         summary["events"].as_u64().unwrap(),
         summary["lost"].as_u64().unwrap(),
     );
-    // Per connection, in the client namespace: CLOSE->SYN_SENT, SYN_SENT->ESTABLISHED, the
-    // probes, keepalive_timeout, reset_sent, ESTABLISHED->CLOSE, socket_error, destroy.
-    let expected = N as u64 * (PROBES as u64 + 7);
     assert!(
         lost > 0,
         "the burst should overflow a one-page ring buffer: {summary}"
@@ -323,29 +329,7 @@ fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
 #[test]
 fn with_room_in_the_ring_every_event_of_the_burst_arrives() {
     assert!(is_root(), "needs root (cargo xtask test)");
-    const N: usize = 200;
-    const PROBES: u32 = 3;
-    let link = Link::new("client", "server", false);
-    let tracer = Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", "16384"]);
-    let conns: Vec<_> = (0..N)
-        .map(|_| link.connect(keepalive(2, 1, PROBES)))
-        .collect();
-    link.blackhole_b_all();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for c in &conns {
-        while c.client.take_error().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "connections did not time out");
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-    drop(conns);
-    thread::sleep(Duration::from_millis(500));
-    let lines = tracer.stop();
-    let summary = lines.last().unwrap();
+    let (summary, expected) = keepalive_burst(200, "16384");
     assert_eq!(summary["lost"], 0, "{summary}");
-    assert_eq!(
-        summary["events"],
-        N as u64 * (PROBES as u64 + 7),
-        "{summary}"
-    );
+    assert_eq!(summary["events"], expected, "{summary}");
 }
