@@ -255,3 +255,18 @@ impl Drop for Why {
         }
     }
 }
+
+/// Runs `keepalive <args>` to completion, asserts it succeeded, and returns its stdout as JSON
+/// lines (for `--format json` commands: sockets, why --from).
+pub fn run_json(args: &[&str]) -> Vec<Value> {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run keepalive");
+    assert!(
+        out.status.success(),
+        "keepalive {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::json_lines(&out.stdout)
+}

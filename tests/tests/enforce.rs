@@ -11,7 +11,7 @@ use std::{
 
 use keepalive_tests::{
     Routed, is_root,
-    tracer::{Tracer, binary, events_of, kinds, wait_bounded},
+    tracer::{Tracer, binary, events_of, kinds, run_json, wait_bounded},
 };
 use serde_json::Value;
 
@@ -172,11 +172,7 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     let (inside, inside_port) = client(&topo, server, 20, Some(&cg));
     let (outside, outside_port) = client(&topo, server, 1, None);
     // The process outside the cgroup keeps its socket as it made it: keepalive off.
-    let out = Command::new(binary())
-        .args(["sockets", "--netns", &topo.client.name, "--format", "json"])
-        .output()
-        .unwrap();
-    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
+    let rows = run_json(&["sockets", "--netns", &topo.client.name, "--format", "json"]);
     let row = |port: u16| {
         rows.iter()
             .find(|r| r["sport"] == port)

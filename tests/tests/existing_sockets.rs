@@ -1,10 +1,9 @@
 //! Connections older than the tracer: listed by `keepalive sockets`, and when one dies, its
 //! verdict names its owner and cookie like any other.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
-use keepalive_tests::{Link, Tracer, is_root, keepalive, tracer::binary};
-use serde_json::Value;
+use keepalive_tests::{Link, Tracer, is_root, keepalive, tracer::run_json};
 use socket2::SockRef;
 
 #[test]
@@ -15,16 +14,7 @@ fn sockets_lists_keepalive_settings_timer_and_owner() {
     SockRef::from(&conn.client)
         .set_tcp_user_timeout(Some(Duration::from_millis(9000)))
         .unwrap();
-    let out = Command::new(binary())
-        .args(["sockets", "--netns", &link.a.name, "--format", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
+    let rows = run_json(&["sockets", "--netns", &link.a.name, "--format", "json"]);
     let row = rows
         .iter()
         .find(|r| r["sport"] == conn.client_port)

@@ -179,10 +179,8 @@ fn after_sigkill_nothing_stays_attached() {
     }
 }
 
-#[test]
-fn sigterm_detaches_and_prints_the_summary() {
-    assert!(is_root(), "needs root (cargo xtask test)");
-    let link = Link::new("client", "server", false);
+/// `keepalive trace --netns <client>` in human format, started (its "Tracing" line read).
+fn trace_in(link: &Link) -> (std::process::Child, BufReader<std::process::ChildStderr>) {
     let mut child = Command::new(binary())
         .args(["trace", "--netns", &link.a.name])
         .stdout(Stdio::piped())
@@ -192,6 +190,15 @@ fn sigterm_detaches_and_prints_the_summary() {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("Tracing"), "{line}");
+    (child, err)
+}
+
+#[test]
+fn sigterm_detaches_and_prints_the_summary() {
+    assert!(is_root(), "needs root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let (mut child, _err) = trace_in(&link);
     let conn = link.connect(|_| {});
     drop(conn);
     thread::sleep(Duration::from_millis(300));
@@ -233,15 +240,7 @@ fn two_tracers_at_once_see_the_same_events() {
 fn closed_stdout_exits_quietly() {
     assert!(is_root(), "needs root (cargo xtask test)");
     let link = Link::new("client", "server", false);
-    let mut child = Command::new(binary())
-        .args(["trace", "--netns", &link.a.name])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
+    let (mut child, mut err) = trace_in(&link);
     // `keepalive trace | head -1`: read one line, then the reader is gone.
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let conns: Vec<_> = (0..3).map(|_| link.connect(|_| {})).collect();

@@ -1,12 +1,12 @@
 //! The headline use: an SSH session died, and `keepalive why` says why. Real sshd and ssh,
 //! a router namespace between them, the path cut by nft.
 
-use std::{process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
 use keepalive_tests::{
     Routed, is_root,
     ssh::{SshSession, Sshd},
-    tracer::{Why, binary},
+    tracer::{Why, run_json},
 };
 use serde_json::Value;
 
@@ -14,18 +14,9 @@ const SERVER: &str = "198.19.0.1";
 
 /// The local port of `comm`'s connection to port 22, from `keepalive sockets`.
 fn local_port(netns: &str, comm: &str) -> u64 {
-    let out = Command::new(binary())
-        .args([
-            "sockets", "--netns", netns, "--comm", comm, "--port", "22", "--format", "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = keepalive_tests::json_lines(&out.stdout);
+    let rows = run_json(&[
+        "sockets", "--netns", netns, "--comm", comm, "--port", "22", "--format", "json",
+    ]);
     assert_eq!(rows.len(), 1, "one {comm} connection expected: {rows:?}");
     rows[0]["sport"].as_u64().unwrap()
 }

@@ -11,7 +11,7 @@ use std::{
 use keepalive_tests::{
     Link, Tracer, is_root, keepalive,
     netns::Connection,
-    tracer::{binary, wait_bounded},
+    tracer::{binary, run_json, wait_bounded},
 };
 use serde_json::Value;
 use socket2::SockRef;
@@ -55,23 +55,19 @@ fn why(
     assert_eq!(verdict["sport"], client_port, "{verdict}");
     recorder.stop();
 
-    let out = Command::new(binary())
-        .args([
-            "why",
-            "--format",
-            "json",
-            "--from",
-            recording.to_str().unwrap(),
-        ])
-        .args(["--port", &client_port.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed = last_verdict(&String::from_utf8_lossy(&out.stdout));
+    let port = client_port.to_string();
+    let replayed = run_json(&[
+        "why",
+        "--format",
+        "json",
+        "--from",
+        recording.to_str().unwrap(),
+        "--port",
+        &port,
+    ])
+    .into_iter()
+    .rfind(|v| v["type"] == "verdict")
+    .expect("a replayed verdict");
     let _ = std::fs::remove_dir_all(&dir);
     (verdict, replayed, client_port)
 }
