@@ -30,6 +30,8 @@ pub mod kind {
     /// The keepalive timer gave up on the connection; `arg0` is the unanswered probe count.
     pub const KEEPALIVE_TIMEOUT: u8 = 3;
     /// We sent a RST; `arg0` is the kernel's `enum sk_rst_reason` or [`super::REASON_UNKNOWN`].
+    /// In kprobe mode `arg1` is the low 32 bits of the address `tcp_send_active_reset()` was
+    /// called from (0 otherwise), so user space can name the cause on kernels without reasons.
     pub const RESET_SENT: u8 = 4;
     /// A RST arrived for this socket.
     pub const RESET_RECEIVED: u8 = 5;
@@ -198,12 +200,16 @@ pub struct KernelConfig {
     pub filter_port: u16,
     /// 1 when `tcp:tcp_send_reset` carries a reason argument (Linux 6.10 and later).
     pub send_reset_has_reason: u8,
-    pub _pad: u8,
+    /// 1 in kprobe mode: the tcp_send_active_reset kprobe reports resets sent by sockets,
+    /// and the tracepoint only those that answer a packet.
+    pub resets_by_kprobe: u8,
     /// Only sockets in this network namespace (inode number); 0 for all.
     pub filter_netns: u32,
     /// Wake the reader once this many bytes wait in the ring buffer (it also polls).
     pub wakeup_bytes: u32,
-    pub _pad2: u32,
+    /// 1 when `tcp_send_active_reset()` takes a reason argument (Linux 6.10 and later).
+    pub active_reset_has_reason: u8,
+    pub _pad: [u8; 3],
 }
 
 impl KernelConfig {
@@ -249,10 +255,11 @@ impl KernelConfig {
             },
             filter_port: 0,
             send_reset_has_reason: 0,
-            _pad: 0,
+            resets_by_kprobe: 0,
             filter_netns: 0,
             wakeup_bytes: 0,
-            _pad2: 0,
+            active_reset_has_reason: 0,
+            _pad: [0; 3],
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn keepalive_enforce(ctx: SockOpsContext) -> u32 {
     }
     let dry_run = enforce!(dry_run) != 0;
     if !dry_run {
-        let mut set = |level: i32, name: i32, value: u32| {
+        let set = |level: i32, name: i32, value: u32| {
             let mut v = value as i32;
             unsafe { bpf_setsockopt(ops, level, name, &mut v as *mut i32 as *mut _, 4) }
         };

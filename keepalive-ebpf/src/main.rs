@@ -26,9 +26,9 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::bpf_get_socket_cookie,
     },
-    macros::{btf_tracepoint, map},
+    macros::{btf_tracepoint, kprobe, kretprobe, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::BtfTracePointContext,
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
 use keepalive_common::{KernelConfig, REASON_UNKNOWN, Record, flag, kind};
@@ -161,11 +161,46 @@ pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
     if function != config!(keepalive_timer_fn) {
         return 0;
     }
-    let sk = timer - config!(offsets.sk_timer) as u64;
+    keepalive_timer_entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+    0
+}
+
+#[btf_tracepoint(function = "timer_expire_exit")]
+pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    keepalive_timer_left(&ctx, timer - config!(offsets.sk_timer) as u64);
+    0
+}
+
+/// Kprobe mode: the keepalive timer itself, so no other timer pays for the filter.
+#[kprobe]
+pub fn keepalive_timer_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(timer) = ctx.arg::<u64>(0) {
+        keepalive_timer_entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+    }
+    0
+}
+
+/// Kprobe mode: the keepalive timer returns. The socket comes from the per-CPU run state
+/// (a return probe has no arguments; timers do not nest on one CPU).
+#[kretprobe]
+pub fn keepalive_timer_kretprobe(ctx: RetProbeContext) -> u32 {
+    if let Some(run) = timer_run() {
+        let sk = run.sk;
+        if sk != 0 {
+            keepalive_timer_left(&ctx, sk);
+        }
+    }
+    0
+}
+
+/// The keepalive timer of `sk` starts running: remember what it looks like now, and report
+/// an answer to earlier probes.
+fn keepalive_timer_entered<C: EbpfContext>(ctx: &C, sk: u64) {
     let mut r = new_record(0);
     read_identity(sk, &mut r);
     if !wanted(&r) {
-        return 0;
+        return;
     }
     let probes_before: u8 = read(sk, config!(offsets.probes_out));
     if let Some(run) = timer_run() {
@@ -183,29 +218,26 @@ pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
             let _ = PROBING.remove(&sk);
             r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
             r.keepalive = read_keepalive(sk);
-            submit(&ctx, &r);
+            submit(ctx, &r);
         }
     }
-    0
 }
 
-#[btf_tracepoint(function = "timer_expire_exit")]
-pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
-    let timer: u64 = ctx.arg(0);
-    let Some(run) = timer_run() else { return 0 };
-    if run.sk == 0 || run.sk != timer - config!(offsets.sk_timer) as u64 {
-        return 0;
+/// The keepalive timer of `sk` is done: a higher probe count means it sent a probe.
+fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
+    let Some(run) = timer_run() else { return };
+    if run.sk == 0 || run.sk != sk {
+        return;
     }
-    let sk = run.sk;
     let probes_before = run.probes_before;
     let timed_out = run.timeout_emitted;
     run.sk = 0;
     if timed_out != 0 {
-        return 0;
+        return;
     }
     let probes_after: u8 = read(sk, config!(offsets.probes_out));
     if probes_after <= probes_before {
-        return 0;
+        return;
     }
     let _ = PROBING.insert(&sk, &probes_after, 0);
     let mut r = new_record(kind::KEEPALIVE_PROBE);
@@ -213,8 +245,7 @@ pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
     read_identity(sk, &mut r);
     r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(sk);
-    submit(&ctx, &r);
-    0
+    submit(ctx, &r);
 }
 
 fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -264,6 +295,10 @@ fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
 fn on_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let skb: u64 = ctx.arg(1);
+    // Active resets (a socket, no packet) come from the tcp_send_active_reset kprobe then.
+    if skb == 0 && config!(resets_by_kprobe) != 0 {
+        return 0;
+    }
     let mut r = new_record(kind::RESET_SENT);
     r.arg0 = if config!(send_reset_has_reason) != 0 {
         ctx.arg::<u32>(2)
@@ -281,14 +316,57 @@ fn on_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     if sk != 0 {
-        keepalive_timeout_first(&ctx, sk, &r);
-        r.flags |= in_keepalive_timer(sk);
-        if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(sk) {
-            r.flags |= flag::LINGER_ZERO;
-        }
+        reset_by_socket(&ctx, sk, &mut r);
     }
     with_task(&mut r);
     submit(&ctx, &r);
+    0
+}
+
+/// Kprobe mode: every reset a socket sends itself (close with unread data, linger 0, abort,
+/// keepalive or memory give-up). Before Linux 6.10 the kernel gives no reason: the caller's
+/// address goes in `arg1` and user space names the cause from it.
+#[kprobe]
+pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
+    let Some(sk) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let mut r = new_record(kind::RESET_SENT);
+    read_identity(sk, &mut r);
+    if !wanted(&r) {
+        return 0;
+    }
+    r.arg0 = if config!(active_reset_has_reason) != 0 {
+        ctx.arg::<u32>(2).unwrap_or(REASON_UNKNOWN)
+    } else {
+        REASON_UNKNOWN
+    };
+    // x86-64 kernel text lives in the top 2 GiB: the low half of the address identifies it.
+    r.arg1 = caller(&ctx) as u32;
+    reset_by_socket(&ctx, sk, &mut r);
+    with_task(&mut r);
+    submit(&ctx, &r);
+    0
+}
+
+/// What a reset from a socket needs besides its identity.
+fn reset_by_socket<C: EbpfContext>(ctx: &C, sk: u64, r: &mut Record) {
+    keepalive_timeout_first(ctx, sk, r);
+    r.flags |= in_keepalive_timer(sk);
+    if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(sk) {
+        r.flags |= flag::LINGER_ZERO;
+    }
+}
+
+/// The return address at a kprobe on a function's first instruction: the top of the stack.
+#[cfg(bpf_target_arch = "x86_64")]
+fn caller(ctx: &ProbeContext) -> u64 {
+    let sp = unsafe { (*ctx.regs).rsp };
+    read(sp, 0)
+}
+
+#[cfg(not(bpf_target_arch = "x86_64"))]
+fn caller(_ctx: &ProbeContext) -> u64 {
     0
 }
 

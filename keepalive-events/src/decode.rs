@@ -92,6 +92,9 @@ pub struct Decoder {
     /// Add to CLOCK_MONOTONIC nanoseconds to get wall-clock nanoseconds.
     realtime_offset_ns: i128,
     reset_reasons: HashMap<u32, String>,
+    /// Kprobe mode on kernels without reset reasons: `[start, end)` of kernel functions that
+    /// send resets, and the cause each stands for.
+    reset_callers: Vec<(u64, u64, String)>,
     /// Identity of each socket as first seen (its cookie never changes) and last seen with
     /// its ports (closing clears them before the last events).
     sockets: HashMap<u64, SocketId>,
@@ -105,9 +108,17 @@ impl Decoder {
             hz: hz.max(1),
             realtime_offset_ns,
             reset_reasons: reset_reasons.into_iter().collect(),
+            reset_callers: vec![],
             sockets: HashMap::new(),
             owners: HashMap::new(),
         }
+    }
+
+    /// Names the cause of resets that carry no kernel reason by the function that sent them
+    /// (kprobe mode reports its address).
+    pub fn with_reset_callers(mut self, callers: Vec<(u64, u64, String)>) -> Self {
+        self.reset_callers = callers;
+        self
     }
 
     pub fn decode(&mut self, r: &Record) -> Event {
@@ -205,7 +216,10 @@ impl Decoder {
                 probes: r.arg0,
             },
             kind::RESET_SENT => {
-                let reason = self.reset_reason(r.arg0);
+                let reason = match self.reset_reason(r.arg0) {
+                    unknown if unknown == "UNKNOWN" => self.reset_caller(r.arg1).unwrap_or(unknown),
+                    reason => reason,
+                };
                 // Linger-0 aborts go through tcp_disconnect(), which says only TCP_STATE.
                 let generic = matches!(reason.as_str(), "TCP_STATE" | "UNKNOWN" | "NOT_SPECIFIED");
                 if r.flags & flag::LINGER_ZERO != 0 && generic {
@@ -250,6 +264,19 @@ impl Decoder {
             .get(&v)
             .cloned()
             .unwrap_or_else(|| format!("REASON_{v}"))
+    }
+
+    /// The cause for a reset sent from the kernel address whose low 32 bits are `low`
+    /// (x86-64 kernel text is in the top 2 GiB, so the high half is all ones).
+    fn reset_caller(&self, low: u32) -> Option<String> {
+        if low == 0 {
+            return None;
+        }
+        let addr = 0xffff_ffff_0000_0000 | low as u64;
+        self.reset_callers
+            .iter()
+            .find(|(start, end, _)| (*start..*end).contains(&addr))
+            .map(|(_, _, cause)| cause.clone())
     }
 
     fn keepalive(&self, k: &KeepaliveSettings) -> Keepalive {
@@ -369,6 +396,47 @@ pub(crate) mod tests {
                 kernel_reason: None,
             }
         );
+    }
+
+    #[test]
+    fn names_resets_without_a_kernel_reason_by_their_caller() {
+        let mut d = Decoder::new(250, 0, vec![]).with_reset_callers(vec![
+            (
+                0xffffffff81a0b000,
+                0xffffffff81a0b400,
+                "TCP_KEEPALIVE_TIMEOUT".into(),
+            ),
+            (0xffffffff81900000, 0xffffffff81900800, "TCP_STATE".into()),
+        ]);
+        let mut reset = record(kind::RESET_SENT);
+        reset.arg0 = REASON_UNKNOWN;
+        let reason = |d: &mut Decoder, r: &Record| match d.decode(r).detail {
+            Detail::ResetSent {
+                reason,
+                kernel_reason,
+            } => (reason, kernel_reason),
+            other => panic!("{other:?}"),
+        };
+        reset.arg1 = 0x81a0b123;
+        assert_eq!(reason(&mut d, &reset).0, "TCP_KEEPALIVE_TIMEOUT");
+        // The end is exclusive; an unknown caller stays unknown.
+        reset.arg1 = 0x81a0b400;
+        assert_eq!(reason(&mut d, &reset).0, "UNKNOWN");
+        // A linger-0 close: tcp_disconnect sends it, the socket flags say why.
+        reset.arg1 = 0x81900010;
+        reset.flags = flag::LINGER_ZERO;
+        assert_eq!(
+            reason(&mut d, &reset),
+            ("TCP_ABORT_ON_LINGER".into(), Some("TCP_STATE".into()))
+        );
+        // A kernel reason wins over the caller.
+        let mut d =
+            Decoder::new(250, 0, vec![(3, "TCP_ABORT_ON_CLOSE".into())]).with_reset_callers(vec![
+                (0xffffffff81900000, 0xffffffff81900800, "TCP_STATE".into()),
+            ]);
+        reset.arg0 = 3;
+        reset.flags = 0;
+        assert_eq!(reason(&mut d, &reset).0, "TCP_ABORT_ON_CLOSE");
     }
 
     #[test]

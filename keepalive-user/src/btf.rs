@@ -17,6 +17,8 @@ pub struct KernelTypes {
     pub reset_reasons: Vec<(u32, String)>,
     /// `tcp:tcp_send_reset` passes a reason (Linux 6.10 and later).
     pub send_reset_has_reason: bool,
+    /// `tcp_send_active_reset(sk, priority, reason)` (Linux 6.10 and later).
+    pub active_reset_has_reason: bool,
 }
 
 pub fn load(path: &Path) -> Result<KernelTypes> {
@@ -75,10 +77,14 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         .collect();
     // btf_trace_<tp> is a pointer to the probe's prototype: (void *data, sk, skb[, reason]).
     let send_reset_has_reason = types.tracepoint_arity("tcp_send_reset")? >= 4;
+    let active_reset_has_reason = types
+        .function_arity("tcp_send_active_reset")
+        .is_ok_and(|n| n >= 3);
     Ok(KernelTypes {
         offsets,
         reset_reasons,
         send_reset_has_reason,
+        active_reset_has_reason,
     })
 }
 
@@ -181,6 +187,16 @@ impl Types<'_> {
             .with_context(|| format!("kernel BTF: `enum {name}` has no `{member}`"))
     }
 
+    fn function_arity(&self, function: &str) -> Result<usize> {
+        let Type::Func(f) = self.named(function, |t| matches!(t, Type::Func(_)))? else {
+            unreachable!()
+        };
+        match self.strip(self.0.resolve_chained_type(&f)?)? {
+            Type::FuncProto(p) => Ok(p.parameters.len()),
+            _ => bail!("kernel BTF: `{function}` has no prototype"),
+        }
+    }
+
     fn tracepoint_arity(&self, tracepoint: &str) -> Result<usize> {
         let name = format!("btf_trace_{tracepoint}");
         let t = self.named(&name, |t| matches!(t, Type::Typedef(_)))?;
@@ -214,6 +230,7 @@ mod tests {
         assert!(k.offsets.sk_timer > k.offsets.v6_daddr);
         assert!(k.offsets.keepalive_time > k.offsets.probes_out);
         assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
+        assert_eq!(k.active_reset_has_reason, k.send_reset_has_reason);
         if k.send_reset_has_reason {
             assert!(
                 k.reset_reasons

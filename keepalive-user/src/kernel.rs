@@ -120,7 +120,8 @@ pub fn ensure_bpffs() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Tracepoints keepalive attaches to, and what is lost without each.
+/// Tracepoints keepalive attaches to, and what is lost without each. The timer ones are
+/// tracepoint mode's only (kprobe mode hooks the keepalive timer itself).
 pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     (
         "timer",
@@ -140,13 +141,95 @@ pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("tcp", "tcp_retransmit_skb", "retransmissions"),
 ];
 
-/// The first required tracepoint this kernel lacks, if any.
-pub fn missing_tracepoint() -> Option<(&'static str, &'static str, &'static str)> {
-    let events = Path::new(TRACEFS).join("events");
+/// Whether this kernel has tracepoint `group:name`.
+pub fn has_tracepoint(group: &str, name: &str) -> bool {
+    Path::new(TRACEFS)
+        .join("events")
+        .join(group)
+        .join(name)
+        .exists()
+}
+
+/// The first tracepoint `mode` needs that this kernel lacks, if any.
+pub fn missing_tracepoint(
+    mode: crate::loader::Mode,
+) -> Option<(&'static str, &'static str, &'static str)> {
     TRACEPOINTS
         .iter()
         .copied()
-        .find(|(group, name, _)| !events.join(group).join(name).exists())
+        .filter(|(group, _, _)| mode != crate::loader::Mode::Kprobe || *group != "timer")
+        .find(|(group, name, _)| !has_tracepoint(group, name))
+}
+
+/// Why kprobes cannot be used here, or None when they can (as far as can be told before
+/// attaching): the kernel needs CONFIG_KPROBES, and the functions must exist.
+pub fn kprobes_unavailable() -> Option<String> {
+    // The perf kprobe PMU (Linux 4.17+) is what aya attaches through.
+    if !Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
+        return Some("this kernel has no kprobes (CONFIG_KPROBES is off)".into());
+    }
+    let kallsyms = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    crate::loader::KPROBE_FUNCTIONS
+        .iter()
+        .find(|f| parse_kallsyms(&kallsyms, f).is_none())
+        .map(|f| format!("kernel function {f} not found in /proc/kallsyms"))
+}
+
+/// Kernel functions that call `tcp_send_active_reset()`, and the reset cause each stands for
+/// (named like Linux 6.10's `enum sk_rst_reason`, which older kernels lack). The kprobe
+/// reports the caller's address; this names it.
+const RESET_CALLERS: &[(&str, &str)] = &[
+    ("tcp_keepalive_timer", "TCP_KEEPALIVE_TIMEOUT"),
+    // close() with unread data (a linger-0 close goes through tcp_disconnect).
+    ("__tcp_close", "TCP_ABORT_ON_CLOSE"),
+    ("tcp_close", "TCP_ABORT_ON_CLOSE"),
+    ("tcp_disconnect", "TCP_STATE"),
+    // ss -K and other SOCK_DESTROY users.
+    ("tcp_abort", "TCP_ABORT"),
+    // Orphaned sockets over the memory limit, from the retransmit and probe timers.
+    ("tcp_out_of_resources", "TCP_ABORT_ON_MEMORY"),
+    ("tcp_write_timeout", "TCP_ABORT_ON_MEMORY"),
+    ("tcp_probe_timer", "TCP_ABORT_ON_MEMORY"),
+    ("tcp_retransmit_timer", "TCP_ABORT_ON_MEMORY"),
+];
+
+/// Address ranges `[start, end)` of the functions in [`RESET_CALLERS`] with their cause, from
+/// /proc/kallsyms (a function ends where the next symbol starts).
+pub fn reset_callers() -> Vec<(u64, u64, String)> {
+    let Ok(kallsyms) = fs::read_to_string("/proc/kallsyms") else {
+        return vec![];
+    };
+    reset_callers_in(&kallsyms)
+}
+
+fn reset_callers_in(kallsyms: &str) -> Vec<(u64, u64, String)> {
+    let mut starts = vec![];
+    let mut wanted = vec![];
+    for line in kallsyms.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(addr), Some(_), Some(sym)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        starts.push(addr);
+        if f.next().is_none() {
+            if let Some((_, cause)) = RESET_CALLERS.iter().find(|(name, _)| *name == sym) {
+                wanted.push((addr, *cause));
+            }
+        }
+    }
+    starts.sort_unstable();
+    wanted
+        .into_iter()
+        .filter(|(addr, _)| *addr != 0)
+        .map(|(addr, cause)| {
+            let i = starts.partition_point(|&a| a <= addr);
+            let end = starts.get(i).copied().unwrap_or(u64::MAX);
+            (addr, end, cause.to_string())
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -163,6 +246,28 @@ mod tests {
             Some(0xffffffff81a0b0c0)
         );
         assert_eq!(parse_kallsyms(text, "tcp_keepalive"), None);
+    }
+
+    #[test]
+    fn reset_callers_end_where_the_next_symbol_starts() {
+        let text = "ffffffff81a0b000 t tcp_keepalive_timer\n\
+                    ffffffff81a0b400 t tcp_init_xmit_timers\n\
+                    ffffffff81900000 T tcp_disconnect\n\
+                    ffffffff81900800 T tcp_sock_set_cork\n\
+                    0000000000000000 T tcp_close\n";
+        let mut callers = reset_callers_in(text);
+        callers.sort();
+        assert_eq!(
+            callers,
+            vec![
+                (0xffffffff81900000, 0xffffffff81900800, "TCP_STATE".into()),
+                (
+                    0xffffffff81a0b000,
+                    0xffffffff81a0b400,
+                    "TCP_KEEPALIVE_TIMEOUT".into()
+                ),
+            ]
+        );
     }
 
     #[test]

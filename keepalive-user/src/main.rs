@@ -49,6 +49,15 @@ enum Command {
     /// List TCP connections now, with keepalive settings, timer, probes and owner (like `ss -o`).
     #[command(after_help = SOCKETS_EXAMPLES)]
     Sockets(SocketsArgs),
+    /// Check this system: kernel, BTF, kprobes, tracepoints, program types, which mode `auto`
+    /// picks and why, and what the other mode lacks.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args)]
+struct DoctorArgs {
+    #[command(flatten)]
+    kernel: KernelArgs,
 }
 
 const ENFORCE_EXAMPLES: &str = "\
@@ -132,7 +141,7 @@ Verdicts: keepalive_timeout, reset_after_probe, peer_reset, local_abort, retrans
           user_timeout, closed.";
 
 /// Which connections to look at.
-#[derive(Args)]
+#[derive(Args, Default)]
 struct ConnectionArgs {
     /// Only connections with this local or remote port, e.g. --port 22 (filtered in the kernel).
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -173,6 +182,11 @@ struct KernelArgs {
     /// e.g. --ring-buffer-size 16384.
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     ring_buffer_size: u32,
+    /// How to hook the keepalive timer and resets: kprobes (cheapest; needs CONFIG_KPROBES),
+    /// BTF tracepoints, or auto (kprobes when they work, else tracepoints; `keepalive
+    /// doctor` says which and why), e.g. --mode tracepoint.
+    #[arg(long, value_enum, default_value = "auto", env = "KEEPALIVE_MODE")]
+    mode: keepalive_user::loader::Mode,
 }
 
 impl KernelArgs {
@@ -187,6 +201,7 @@ impl KernelArgs {
                 .transpose()?
                 .unwrap_or(0),
             ring_buffer_size: self.ring_buffer_size * 1024,
+            mode: self.mode,
         })
     }
 }
@@ -289,6 +304,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Why(args) => runtime.block_on(run_why(args)),
         Command::Sockets(args) => run_sockets(args),
         Command::Enforce(args) => runtime.block_on(run_enforce(args)),
+        Command::Doctor(args) => runtime.block_on(run_doctor(args)),
     }
 }
 
@@ -306,6 +322,16 @@ async fn run_enforce(args: EnforceArgs) -> Result<ExitCode> {
     };
     keepalive_user::enforce::run(&opts, Writer::new(args.format, Box::new(io::stdout()))).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_doctor(args: DoctorArgs) -> Result<ExitCode> {
+    let opts = args.kernel.load_options(&ConnectionArgs::default())?;
+    let works = keepalive_user::doctor::report(&opts, &mut io::stdout().lock())?;
+    Ok(if works {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn run_sockets(args: SocketsArgs) -> Result<ExitCode> {

@@ -22,9 +22,16 @@ use crate::{
 };
 
 pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
-    let loader::Loaded { mut ebpf, types } = loader::load(opts)?;
+    let loader::Loaded {
+        mut ebpf,
+        types,
+        mode,
+    } = loader::load(opts)?;
     let hz = kernel::hz()?;
     let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
+    if mode == loader::Mode::Kprobe && !types.active_reset_has_reason {
+        decoder = decoder.with_reset_callers(kernel::reset_callers());
+    }
     let mut procs = ProcessTable::default();
     assign_cookies();
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
@@ -38,7 +45,10 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
     // polled; verdicts wait a moment after a close for the reset and error that follow it.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    eprintln!("Tracing TCP keepalive, resets and timeouts (HZ={hz}). Ctrl-C to stop.");
+    eprintln!(
+        "Tracing TCP keepalive, resets and timeouts ({} mode, HZ={hz}). Ctrl-C to stop.",
+        mode.name()
+    );
 
     // Streams of running `keepalive enforce`s, found pinned (checked about once a second).
     let mut enforced: Vec<(std::path::PathBuf, RingBuf<MapData>)> = vec![];

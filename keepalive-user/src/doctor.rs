@@ -1,0 +1,151 @@
+//! `keepalive doctor`: what this kernel offers, which mode `auto` picks and why, and what the
+//! other modes lack. Every answer comes from the running system (files, symbols, BTF, and
+//! loading each mode for real), so it is what a trace would get.
+
+use std::{io::Write, path::Path};
+
+use anyhow::Result;
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_map_supported, is_program_supported},
+};
+
+use crate::{
+    btf, kernel,
+    loader::{self, LoadOptions, Mode},
+};
+
+/// Writes the report; returns false when no mode works here.
+pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
+    let uname = nix::sys::utsname::uname()?;
+    writeln!(
+        out,
+        "kernel:       Linux {} {}",
+        uname.release().to_string_lossy(),
+        uname.machine().to_string_lossy()
+    )?;
+    match kernel::hz() {
+        Ok(hz) => writeln!(out, "HZ:           {hz}")?,
+        Err(e) => writeln!(out, "HZ:           unknown ({e:#})")?,
+    }
+    let btf_path = &opts.btf_path;
+    let types = btf::load(btf_path);
+    match (&types, std::fs::metadata(btf_path)) {
+        (Ok(_), Ok(m)) => writeln!(
+            out,
+            "BTF:          {} ({} KiB), struct layouts resolved",
+            btf_path.display(),
+            m.len() / 1024
+        )?,
+        (Err(e), _) => writeln!(out, "BTF:          missing or unusable: {e:#}")?,
+        (Ok(_), Err(e)) => writeln!(out, "BTF:          {}: {e}", btf_path.display())?,
+    }
+    match kernel::symbol_address("tcp_keepalive_timer") {
+        Ok(a) => writeln!(out, "kallsyms:     tcp_keepalive_timer at {a:#x}")?,
+        Err(e) => writeln!(out, "kallsyms:     {e:#}")?,
+    }
+    let _ = kernel::ensure_tracefs();
+    let tracefs = Path::new(kernel::TRACEFS).join("events").exists();
+    writeln!(
+        out,
+        "tracefs:      {}",
+        if tracefs {
+            kernel::TRACEFS
+        } else {
+            "not mounted (and mounting it failed)"
+        }
+    )?;
+    match kernel::kprobes_unavailable() {
+        None => writeln!(
+            out,
+            "kprobes:      yes ({})",
+            loader::KPROBE_FUNCTIONS.join(", ")
+        )?,
+        Some(why) => writeln!(out, "kprobes:      no: {why}")?,
+    }
+
+    writeln!(out, "\ntracepoints:")?;
+    for (group, name, what) in kernel::TRACEPOINTS {
+        let have = kernel::has_tracepoint(group, name);
+        writeln!(
+            out,
+            "  {:<32} {}",
+            format!("{group}:{name}"),
+            if have {
+                "yes".to_string()
+            } else {
+                format!("no: {what} are lost")
+            }
+        )?;
+    }
+    if let Ok(t) = &types {
+        writeln!(
+            out,
+            "  reset reasons                    {}",
+            if t.send_reset_has_reason {
+                "yes (Linux 6.10+): the kernel names each reset's cause"
+            } else {
+                "no (before 6.10): kprobe mode names causes from the calling function"
+            }
+        )?;
+    }
+
+    writeln!(out, "\nprogram types:")?;
+    let program = |t| match is_program_supported(t) {
+        Ok(true) => "yes".to_string(),
+        Ok(false) => "no".to_string(),
+        Err(e) => format!("unknown ({e})"),
+    };
+    // aya's probe for tracing programs loads an fentry program, which some kernels refuse
+    // (EPERM) while BTF tracepoints load fine: loading keepalive's own is the real test.
+    let tracepoint = loader::try_mode(opts, Mode::Tracepoint);
+    writeln!(
+        out,
+        "  tracing (tp_btf)   {}",
+        match &tracepoint {
+            Ok(()) => "yes".to_string(),
+            Err(_) => format!("{} (aya's probe)", program(ProgramType::Tracing)),
+        }
+    )?;
+    writeln!(
+        out,
+        "  kprobe             {} (loading; attaching needs kprobes, above)",
+        program(ProgramType::KProbe)
+    )?;
+    writeln!(
+        out,
+        "  sock_ops           {}  (keepalive enforce)",
+        program(ProgramType::SockOps)
+    )?;
+    writeln!(
+        out,
+        "  ring buffer map    {}",
+        match is_map_supported(MapType::RingBuf) {
+            Ok(true) => "yes".to_string(),
+            Ok(false) => "no (Linux 5.8+ needed)".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        }
+    )?;
+
+    writeln!(
+        out,
+        "\nmodes (each loaded and attached for real, then detached):"
+    )?;
+    let kprobe = loader::try_mode(opts, Mode::Kprobe);
+    for (mode, result) in [(Mode::Kprobe, &kprobe), (Mode::Tracepoint, &tracepoint)] {
+        match result {
+            Ok(()) => writeln!(out, "  {:<11} works", mode.name())?,
+            Err(e) => writeln!(out, "  {:<11} does not work: {e:#}", mode.name())?,
+        }
+    }
+    let verdict = match (&kprobe, &tracepoint) {
+        (Ok(()), _) => "kprobe: it works here, and only the keepalive timer runs a program \
+                        (tracepoint mode checks every timer in the system)"
+            .to_string(),
+        (Err(e), Ok(())) => format!("tracepoint, because kprobe mode does not work: {e:#}"),
+        (Err(_), Err(_)) => "nothing: no mode works on this system (see above)".to_string(),
+    };
+    writeln!(out, "\nauto mode:    {verdict}")?;
+    Ok(kprobe.is_ok() || tracepoint.is_ok())
+}
