@@ -142,6 +142,7 @@ impl Record {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Offsets {
     // struct sock / sock_common
+    /// The keepalive timer inside the socket (`sk_timer`, or `icsk_keepalive_timer`).
     pub sk_timer: u32,
     pub family: u32,
     pub state: u32,

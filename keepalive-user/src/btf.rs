@@ -33,7 +33,12 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
     let types = Types(&btf);
     let sock = |path: &str, size| types.offset("sock", path, size);
     let offsets = Offsets {
-        sk_timer: sock("sk_timer", None)?,
+        // The keepalive timer: `sock.sk_timer` upstream; some stable kernels (Debian's
+        // 6.1.1xx) moved it to `inet_connection_sock.icsk_keepalive_timer`, next to an MPTCP
+        // timer, and left sk_timer to MPTCP.
+        sk_timer: types
+            .offset("inet_connection_sock", "icsk_keepalive_timer", None)
+            .or_else(|_| sock("sk_timer", None))?,
         family: sock("__sk_common.skc_family", Some(2))?,
         state: sock("__sk_common.skc_state", Some(1))?,
         num: sock("__sk_common.skc_num", Some(2))?,

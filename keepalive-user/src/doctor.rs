@@ -136,16 +136,32 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
     for (mode, result) in [(Mode::Kprobe, &kprobe), (Mode::Tracepoint, &tracepoint)] {
         match result {
             Ok(()) => writeln!(out, "  {:<11} works", mode.name())?,
-            Err(e) => writeln!(out, "  {:<11} does not work: {e:#}", mode.name())?,
+            Err(e) => writeln!(out, "  {:<11} does not work: {}", mode.name(), brief(e))?,
         }
     }
     let verdict = match (&kprobe, &tracepoint) {
         (Ok(()), _) => "kprobe: it works here, and only the keepalive timer runs a program \
                         (tracepoint mode checks every timer in the system)"
             .to_string(),
-        (Err(e), Ok(())) => format!("tracepoint, because kprobe mode does not work: {e:#}"),
+        (Err(e), Ok(())) => format!(
+            "tracepoint, because kprobe mode does not work: {}",
+            brief(e)
+        ),
         (Err(_), Err(_)) => "nothing: no mode works on this system (see above)".to_string(),
     };
     writeln!(out, "\nauto mode:    {verdict}")?;
     Ok(kprobe.is_ok() || tracepoint.is_ok())
+}
+
+/// An error in a line or a few: a verifier log keeps only its verdict at the end.
+fn brief(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = &lines[lines.len().saturating_sub(3)..];
+            format!("{}(verifier: {})", head, tail.join(" / ").trim())
+        }
+        None => text,
+    }
 }

@@ -69,7 +69,27 @@ fn why(
     .rfind(|v| v["type"] == "verdict")
     .expect("a replayed verdict");
     let _ = std::fs::remove_dir_all(&dir);
+    log_verdict(&verdict);
     (verdict, replayed, client_port)
+}
+
+/// Appends the verdict to `KEEPALIVE_VERDICT_LOG` when set: `cargo xtask vm-test` runs these
+/// scenarios in each mode and compares what each mode concluded.
+fn log_verdict(v: &Value) {
+    let Some(path) = std::env::var_os("KEEPALIVE_VERDICT_LOG") else {
+        return;
+    };
+    let test = thread::current().name().unwrap_or("unnamed").to_string();
+    let line = format!(
+        "{test} verdict={} reason={} probes_sent={} error={}\n",
+        v["verdict"], v["reason"], v["probes_sent"], v["error"]
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("verdict log");
+    f.write_all(line.as_bytes()).unwrap();
 }
 
 fn wait_tracing(child: &mut std::process::Child) {

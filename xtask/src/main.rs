@@ -1,6 +1,8 @@
 //! `cargo xtask setup|build|run|test`: the project's own commands, from a fresh machine on.
 
+mod cpio;
 mod setup;
+mod vm;
 
 use std::{
     env,
@@ -46,6 +48,20 @@ enum Task {
     Soak {
         #[arg(long, default_value_t = 2)]
         minutes: u64,
+    },
+    /// Run the end-to-end scenarios on other kernels under QEMU (Debian 12's 6.1 and 6.12) and
+    /// on the host kernel, in every mode each supports; compare the modes' verdicts.
+    VmTest {
+        /// Only the guest kernel whose label ends with this, e.g. --kernel 6.1 (debian-6.1).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Skip the scenarios on the host kernel.
+        #[arg(long)]
+        no_host: bool,
+        /// Run this shell command in each guest instead of the scenarios, e.g.
+        /// --command 'keepalive trace --mode kprobe & sleep 5'.
+        #[arg(long)]
+        command: Option<String>,
     },
     /// Run every test: unit tests and the end-to-end scenarios in network namespaces (as root).
     Test {
@@ -141,6 +157,23 @@ fn main() -> Result<()> {
                 bail!("soak failed");
             }
             Ok(())
+        }
+        Task::VmTest {
+            kernel,
+            no_host,
+            command,
+        } => {
+            setup::run()?;
+            setup::vm_packages()?;
+            let bin = build()?;
+            vm::run(
+                &bin,
+                &vm::Options {
+                    kernel,
+                    no_host,
+                    command,
+                },
+            )
         }
         Task::Test { args } => {
             setup::run()?;

@@ -174,3 +174,15 @@ pub fn bench_packages() -> Result<()> {
     }
     install_packages(&["bpftrace"])
 }
+
+/// QEMU and a static busybox for `cargo xtask vm-test`'s guests.
+pub fn vm_packages() -> Result<()> {
+    let missing: Vec<&str> = ["qemu-system-x86", "busybox-static"]
+        .into_iter()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install_packages(&missing)
+}
