@@ -9,6 +9,7 @@
 pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
+    pub const EMITTED: &str = "EMITTED";
     pub const CONFIG: &str = "CONFIG";
     /// `keepalive enforce`: its sock_ops program, its settings, and its two record streams
     /// (one it reads itself, one pinned for `keepalive trace`).

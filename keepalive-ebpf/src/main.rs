@@ -47,6 +47,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
+/// Records submitted to EVENTS: user space checks it read every one of them.
+#[map]
+static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// The keepalive timer running on this CPU (timers do not nest on one CPU).
 #[map]
 static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
@@ -84,22 +88,10 @@ fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
                 BPF_RB_NO_WAKEUP
             };
             entry.submit(flags);
+            count(&EMITTED);
         }
         None => {
-            let Some(lost) = LOST.get_ptr_mut(0) else {
-                return;
-            };
-            // Atomic: a program in process context can be interrupted by one in softirq
-            // context on the same CPU, and a plain increment would lose counts.
-            // (The BPF target has no atomic types; the intrinsic lowers to BPF's atomic add.)
-            let lost = unsafe {
-                core::intrinsics::atomic_xadd::<
-                    u64,
-                    u64,
-                    { core::intrinsics::AtomicOrdering::Relaxed },
-                >(lost, 1);
-                core::ptr::read_volatile(lost)
-            };
+            let lost = count(&LOST);
             // A diagnostic for the tool's own operator, rare by construction.
             if lost.is_power_of_two() {
                 warn!(
@@ -108,6 +100,22 @@ fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
                 );
             }
         }
+    }
+}
+
+/// Adds one to this CPU's counter and returns the new value.
+fn count(counter: &PerCpuArray<u64>) -> u64 {
+    let Some(c) = counter.get_ptr_mut(0) else {
+        return 0;
+    };
+    // Atomic: a program in process context can be interrupted by one in softirq context on
+    // the same CPU, and a plain increment would lose counts.
+    // (The BPF target has no atomic types; the intrinsic lowers to BPF's atomic add.)
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            c, 1,
+        );
+        core::ptr::read_volatile(c)
     }
 }
 

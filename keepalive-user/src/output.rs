@@ -27,6 +27,8 @@ pub struct Summary {
     pub events: u64,
     /// Events the kernel could not queue because the ring buffer was full.
     pub lost: u64,
+    /// Events the kernel queued that were never read (always 0 unless something is broken).
+    pub unread: u64,
     /// Events printed, by kind.
     pub by_kind: BTreeMap<String, u64>,
     /// Connections that ended, by verdict.
@@ -218,6 +220,13 @@ impl Writer {
                         "warning: {} events were lost because the ring buffer was full; \
                          use --ring-buffer-size or narrow with --port/--netns",
                         s.lost
+                    )?;
+                }
+                if s.unread > 0 {
+                    writeln!(
+                        self.out,
+                        "warning: {} events the kernel queued were never read",
+                        s.unread
                     )?;
                 }
                 self.out.flush()

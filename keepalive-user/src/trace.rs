@@ -37,6 +37,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
     let lost_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
+    let emitted_map: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map(names::EMITTED).context("map EMITTED")?)?;
+    let mut received = 0u64;
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays open
     // for as long as it is registered.
     let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
@@ -58,18 +61,18 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline)?;
+                flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
+                flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
                 ticks += 1;
                 if ticks % 20 == 1 {
                     adopt_enforce_streams(&mut enforced);
                 }
                 for (_, stream) in &mut enforced {
                     if flow == Flow::Continue {
-                        flow = drain(stream, &mut decoder, &mut procs, pipeline)?;
+                        flow = drain(stream, &mut decoder, &mut procs, pipeline, &mut 0)?;
                     }
                 }
                 if flow == Flow::Continue {
@@ -77,7 +80,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 }
                 if let Some(m) = &pipeline.metrics {
                     let mut m = m.lock().unwrap();
-                    m.set_lost(lost_total(&lost_map));
+                    m.set_lost(counter_total(&lost_map));
                     m.set_tracked(pipeline.engine.tracked());
                 }
             }
@@ -87,10 +90,19 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     if flow == Flow::Continue {
         // Whatever the kernel queued before we stopped still counts.
-        let _ = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline)?;
+        let _ = drain(
+            ring.get_mut(),
+            &mut decoder,
+            &mut procs,
+            pipeline,
+            &mut received,
+        )?;
         pipeline.finish()?;
+        // Everything the kernel queued has been read by now; a difference would be records
+        // lost between the ring and us, which must not pass silently either.
+        pipeline.summary.unread = counter_total(&emitted_map).saturating_sub(received);
     }
-    pipeline.summary.lost = lost_total(&lost_map);
+    pipeline.summary.lost = counter_total(&lost_map);
     Ok(())
 }
 
@@ -112,8 +124,9 @@ fn adopt_enforce_streams(streams: &mut Vec<(std::path::PathBuf, RingBuf<MapData>
     }
 }
 
-fn lost_total(lost_map: &PerCpuArray<MapData, u64>) -> u64 {
-    lost_map
+/// The sum over CPUs of a per-CPU counter (LOST or EMITTED).
+fn counter_total(counter: &PerCpuArray<MapData, u64>) -> u64 {
+    counter
         .get(&0, 0)
         .map(|per_cpu| per_cpu.iter().sum())
         .unwrap_or(0)
@@ -143,8 +156,10 @@ fn drain(
     decoder: &mut Decoder,
     procs: &mut ProcessTable,
     pipeline: &mut Pipeline,
+    received: &mut u64,
 ) -> Result<Flow> {
     while let Some(item) = ring.next() {
+        *received += 1;
         let record = match parse_record(&item) {
             Ok(r) => r,
             Err(e) => {

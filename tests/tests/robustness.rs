@@ -312,6 +312,9 @@ fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
         lost > 0,
         "the burst should overflow a one-page ring buffer: {summary}"
     );
+    // Every record the kernel queued was read: nothing goes missing between ring and reader.
+    assert_eq!(summary["unread"], 0, "{summary}");
+    eprintln!("DBG expected={expected} {summary}");
     // With room in the ring the count is exact (the next test). Under overflow, about 1 % of
     // records have been seen to go uncounted in some runs; the cause is not found yet (see the
     // open robustness issue), so this bound is what holds today.
@@ -328,7 +331,7 @@ fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
 #[test]
 fn with_room_in_the_ring_every_event_of_the_burst_arrives() {
     assert!(is_root(), "needs root (cargo xtask test)");
-    let (summary, expected) = keepalive_burst(200, "16384");
+    let (summary, expected) = keepalive_burst(300, "16384");
     assert_eq!(summary["lost"], 0, "{summary}");
     assert_eq!(summary["events"], expected, "{summary}");
 }

@@ -485,6 +485,9 @@ fn boot(label: &str, kernel: &GuestKernel, initrd: &Path) -> Result<KernelRun> {
     }
     let _ = child.kill();
     let _ = child.wait();
+    let log = target_dir().join("vm").join(format!("{label}.log"));
+    std::fs::write(&log, lines.join("\n"))?;
+    println!("== {label}: guest log in {}", log.display());
     if !done {
         bail!("{label}: the guest did not finish within {GUEST_TIMEOUT:?} (log above)");
     }
@@ -588,7 +591,7 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
     let mut failures = vec![];
     println!("\n== kernel matrix");
     println!(
-        "{:<40} {:<11} {}",
+        "{:<46} {:<11} {}",
         "kernel",
         "mode",
         SCENARIOS
@@ -599,7 +602,7 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
     for (kernel, run) in runs {
         for mode in MODES {
             if let Some(why) = run.skipped.get(*mode) {
-                println!("{kernel:<40} {mode:<11} skipped: {why}");
+                println!("{kernel:<46} {mode:<11} skipped: {why}");
                 continue;
             }
             let results = run.results.get(*mode);
@@ -618,7 +621,7 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
                 };
                 row.push_str(&format!("{cell:<12}"));
             }
-            println!("{kernel:<40} {mode:<11} {row}");
+            println!("{kernel:<46} {mode:<11} {row}");
         }
         if run.skipped.len() == MODES.len() {
             failures.push(format!("{kernel}: no mode works"));
