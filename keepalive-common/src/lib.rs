@@ -49,6 +49,10 @@ pub mod kind {
     pub const KEEPALIVE_ENFORCED: u8 = 10;
 }
 
+/// Entries of the LOST map: one per record kind (see [`kind`]), so user space can say what
+/// was lost.
+pub const LOST_SLOTS: u32 = 16;
+
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
 pub const REASON_UNKNOWN: u32 = u32::MAX;
 

@@ -43,9 +43,9 @@ static CONFIG: KernelConfig = KernelConfig::zeroed();
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 
-/// Records that did not fit in EVENTS; user space reports the sum.
+/// Records that did not fit in EVENTS, by kind (the index); user space reports them.
 #[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(keepalive_common::LOST_SLOTS, 0);
 
 /// Records submitted to EVENTS: user space checks it read every one of them.
 #[map]
@@ -88,24 +88,24 @@ fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
                 BPF_RB_NO_WAKEUP
             };
             entry.submit(flags);
-            count(&EMITTED);
+            count(&EMITTED, 0);
         }
         None => {
-            let lost = count(&LOST);
+            let lost = count(&LOST, (r.kind as u32) % keepalive_common::LOST_SLOTS);
             // A diagnostic for the tool's own operator, rare by construction.
             if lost.is_power_of_two() {
                 warn!(
                     ctx,
-                    "ring buffer full: {} records lost on this CPU so far", lost
+                    "ring buffer full: {} records of kind {} lost on this CPU so far", lost, r.kind
                 );
             }
         }
     }
 }
 
-/// Adds one to this CPU's counter and returns the new value.
-fn count(counter: &PerCpuArray<u64>) -> u64 {
-    let Some(c) = counter.get_ptr_mut(0) else {
+/// Adds one to this CPU's counter `index` and returns the new value.
+fn count(counter: &PerCpuArray<u64>, index: u32) -> u64 {
+    let Some(c) = counter.get_ptr_mut(index) else {
         return 0;
     };
     // Atomic: a program in process context can be interrupted by one in softirq context on
@@ -237,23 +237,33 @@ fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
     if run.sk == 0 || run.sk != sk {
         return;
     }
-    let probes_before = run.probes_before;
     let timed_out = run.timeout_emitted;
     run.sk = 0;
     if timed_out != 0 {
         return;
     }
     let probes_after: u8 = read(sk, config!(offsets.probes_out));
-    if probes_after <= probes_before {
+    // Compared with the count last reported rather than the one at entry, so a probe whose
+    // timer run we did not see is still reported, with its number, at the next run.
+    let reported = unsafe { PROBING.get(&sk) }.copied().unwrap_or(0);
+    if probes_after <= reported {
         return;
     }
     let _ = PROBING.insert(&sk, &probes_after, 0);
     let mut r = new_record(kind::KEEPALIVE_PROBE);
-    r.arg0 = probes_after as u32;
     read_identity(sk, &mut r);
     r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(sk);
-    submit(ctx, &r);
+    // One record per probe (bounded: the kernel allows at most 127 probes, runs see one each).
+    let mut n = reported;
+    for _ in 0..4 {
+        if n >= probes_after {
+            break;
+        }
+        n += 1;
+        r.arg0 = n as u32;
+        submit(ctx, &r);
+    }
 }
 
 fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {

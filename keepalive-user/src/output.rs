@@ -27,6 +27,8 @@ pub struct Summary {
     pub events: u64,
     /// Events the kernel could not queue because the ring buffer was full.
     pub lost: u64,
+    /// The same by event kind.
+    pub lost_by_kind: BTreeMap<String, u64>,
     /// Events the kernel queued that were never read (always 0 unless something is broken).
     pub unread: u64,
     /// Events printed, by kind.
@@ -217,9 +219,14 @@ impl Writer {
                 if s.lost > 0 {
                     writeln!(
                         self.out,
-                        "warning: {} events were lost because the ring buffer was full; \
+                        "warning: {} events were lost because the ring buffer was full ({}); \
                          use --ring-buffer-size or narrow with --port/--netns",
-                        s.lost
+                        s.lost,
+                        s.lost_by_kind
+                            .iter()
+                            .map(|(k, n)| format!("{k} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )?;
                 }
                 if s.unread > 0 {

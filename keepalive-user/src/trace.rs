@@ -103,6 +103,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
         pipeline.summary.unread = counter_total(&emitted_map).saturating_sub(received);
     }
     pipeline.summary.lost = counter_total(&lost_map);
+    pipeline.summary.lost_by_kind = lost_by_kind(&lost_map);
     Ok(())
 }
 
@@ -124,12 +125,27 @@ fn adopt_enforce_streams(streams: &mut Vec<(std::path::PathBuf, RingBuf<MapData>
     }
 }
 
-/// The sum over CPUs of a per-CPU counter (LOST or EMITTED).
+/// The sum over CPUs and slots of a per-CPU counter (LOST by kind, or EMITTED).
 fn counter_total(counter: &PerCpuArray<MapData, u64>) -> u64 {
-    counter
-        .get(&0, 0)
-        .map(|per_cpu| per_cpu.iter().sum())
-        .unwrap_or(0)
+    (0..counter.len())
+        .filter_map(|i| counter.get(&i, 0).ok())
+        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .sum()
+}
+
+/// Lost records by kind name (kinds with none left out).
+fn lost_by_kind(lost: &PerCpuArray<MapData, u64>) -> std::collections::BTreeMap<String, u64> {
+    (0..lost.len())
+        .filter_map(|i| {
+            let n: u64 = lost.get(&i, 0).ok()?.iter().sum();
+            let name = match i.checked_sub(1) {
+                Some(k) => crate::event::Detail::KINDS.get(k as usize).copied(),
+                None => None,
+            }
+            .unwrap_or("unknown");
+            (n > 0).then(|| (name.to_string(), n))
+        })
+        .collect()
 }
 
 /// Asking sock_diag about every socket makes the kernel assign each its cookie, so sockets

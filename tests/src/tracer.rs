@@ -270,3 +270,20 @@ pub fn run_json(args: &[&str]) -> Vec<Value> {
     );
     crate::json_lines(&out.stdout)
 }
+
+/// Reads a starting `keepalive`'s stderr up to its "Tracing ..." line and returns that line.
+/// Lines before it (auto mode saying it falls back to tracepoints) are echoed for the log.
+pub fn wait_tracing_line(err: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = err
+            .read_line(&mut line)
+            .expect("reading keepalive's stderr");
+        assert!(n > 0, "keepalive exited before tracing");
+        if line.starts_with("Tracing") {
+            return line;
+        }
+        eprint!("keepalive: {line}");
+    }
+}

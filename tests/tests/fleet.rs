@@ -11,7 +11,7 @@ use std::{
 
 use keepalive_tests::{
     Link, is_root, keepalive,
-    tracer::{Tracer, binary, wait_bounded},
+    tracer::{Tracer, binary, wait_bounded, wait_tracing_line},
 };
 use serde_json::Value;
 use socket2::SockRef;
@@ -161,10 +161,8 @@ fn under_the_journal_each_verdict_is_one_line() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut buf = [0u8; 128];
-    let n = err.read(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("Tracing"));
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    wait_tracing_line(&mut err);
     let conn = link.connect(|_| {});
     SockRef::from(&conn.client)
         .set_linger(Some(Duration::ZERO))
