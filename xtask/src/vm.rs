@@ -387,12 +387,7 @@ fn add_modules(archive: &mut Archive, kernel: &GuestKernel) -> Result<()> {
     }
     let mut list = String::new();
     for name in &order {
-        let path = &index[name];
-        let data = if path.extension().is_some_and(|e| e == "xz") {
-            Command::new("xz").arg("-dc").arg(path).output()?.stdout
-        } else {
-            std::fs::read(path)?
-        };
+        let data = read_module(&index[name])?;
         let guest = format!("/lib/modules/{name}.ko");
         archive.file(&guest, data, 0o644);
         list.push_str(&guest);
@@ -417,6 +412,19 @@ fn index_modules(dir: &Path, index: &mut HashMap<String, PathBuf>) -> Result<()>
     Ok(())
 }
 
+/// A module file's bytes, decompressed (busybox insmod takes plain .ko files).
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    if path.extension().is_some_and(|e| e == "xz") {
+        let out = Command::new("xz").arg("-dc").arg(path).output()?;
+        if !out.status.success() {
+            bail!("xz -dc {} failed", path.display());
+        }
+        Ok(out.stdout)
+    } else {
+        Ok(std::fs::read(path)?)
+    }
+}
+
 /// Depth first, dependencies before the module (insmod order).
 fn visit(name: &str, index: &HashMap<String, PathBuf>, order: &mut Vec<String>) -> Result<()> {
     let name = name.replace('-', "_");
@@ -427,11 +435,7 @@ fn visit(name: &str, index: &HashMap<String, PathBuf>, order: &mut Vec<String>) 
     let Some(path) = index.get(&name) else {
         return Ok(());
     };
-    let data = if path.extension().is_some_and(|e| e == "xz") {
-        Command::new("xz").arg("-dc").arg(path).output()?.stdout
-    } else {
-        std::fs::read(path)?
-    };
+    let data = read_module(path)?;
     // .modinfo holds NUL-separated key=value strings, `depends=` among them.
     let depends = data
         .split(|&b| b == 0)
