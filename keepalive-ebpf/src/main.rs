@@ -194,10 +194,7 @@ pub fn keepalive_timer_kprobe(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn keepalive_timer_kretprobe(ctx: RetProbeContext) -> u32 {
     if let Some(run) = timer_run() {
-        let sk = run.sk;
-        if sk != 0 {
-            keepalive_timer_left(&ctx, sk);
-        }
+        keepalive_timer_left(&ctx, run.sk);
     }
     0
 }

@@ -123,11 +123,29 @@ pub struct Loaded {
 /// Loads and attaches the programs of the mode asked for. `Auto` tries kprobe mode first and
 /// falls back to tracepoint mode, saying why in one line.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    let types = prepare(opts)?;
+    match opts.mode {
+        Mode::Auto => check_and_load(opts, types.clone(), Mode::Kprobe).or_else(|e| {
+            eprintln!("keepalive: kprobe mode: {e:#}; using tracepoint mode");
+            check_and_load(opts, types, Mode::Tracepoint)
+        }),
+        Mode::Kprobe => check_and_load(opts, types, Mode::Kprobe).map_err(|e| {
+            anyhow::anyhow!("{e:#}: kprobe mode is not possible here; try --mode tracepoint")
+        }),
+        Mode::Tracepoint => check_and_load(opts, types, Mode::Tracepoint),
+    }
+}
+
+/// Loads and attaches `mode` (not `Auto`) and detaches again: whether it works here.
+pub fn try_mode(opts: &LoadOptions, mode: Mode) -> Result<()> {
+    let types = prepare(opts)?;
+    check_and_load(opts, types, mode).map(drop)
+}
+
+/// What every mode needs first: privileges, tracefs, the kernel's types, locked memory.
+fn prepare(opts: &LoadOptions) -> Result<btf::KernelTypes> {
     require_privileges()?;
     kernel::ensure_tracefs()?;
-    if let Some((group, name, what)) = kernel::missing_tracepoint(opts.mode) {
-        bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
-    }
     let types = btf::load(&opts.btf_path)?;
     // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
     let _ = nix::sys::resource::setrlimit(
@@ -135,41 +153,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         nix::sys::resource::RLIM_INFINITY,
         nix::sys::resource::RLIM_INFINITY,
     );
-    match opts.mode {
-        Mode::Auto => match kernel::kprobes_unavailable() {
-            Some(why) => {
-                eprintln!("keepalive: {why}; using tracepoint mode");
-                load_mode(opts, types, Mode::Tracepoint)
-            }
-            None => load_mode(opts, types.clone(), Mode::Kprobe).or_else(|e| {
-                eprintln!("keepalive: kprobe mode failed ({e:#}); using tracepoint mode");
-                load_mode(opts, types, Mode::Tracepoint)
-            }),
-        },
-        Mode::Kprobe => {
-            if let Some(why) = kernel::kprobes_unavailable() {
-                bail!("{why}: kprobe mode is not possible here; try --mode tracepoint");
-            }
-            load_mode(opts, types, Mode::Kprobe)
-        }
-        Mode::Tracepoint => load_mode(opts, types, Mode::Tracepoint),
-    }
+    Ok(types)
 }
 
-/// Loads and attaches `mode` (not `Auto`) and detaches again: whether it works here.
-pub fn try_mode(opts: &LoadOptions, mode: Mode) -> Result<()> {
-    require_privileges()?;
-    kernel::ensure_tracefs()?;
+/// Says what `mode` lacks on this kernel (a tracepoint, kprobes) before trying to load it.
+fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<Loaded> {
     if let Some((group, name, what)) = kernel::missing_tracepoint(mode) {
-        bail!("no tracepoint {group}:{name} (needed for {what})");
+        bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
     }
     if mode == Mode::Kprobe {
         if let Some(why) = kernel::kprobes_unavailable() {
             bail!("{why}");
         }
     }
-    let types = btf::load(&opts.btf_path)?;
-    load_mode(opts, types, mode).map(drop)
+    load_mode(opts, types, mode)
 }
 
 fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<Loaded> {

@@ -5,13 +5,14 @@ use std::{collections::BTreeMap, io::Write, path::Path};
 
 use anyhow::Result;
 
+#[derive(Clone)]
 enum Entry {
     File { data: Vec<u8>, mode: u32 },
     Symlink(String),
 }
 
 /// Files by path inside the archive; directories are implied by the paths.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Archive {
     entries: BTreeMap<String, Entry>,
 }

@@ -77,7 +77,7 @@ pub fn run(keepalive: &Path, opts: &Options) -> Result<()> {
         }
         let kernel = fetch_kernel(&work, pattern)?;
         let initrd = work.join(format!("{label}.cpio"));
-        let mut archive = common.clone_entries();
+        let mut archive = common.clone();
         if let Some(cmd) = &opts.command {
             archive.file("/etc/vm-command", cmd.clone().into_bytes(), 0o755);
         }
@@ -139,33 +139,15 @@ fn build_scenarios() -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The guest files all kernels share.
-struct Common {
-    files: Vec<(String, Vec<u8>, u32)>,
-    links: Vec<(String, String)>,
-}
-
-impl Common {
-    fn clone_entries(&self) -> Archive {
-        let mut a = Archive::default();
-        for (path, data, mode) in &self.files {
-            a.file(path, data.clone(), *mode);
-        }
-        for (path, target) in &self.links {
-            a.symlink(path, target);
-        }
-        a
-    }
-}
-
-fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Common> {
-    let mut files = vec![];
+fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Archive> {
+    let mut archive = Archive::default();
     let mut add = |path: &str, from: &Path, strip: bool| -> Result<()> {
         let data = if strip {
             stripped(from)?
         } else {
             std::fs::read(from)?
         };
-        files.push((path.to_string(), data, 0o755));
+        archive.file(path, data, 0o755);
         Ok(())
     };
     add("/bin/busybox", Path::new("/bin/busybox"), false)?;
@@ -190,21 +172,16 @@ fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Commo
         libs.extend(shared_libraries(bin)?);
     }
     for lib in libs {
-        let real = std::fs::canonicalize(&lib)?;
-        files.push((
-            lib.to_string_lossy().into_owned(),
-            std::fs::read(&real)?,
-            0o755,
-        ));
+        // The file behind the name ldd printed (libraries are often symlinks).
+        add(&lib.to_string_lossy(), &std::fs::canonicalize(&lib)?, false)?;
     }
-    files.push(("/init".into(), init_script().into_bytes(), 0o755));
-    let links = [
+    archive.file("/init", init_script().into_bytes(), 0o755);
+    for applet in [
         "sh", "mount", "insmod", "poweroff", "sysctl", "mkdir", "cat", "sed", "grep",
-    ]
-    .iter()
-    .map(|a| (format!("/bin/{a}"), "busybox".to_string()))
-    .collect();
-    Ok(Common { files, links })
+    ] {
+        archive.symlink(&format!("/bin/{applet}"), "busybox");
+    }
+    Ok(archive)
 }
 
 /// The guest's /init: mounts, modules, doctor, then every scenario in every mode that works.
