@@ -215,7 +215,11 @@ pub struct KernelConfig {
     pub wakeup_bytes: u32,
     /// 1 when `tcp_send_active_reset()` takes a reason argument (Linux 6.10 and later).
     pub active_reset_has_reason: u8,
-    pub _pad: [u8; 3],
+    /// 1 to report every TCP state change and every socket freed; 0 reports only the
+    /// transitions diagnosis uses (connect, established, close, the end), which keeps
+    /// short-lived connections cheap.
+    pub all_states: u8,
+    pub _pad: [u8; 2],
 }
 
 impl KernelConfig {
@@ -265,7 +269,8 @@ impl KernelConfig {
             filter_netns: 0,
             wakeup_bytes: 0,
             active_reset_has_reason: 0,
-            _pad: [0; 3],
+            all_states: 0,
+            _pad: [0; 2],
         }
     }
 }

@@ -33,8 +33,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use keepalive_common::{KernelConfig, REASON_UNKNOWN, Record, flag, kind};
 use sock::{
-    AF_INET, AF_INET6, IPPROTO_TCP, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, forget, lingers_zero, read,
-    read_identity, read_keepalive, wanted,
+    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, Typed,
+    forget, lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
 };
 
 #[unsafe(no_mangle)]
@@ -69,7 +69,12 @@ struct TimerRun {
     timeout_emitted: u8,
 }
 
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
 const TCP_FIN_WAIT2: u8 = 5;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
 // bpf_ringbuf_query / bpf_ringbuf_submit flags (include/uapi/linux/bpf.h).
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -149,7 +154,7 @@ fn keepalive_timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     t.arg0 = run.probes_before as u32;
     t.arg1 = 0;
     t.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-    t.keepalive = read_keepalive(sk);
+    t.keepalive = read_keepalive(Address(sk));
     let _ = PROBING.remove(&sk);
     submit(ctx, &t);
 }
@@ -164,8 +169,8 @@ fn in_keepalive_timer(sk: u64) -> u8 {
 #[btf_tracepoint(function = "timer_expire_entry")]
 pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    // The hot path for every timer in the system: one read and a compare.
-    let function: u64 = read(timer, config!(offsets.timer_function));
+    // The hot path for every timer in the system: one load and a compare.
+    let function: u64 = Typed(timer as *const u8).get(config!(offsets.timer_function));
     if function != config!(keepalive_timer_fn) {
         return 0;
     }
@@ -203,7 +208,7 @@ pub fn keepalive_timer_kretprobe(ctx: RetProbeContext) -> u32 {
 /// an answer to earlier probes.
 fn keepalive_timer_entered<C: EbpfContext>(ctx: &C, sk: u64) {
     let mut r = new_record(0);
-    read_identity(sk, &mut r);
+    read_identity(Address(sk), &mut r);
     if !wanted(&r) {
         return;
     }
@@ -222,7 +227,7 @@ fn keepalive_timer_entered<C: EbpfContext>(ctx: &C, sk: u64) {
             r.arg0 = *outstanding as u32;
             let _ = PROBING.remove(&sk);
             r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-            r.keepalive = read_keepalive(sk);
+            r.keepalive = read_keepalive(Address(sk));
             submit(ctx, &r);
         }
     }
@@ -248,9 +253,9 @@ fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
     }
     let _ = PROBING.insert(&sk, &probes_after, 0);
     let mut r = new_record(kind::KEEPALIVE_PROBE);
-    read_identity(sk, &mut r);
+    read_identity(Address(sk), &mut r);
     r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-    r.keepalive = read_keepalive(sk);
+    r.keepalive = read_keepalive(Address(sk));
     // One record per probe (bounded: the kernel allows at most 127 probes, runs see one each).
     let mut n = reported;
     for _ in 0..4 {
@@ -263,46 +268,66 @@ fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
     }
 }
 
+/// The transitions diagnosis uses: connect() (names the owner), established (the start),
+/// the application closing, and the end. The rest of a normal life (SYN_RECV, FIN_WAIT2,
+/// CLOSE_WAIT, ...) is reported only with `all_states`: a busy server makes
+/// millions of them, and each costs a record.
+#[inline(always)]
+fn wanted_transition(old: i32, new: i32) -> bool {
+    config!(all_states) != 0
+        || new == TCP_ESTABLISHED
+        || new == TCP_CLOSE as i32
+        || (old == TCP_CLOSE as i32 && new == TCP_SYN_SENT)
+        || (old == TCP_ESTABLISHED && new == TCP_FIN_WAIT1)
+        || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
+}
+
 fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
-        return 0;
-    }
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
+    if !wanted_transition(old, new) {
+        return 0;
+    }
+    // None for other protocols: the tracepoint reports every inet socket.
+    let Some(sk) = tcp_sock(ctx.arg(0)) else {
+        return 0;
+    };
     let mut r = new_record(kind::STATE_CHANGE);
     read_identity(sk, &mut r);
-    // Assigns the socket its cookie on first sight (state changes are the first thing a new
-    // connection does), so every later event, timer ones included, reads the same cookie.
+    // Assigns the socket its cookie on first sight (a connection's first reported
+    // transition comes before anything else it does), so every later event, timer ones
+    // included, reads the same cookie.
     // For tracing programs this helper id is the kernel's bpf_get_socket_ptr_cookie.
     r.cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
     if !wanted(&r) {
         return 0;
     }
-    keepalive_timeout_first(&ctx, sk, &r);
+    keepalive_timeout_first(&ctx, sk.addr(), &r);
     r.state = old as u8;
     r.arg0 = old as u32;
     r.arg1 = new as u32;
-    r.flags = in_keepalive_timer(sk);
+    r.flags = in_keepalive_timer(sk.addr());
     // Settings matter when a connection starts and ends; other transitions skip the reads.
-    if new as u8 == TCP_CLOSE || new == 1 {
+    if new as u8 == TCP_CLOSE || new == TCP_ESTABLISHED {
         r.flags |= flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(sk);
     }
-    r.retransmits = read(sk, config!(offsets.retransmits));
+    r.retransmits = sk.get(config!(offsets.retransmits));
     with_task(&mut r);
     submit(&ctx, &r);
     0
 }
 
 fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
+    let Some(sk) = tcp_sock(ctx.arg(0)) else {
+        return 0;
+    };
     let mut r = new_record(kind::RETRANSMIT);
     read_identity(sk, &mut r);
     if !wanted(&r) {
         return 0;
     }
-    r.arg0 = read::<u8>(sk, config!(offsets.retransmits)) as u32;
+    r.arg0 = sk.get::<u8>(config!(offsets.retransmits)) as u32;
     submit(&ctx, &r);
     0
 }
@@ -321,7 +346,7 @@ fn on_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
         REASON_UNKNOWN
     };
     if sk != 0 {
-        read_identity(sk, &mut r);
+        read_identity(Address(sk), &mut r);
     } else if skb != 0 {
         read_reset_packet(skb, &mut r);
     } else {
@@ -347,7 +372,7 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let mut r = new_record(kind::RESET_SENT);
-    read_identity(sk, &mut r);
+    read_identity(Address(sk), &mut r);
     if !wanted(&r) {
         return 0;
     }
@@ -368,7 +393,7 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
 fn reset_by_socket<C: EbpfContext>(ctx: &C, sk: u64, r: &mut Record) {
     keepalive_timeout_first(ctx, sk, r);
     r.flags |= in_keepalive_timer(sk);
-    if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(sk) {
+    if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(Address(sk)) {
         r.flags |= flag::LINGER_ZERO;
     }
 }
@@ -415,7 +440,7 @@ fn read_reset_packet(skb: u64, r: &mut Record) {
 fn on_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let mut r = new_record(kind::RESET_RECEIVED);
-    read_identity(sk, &mut r);
+    read_identity(Address(sk), &mut r);
     if !wanted(&r) {
         return 0;
     }
@@ -429,7 +454,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let mut r = new_record(kind::SOCKET_ERROR);
-    read_identity(sk, &mut r);
+    read_identity(Address(sk), &mut r);
     if !wanted(&r) {
         return 0;
     }
@@ -437,7 +462,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     // tcp_write_err() and friends set sk_err just before reporting it.
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
     r.flags = in_keepalive_timer(sk) | flag::HAS_KEEPALIVE;
-    r.keepalive = read_keepalive(sk);
+    r.keepalive = read_keepalive(Address(sk));
     r.retransmits = read(sk, config!(offsets.retransmits));
     with_task(&mut r);
     submit(&ctx, &r);
@@ -447,8 +472,18 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
 fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let _ = PROBING.remove(&sk);
+    // A full socket is freed after its state went to CLOSE, which was reported: the record
+    // says nothing new, and every connection would pay for it.
+    if config!(all_states) == 0 {
+        forget(sk);
+        return 0;
+    }
+    let Some(tp) = tcp_sock(sk) else {
+        forget(sk);
+        return 0;
+    };
     let mut r = new_record(kind::SOCKET_DESTROYED);
-    read_identity(sk, &mut r);
+    read_identity(tp, &mut r);
     let wanted = wanted(&r);
     forget(sk);
     if wanted {

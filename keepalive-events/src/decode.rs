@@ -95,9 +95,11 @@ pub struct Decoder {
     /// Kprobe mode on kernels without reset reasons: `[start, end)` of kernel functions that
     /// send resets, and the cause each stands for.
     reset_callers: Vec<(u64, u64, String)>,
-    /// Identity of each socket as first seen (its cookie never changes) and last seen with
-    /// its ports (closing clears them before the last events).
-    sockets: HashMap<u64, SocketId>,
+    /// By socket address: the kernel cookie last read from it (0 before the kernel assigned
+    /// one), and its identity as first seen and last seen with its ports (closing clears
+    /// them before the last events). A different cookie at the same address is a new socket:
+    /// freed sockets are not reported by default, so this is how reuse is noticed.
+    sockets: HashMap<u64, (u64, SocketId)>,
     /// Owning process, learned where the kernel runs in the owner's context (connect, close).
     owners: HashMap<u64, (u32, String)>,
 }
@@ -182,12 +184,23 @@ impl Decoder {
             seen.cookie = 0;
             return seen;
         }
+        let reused = self
+            .sockets
+            .get(&r.skaddr)
+            .is_some_and(|(cookie, _)| *cookie != 0 && r.cookie != 0 && *cookie != r.cookie);
+        if reused {
+            self.sockets.remove(&r.skaddr);
+            self.owners.remove(&r.skaddr);
+        }
         match self.sockets.get_mut(&r.skaddr) {
             // Ports cleared: the socket was disconnected; it is still the same connection.
-            Some(known) if seen.sport == 0 || (seen.dport == 0 && known.dport != 0) => {
+            Some((_, known)) if seen.sport == 0 || (seen.dport == 0 && known.dport != 0) => {
                 known.clone()
             }
-            Some(known) => {
+            Some((cookie, known)) => {
+                if r.cookie != 0 {
+                    *cookie = r.cookie;
+                }
                 seen.cookie = known.cookie;
                 *known = seen.clone();
                 seen
@@ -196,7 +209,7 @@ impl Decoder {
                 if self.sockets.len() >= MAX_SOCKETS {
                     self.sockets.clear();
                 }
-                self.sockets.insert(r.skaddr, seen.clone());
+                self.sockets.insert(r.skaddr, (r.cookie, seen.clone()));
                 seen
             }
         }
@@ -492,5 +505,34 @@ pub(crate) mod tests {
         );
         d.decode(&record(kind::SOCKET_DESTROYED));
         assert_eq!(d.decode(&err).pid, None);
+    }
+
+    #[test]
+    fn a_new_cookie_at_a_known_address_is_a_new_socket() {
+        // Freed sockets are not reported by default: the next socket the allocator puts at
+        // the same address must not inherit the old one's identity or owner.
+        let mut d = Decoder::new(250, 0, vec![]);
+        let mut connect = record(kind::STATE_CHANGE);
+        connect.arg0 = 7;
+        connect.arg1 = 2;
+        connect.cookie = 10;
+        connect.pid = 4242;
+        connect.comm[..3].copy_from_slice(b"ssh");
+        let old = d.decode(&connect);
+        assert_eq!((old.socket.cookie, old.pid), (10, Some(4242)));
+        let mut next = record(kind::STATE_CHANGE);
+        next.arg0 = 2;
+        next.arg1 = 1;
+        next.cookie = 11;
+        next.sport = 40001;
+        let e = d.decode(&next);
+        assert_eq!((e.socket.cookie, e.socket.sport, e.pid), (11, 40001, None));
+        // A socket known before its cookie was assigned keeps the identity it was first
+        // seen with once the cookie appears.
+        let mut timer = record(kind::KEEPALIVE_PROBE);
+        timer.skaddr += 4096;
+        let first = d.decode(&timer).socket;
+        timer.cookie = 12;
+        assert_eq!(d.decode(&timer).socket, first);
     }
 }

@@ -3,7 +3,6 @@
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -172,8 +171,10 @@ fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, out: &mut Writer) -
             }
         }
     }
-    let _ = std::io::stdout().flush();
-    Ok(())
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 struct PinGuard(PathBuf);

@@ -111,6 +111,8 @@ pub struct LoadOptions {
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_size: u32,
     pub mode: Mode,
+    /// Report every state change and socket free, not only those diagnosis uses.
+    pub all_states: bool,
 }
 
 pub struct Loaded {
@@ -178,6 +180,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
         send_reset_has_reason: types.send_reset_has_reason as u8,
         active_reset_has_reason: types.active_reset_has_reason as u8,
         resets_by_kprobe: (mode == Mode::Kprobe) as u8,
+        all_states: opts.all_states as u8,
         // An eighth of the ring, at most 64 KiB: early enough never to fill it between polls.
         wakeup_bytes: (opts.ring_buffer_size / 8).min(64 * 1024),
         ..KernelConfig::zeroed()

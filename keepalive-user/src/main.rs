@@ -202,6 +202,7 @@ impl KernelArgs {
                 .unwrap_or(0),
             ring_buffer_size: self.ring_buffer_size * 1024,
             mode: self.mode,
+            all_states: false,
         })
     }
 }
@@ -256,6 +257,11 @@ struct TraceArgs {
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
+    /// Every TCP state change (SYN_RECV, FIN_WAIT2, CLOSE_WAIT, ...) and every socket freed,
+    /// as tcpstates shows them. By default only the transitions that start and end a
+    /// connection are reported, which is all diagnosis needs and much cheaper on busy hosts.
+    #[arg(long)]
+    all_states: bool,
     #[command(flatten)]
     kernel: KernelArgs,
 }
@@ -362,7 +368,8 @@ fn current_netns() -> u32 {
 }
 
 async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
-    let opts = args.kernel.load_options(&args.connection)?;
+    let mut opts = args.kernel.load_options(&args.connection)?;
+    opts.all_states = args.all_states || args.kind.iter().any(|k| k == "socket_destroyed");
     let out: Box<dyn io::Write> = match &args.output {
         Some(path) => Box::new(io::BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,

@@ -69,9 +69,13 @@ enum Line<'a> {
     Summary(&'a Summary),
 }
 
+/// Output is buffered and flushed by [`Writer::flush`], which the live loop calls after each
+/// batch it reads: a write per line would cost a system call per event.
 pub struct Writer {
     format: Format,
-    out: Box<dyn Write>,
+    out: std::io::BufWriter<Box<dyn Write>>,
+    /// One JSON line, serialized here first so the writer sees one write per line.
+    line: Vec<u8>,
     header_done: bool,
 }
 
@@ -79,9 +83,15 @@ impl Writer {
     pub fn new(format: Format, out: Box<dyn Write>) -> Self {
         Writer {
             format,
-            out,
+            out: std::io::BufWriter::with_capacity(1 << 16, out),
+            line: Vec::with_capacity(1024),
             header_done: false,
         }
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 
     pub fn event(&mut self, e: &Event) -> std::io::Result<()> {
@@ -97,7 +107,7 @@ impl Writer {
                     describe(e),
                     owner(e.pid, e.comm.as_deref())
                 )?;
-                self.out.flush()
+                Ok(())
             }
             Format::Human => {
                 if !self.header_done {
@@ -126,7 +136,7 @@ impl Writer {
                     describe(e),
                     owner
                 )?;
-                self.out.flush()
+                Ok(())
             }
         }
     }
@@ -158,7 +168,7 @@ impl Writer {
                         format!(" Advice: {}", v.advice.join(" | "))
                     }
                 )?;
-                self.out.flush()
+                Ok(())
             }
             Format::Human => {
                 let owner = match (&v.comm, v.pid) {
@@ -177,12 +187,18 @@ impl Writer {
                     writeln!(self.out, "    - {a}")?;
                 }
                 writeln!(self.out, "{}", "=".repeat(78))?;
-                self.out.flush()
+                Ok(())
             }
         }
     }
 
+    /// The end-of-run summary; everything buffered goes out with it.
     pub fn summary(&mut self, s: &Summary) -> std::io::Result<()> {
+        self.write_summary(s)?;
+        self.out.flush()
+    }
+
+    fn write_summary(&mut self, s: &Summary) -> std::io::Result<()> {
         match self.format {
             Format::Json => self.json(&Line::Summary(s)),
             Format::Journal => {
@@ -191,7 +207,7 @@ impl Writer {
                     "summary: {} events, {} lost, verdicts {:?}",
                     s.events, s.lost, s.verdicts
                 )?;
-                self.out.flush()
+                Ok(())
             }
             Format::Human => {
                 writeln!(self.out)?;
@@ -236,15 +252,16 @@ impl Writer {
                         s.unread
                     )?;
                 }
-                self.out.flush()
+                Ok(())
             }
         }
     }
 
     fn json(&mut self, line: &Line<'_>) -> std::io::Result<()> {
-        serde_json::to_writer(&mut self.out, line)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, line)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
     }
 }
 

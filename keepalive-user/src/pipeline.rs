@@ -99,6 +99,12 @@ impl Pipeline {
         self.verdicts(ended)
     }
 
+    /// Writes out buffered output: after each batch of events, so lines appear promptly
+    /// without a system call per line.
+    pub fn flush(&mut self) -> std::io::Result<Flow> {
+        guard(self.out.flush())
+    }
+
     pub fn write_summary(&mut self) -> std::io::Result<()> {
         guard(self.out.summary(&self.summary)).map(|_| ())
     }
@@ -120,6 +126,7 @@ impl Pipeline {
                 Mode::Why => {
                     self.answered = true;
                     guard(self.out.verdict(&v, Some(&timeline)))?;
+                    guard(self.out.flush())?;
                     Flow::Stop
                 }
             };

@@ -87,6 +87,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
+        if flow == Flow::Continue {
+            flow = pipeline.flush()?;
+        }
     }
     if flow == Flow::Continue {
         // Whatever the kernel queued before we stopped still counts.

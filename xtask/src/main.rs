@@ -37,6 +37,12 @@ enum Task {
         /// A short run (under two minutes), as CI's smoke test.
         #[arg(long)]
         quick: bool,
+        /// Only these workloads (churn, bulk, keepalive_storm, timers), e.g. --workload churn.
+        #[arg(long)]
+        workload: Vec<String>,
+        /// Alternating rounds per workload (default 5, 3 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
     },
     /// Fuzz the record decoder and the replay parser (cargo-fuzz, installed if missing).
     Fuzz {
@@ -86,7 +92,11 @@ fn main() -> Result<()> {
             let status = Command::new(&bin).arg("trace").args(&args).status()?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            workload,
+            rounds,
+        } => {
             setup::run()?;
             setup::bench_packages()?;
             for (package, bin) in [
@@ -103,6 +113,12 @@ fn main() -> Result<()> {
             let release = target_dir().join("release");
             let status = Command::new(release.join("keepalive-bench"))
                 .args(quick.then_some("--quick"))
+                .args(workload.iter().flat_map(|w| ["--workload", w.as_str()]))
+                .args(
+                    rounds
+                        .iter()
+                        .flat_map(|r| ["--rounds".to_string(), r.to_string()]),
+                )
                 .env("KEEPALIVE_BIN", release.join("keepalive"))
                 .status()?;
             if !status.success() {

@@ -56,7 +56,22 @@ struct Settings {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // --workload NAME (repeatable) and --rounds N, as `cargo xtask bench` passes them.
+    let value_of = |flag: &str| -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].clone())
+            .collect()
+    };
+    let only = value_of("--workload");
+    let rounds: Option<usize> = value_of("--rounds").last().map(|r| {
+        r.parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("--rounds {r}: not a positive number"))
+    });
     assert!(nix::unistd::geteuid().is_root(), "the benchmark needs root");
     raise_fd_limit();
     let s = if quick {
@@ -77,6 +92,7 @@ fn main() {
         .map(|(soft, _)| soft)
         .unwrap_or(1024);
     let s = Settings {
+        rounds: rounds.unwrap_or(s.rounds),
         storm_connections: s
             .storm_connections
             .min((fd_limit.saturating_sub(2000) / 2) as usize),
@@ -108,7 +124,17 @@ fn main() {
         "cpu %",
         "rss MiB"
     );
-    for (name, unit, run) in workloads {
+    for w in &only {
+        assert!(
+            workloads.iter().any(|(name, _, _)| name == w),
+            "--workload {w}: not one of churn, bulk, keepalive_storm, timers"
+        );
+    }
+    let workloads: Vec<_> = workloads
+        .into_iter()
+        .filter(|(name, _, _)| only.is_empty() || only.iter().any(|w| w == name))
+        .collect();
+    for &(name, unit, run) in &workloads {
         let link = Link::new("bench-c", "bench-s", false);
         // Churn must measure connections, not the wait for ports held in TIME_WAIT.
         link.a.sysctl("net.ipv4.tcp_tw_reuse", "1");
@@ -124,6 +150,13 @@ fn main() {
             order.rotate_left(round % configs.len());
             for config in order {
                 let sample = measure(config, &link, &s, run);
+                // Every sample, so the spread behind each median can be seen.
+                eprintln!(
+                    "  {name} round {} {}: {:.1} {unit}",
+                    round + 1,
+                    config.name(),
+                    sample.ops_per_s
+                );
                 samples.entry(config.name()).or_default().push(sample);
             }
         }
@@ -198,7 +231,7 @@ fn main() {
     println!("storm connections: {}", s.storm_connections);
     results["storm_connections"] = json!(s.storm_connections);
     println!("kernel cost per program run (ns, max over rounds):");
-    for (name, _, _) in workloads {
+    for (name, _, _) in &workloads {
         println!(
             "  {name}: {}",
             results["workloads"][name]["keepalive_ns_per_program_run"]
@@ -522,10 +555,18 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-/// A listener in the server namespace whose connections are accepted and kept or dropped.
+/// A listener in the server namespace with a deep accept queue (4096, as somaxconn allows):
+/// with std's 128, a few milliseconds in which the acceptor does not run overflow it, and
+/// each dropped SYN stalls the connecting loop for the 1 s SYN retransmission timeout, so
+/// the workload would measure scheduling luck rather than cost.
 fn listener(link: &Link) -> (TcpListener, SocketAddr) {
     let bind = SocketAddr::new(link.b_addr, 0);
-    let l = link.b.run(move || TcpListener::bind(bind).unwrap());
+    let l: TcpListener = link.b.run(move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&bind.into()).unwrap();
+        s.listen(4096).unwrap();
+        s.into()
+    });
     let a = SocketAddr::new(link.b_addr, l.local_addr().unwrap().port());
     (l, a)
 }
@@ -556,8 +597,13 @@ fn churn(link: &Link, secs: f64, _: usize) -> f64 {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let end = Instant::now() + Duration::from_secs_f64(secs);
         let mut n = 0u64;
+        let mut buf = [0u8; 1];
         while Instant::now() < end {
-            if TcpStream::connect(target).is_ok() {
+            // The server closes first, as HTTP servers do: TIME_WAIT stays on its side and
+            // the client's ports are free again at once, so every round sees the same
+            // port space. Reading the end of stream first keeps it that way.
+            if let Ok(mut c) = TcpStream::connect(target) {
+                let _ = c.read(&mut buf);
                 n += 1;
             }
         }
@@ -600,15 +646,8 @@ fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
 /// Keepalive probes per second handled by the kernel (TcpExt TCPKeepAlive), with `n` idle
 /// connections probing every second and answered.
 fn storm(link: &Link, secs: f64, n: usize) -> f64 {
-    // One listener with a deep backlog, n clients: two descriptors per connection.
-    let bind = SocketAddr::new(link.b_addr, 0);
-    let l: TcpListener = link.b.run(move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.bind(&bind.into()).unwrap();
-        s.listen(4096).unwrap();
-        s.into()
-    });
-    let target = SocketAddr::new(link.b_addr, l.local_addr().unwrap().port());
+    // One listener, n clients: two descriptors per connection.
+    let (l, target) = listener(link);
     let ns = in_netns(link);
     let clients = thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
