@@ -37,13 +37,59 @@ impl Config {
     }
 }
 
+/// A workload: runs for about `secs` seconds (with `n` connections where that applies),
+/// marks its timed part in the window, returns operations per second.
+type Workload = fn(&Link, f64, usize, &Window) -> f64;
+
+/// The timed part of a workload, with the tracer's count of records queued and its CPU
+/// seconds at its start and end: figures that took in setup (thousands of connections for
+/// the storm) would be wrong.
+#[derive(Default)]
+struct Window {
+    counter: Option<Box<dyn Fn() -> (u64, f64)>>,
+    start: std::cell::Cell<Option<(Instant, (u64, f64))>>,
+    end: std::cell::Cell<Option<(Instant, (u64, f64))>>,
+}
+
+impl Window {
+    fn open(&self) {
+        if let Some(c) = &self.counter {
+            let n = c();
+            self.start.set(Some((Instant::now(), n)));
+        }
+    }
+
+    fn close(&self) {
+        if let Some(c) = &self.counter {
+            self.end.set(Some((Instant::now(), c())));
+        }
+    }
+
+    /// Records queued per second, and the tracer's CPU as a percentage of one core.
+    fn rates(&self) -> (f64, f64) {
+        match (self.start.get(), self.end.get()) {
+            (Some((t0, (n0, c0))), Some((t1, (n1, c1)))) => {
+                let secs = (t1 - t0).as_secs_f64();
+                (
+                    n1.saturating_sub(n0) as f64 / secs,
+                    (c1 - c0) / secs * 100.0,
+                )
+            }
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
 /// One measurement.
 #[derive(Default, Clone, Debug)]
 struct Sample {
     ops_per_s: f64,
-    tracer_cpu_s: f64,
+    /// The tracer's CPU in the timed part, % of one core.
+    tracer_cpu_percent: f64,
     tracer_peak_rss_kib: u64,
     events: u64,
+    /// Records the kernel queued per second in the timed part (keepalive only).
+    events_per_s: f64,
     lost: u64,
     /// Kernel-side cost per program invocation (bpf_stats), keepalive only.
     ns_per_run: BTreeMap<String, f64>,
@@ -57,6 +103,9 @@ struct Settings {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--storm-worker") {
+        return storm_worker(&args[2..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // --workload NAME (repeatable) and --rounds N, as `cargo xtask bench` passes them.
     let value_of = |flag: &str| -> Vec<String> {
@@ -87,15 +136,8 @@ fn main() {
             storm_connections: 30000,
         }
     };
-    // Two descriptors per storm connection, within what this process may open.
-    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(soft, _)| soft)
-        .unwrap_or(1024);
     let s = Settings {
         rounds: rounds.unwrap_or(s.rounds),
-        storm_connections: s
-            .storm_connections
-            .min((fd_limit.saturating_sub(2000) / 2) as usize),
         ..s
     };
     let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
@@ -104,7 +146,7 @@ fn main() {
     }
     let _stats = BpfStats::enable();
     let mut results = json!({ "quick": quick, "workloads": {} });
-    let workloads: [(&str, &str, fn(&Link, f64, usize) -> f64); 4] = [
+    let workloads: [(&str, &str, Workload); 4] = [
         ("churn", "connections/s", churn),
         ("bulk", "MB/s", bulk),
         ("keepalive_storm", "probes/s", storm),
@@ -167,19 +209,9 @@ fn main() {
         let ka = med("keepalive", &|x| x.ops_per_s).unwrap();
         let bt = med("bpftrace", &|x| x.ops_per_s);
         let ka_samples = &samples["keepalive"];
-        let events_per_s = median(
-            ka_samples
-                .iter()
-                .map(|x| x.events as f64 / s.seconds)
-                .collect(),
-        );
+        let events_per_s = median(ka_samples.iter().map(|x| x.events_per_s).collect());
         let lost: u64 = ka_samples.iter().map(|x| x.lost).sum();
-        let cpu_pct = median(
-            ka_samples
-                .iter()
-                .map(|x| x.tracer_cpu_s / s.seconds * 100.0)
-                .collect(),
-        );
+        let cpu_pct = median(ka_samples.iter().map(|x| x.tracer_cpu_percent).collect());
         let rss = ka_samples
             .iter()
             .map(|x| x.tracer_peak_rss_kib)
@@ -223,10 +255,17 @@ fn main() {
         });
     }
     let scale = engine_scale(if quick { 20_000 } else { 100_000 });
-    println!(
-        "engine: {} tracked connections, {:.0} bytes/connection, {:.0} events/s on one core",
-        scale["connections"], scale["bytes_per_connection"], scale["events_per_s"]
-    );
+    for (config, what) in [("trace", "trace"), ("why", "why, with timelines")] {
+        let e = &scale[config];
+        println!(
+            "engine ({what}): {} tracked connections, {:.0} heap bytes/connection ({:.1} MB), \
+             {:.0} events/s on one core",
+            scale["connections"],
+            e["bytes_per_connection"].as_f64().unwrap(),
+            e["megabytes"].as_f64().unwrap(),
+            e["events_per_s"].as_f64().unwrap()
+        );
+    }
     results["engine"] = scale;
     println!("storm connections: {}", s.storm_connections);
     results["storm_connections"] = json!(s.storm_connections);
@@ -244,19 +283,25 @@ fn main() {
     println!("results: {}", path.display());
 }
 
-fn measure(config: Config, link: &Link, s: &Settings, run: fn(&Link, f64, usize) -> f64) -> Sample {
+fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     let tracer = match config {
         Config::Baseline => None,
         Config::Keepalive => Some(start_keepalive()),
         Config::Bpftrace => Some(start_bpftrace()),
     };
-    let cpu0 = tracer
-        .as_ref()
-        .map(|t| cpu_seconds(t.child.id()))
-        .unwrap_or(0.0);
-    let ops = run(link, s.seconds, s.storm_connections);
+    let mut window = Window::default();
+    if let Some(t) = &tracer {
+        let (pid, events) = (t.child.id(), config == Config::Keepalive);
+        window.counter = Some(Box::new(move || {
+            (if events { emitted(pid) } else { 0 }, cpu_seconds(pid))
+        }));
+    }
+    let ops = run(link, s.seconds, s.storm_connections, &window);
+    let (events_per_s, tracer_cpu_percent) = window.rates();
     let mut sample = Sample {
         ops_per_s: ops,
+        events_per_s,
+        tracer_cpu_percent,
         ..Default::default()
     };
     if let Some(Running {
@@ -266,7 +311,6 @@ fn measure(config: Config, link: &Link, s: &Settings, run: fn(&Link, f64, usize)
     }) = tracer
     {
         let pid = child.id();
-        sample.tracer_cpu_s = cpu_seconds(pid) - cpu0;
         sample.tracer_peak_rss_kib = status_kib(pid, "VmHWM:");
         if config == Config::Keepalive {
             sample.ns_per_run = program_costs(pid);
@@ -519,6 +563,56 @@ fn program_costs(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
+/// Records the tracer's kernel side has queued so far: the sum over CPUs of its EMITTED map,
+/// found among the maps the process holds (fdinfo) and read with bpftool.
+fn emitted(pid: u32) -> u64 {
+    let bpftool = |args: &[&str]| -> Value {
+        Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or(Value::Null)
+    };
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    for fd in dir.flatten() {
+        let text = fs::read_to_string(fd.path()).unwrap_or_default();
+        let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")) else {
+            continue;
+        };
+        let id = id.trim();
+        if bpftool(&["map", "show", "id", id])["name"] != "EMITTED" {
+            continue;
+        }
+        let mut total = 0u64;
+        // [{"key": [...], "values": [{"cpu": 0, "value": ["0x01", ...]}, ...]}]
+        for e in bpftool(&["map", "dump", "id", id])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for cpu in e["values"].as_array().into_iter().flatten() {
+                let bytes: Vec<u8> = cpu["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| {
+                        u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok()
+                    })
+                    .collect();
+                if let Ok(b) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                    total += u64::from_le_bytes(b);
+                }
+            }
+        }
+        return total;
+    }
+    0
+}
+
 struct BpfStats(String);
 
 impl BpfStats {
@@ -576,7 +670,7 @@ fn in_netns(link: &Link) -> fs::File {
 }
 
 /// Connections per second: connect, accept, close.
-fn churn(link: &Link, secs: f64, _: usize) -> f64 {
+fn churn(link: &Link, secs: f64, _: usize, window: &Window) -> f64 {
     let (l, target) = listener(link);
     let stop = Arc::new(AtomicBool::new(false));
     let acceptor = {
@@ -593,6 +687,7 @@ fn churn(link: &Link, secs: f64, _: usize) -> f64 {
     };
     let ns = in_netns(link);
     let stop2 = stop.clone();
+    window.open();
     let n = thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
         let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -613,12 +708,13 @@ fn churn(link: &Link, secs: f64, _: usize) -> f64 {
     })
     .join()
     .unwrap();
+    window.close();
     acceptor.join().unwrap();
     n as f64 / secs
 }
 
 /// MB/s through one connection.
-fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
+fn bulk(link: &Link, secs: f64, _: usize, window: &Window) -> f64 {
     let conn = link.connect(|_| {});
     let mut server = conn.server;
     let reader = thread::spawn(move || {
@@ -634,35 +730,53 @@ fn bulk(link: &Link, secs: f64, _: usize) -> f64 {
     });
     let mut client = conn.client;
     let buf = vec![7u8; 1 << 16];
+    window.open();
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
         client.write_all(&buf).unwrap();
     }
+    window.close();
     drop(client);
     let total = reader.join().unwrap();
     total as f64 / secs / 1e6
 }
 
 /// Keepalive probes per second handled by the kernel (TcpExt TCPKeepAlive), with `n` idle
-/// connections probing every second and answered.
-fn storm(link: &Link, secs: f64, n: usize) -> f64 {
-    // One listener, n clients: two descriptors per connection.
-    let (l, target) = listener(link);
-    let ns = in_netns(link);
-    let clients = thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        (0..n)
-            .map(|_| {
-                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-                    .unwrap();
-                keepalive(1, 1, 9)(&s);
-                s.connect(&target.into()).unwrap();
-                s
-            })
-            .collect::<Vec<_>>()
-    });
-    let accepted: Vec<_> = (0..n).map(|_| l.accept().unwrap().0).collect();
-    let conns = (clients.join().unwrap(), accepted);
+/// connections probing every second and answered. They are held by worker processes, as
+/// many as it takes: one process may hold only RLIMIT_NOFILE descriptors, two per
+/// connection, and root without CAP_SYS_RESOURCE cannot raise that.
+fn storm(link: &Link, secs: f64, n: usize, window: &Window) -> f64 {
+    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft as usize)
+        .unwrap_or(1024);
+    let per_worker = (fd_limit.saturating_sub(200) / 2).clamp(1, 9000);
+    let mut workers = vec![];
+    let mut left = n;
+    while left > 0 {
+        let count = left.min(per_worker);
+        left -= count;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--storm-worker",
+                &link.a.name,
+                &link.b.name,
+                &link.b_addr.to_string(),
+                &count.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // "ready" once its connections are up; a worker that fails closes stdout instead.
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "storm worker failed");
+        workers.push(child);
+    }
     thread::sleep(Duration::from_millis(1500)); // probing in step
     let count = || -> u64 {
         let ns = in_netns(link);
@@ -685,16 +799,73 @@ fn storm(link: &Link, secs: f64, n: usize) -> f64 {
         .unwrap()
     };
     let before = count();
+    window.open();
     thread::sleep(Duration::from_secs_f64(secs));
+    window.close();
     let probes = count() - before;
-    drop(conns);
+    for mut w in workers {
+        drop(w.stdin.take()); // the worker's signal to close its connections and exit
+        let (status, killed) = keepalive_tests::tracer::wait_bounded(w, Duration::from_secs(30));
+        assert!(!killed && status.success(), "storm worker: {status}");
+    }
     probes as f64 / secs
+}
+
+/// `keepalive-bench --storm-worker NS_A NS_B ADDR N`: N connections from namespace NS_A to a
+/// listener at ADDR in NS_B, the clients probing every second (the server answers), held
+/// until stdin closes.
+fn storm_worker(args: &[String]) {
+    let [ns_a, ns_b, addr, n] = args else {
+        panic!("usage: --storm-worker NS_A NS_B ADDR N");
+    };
+    let n: usize = n.parse().unwrap();
+    let netns = |name: &str| fs::File::open(format!("/run/netns/{name}")).unwrap();
+    let (ns_a, ns_b) = (netns(ns_a), netns(ns_b));
+    let bind = SocketAddr::new(addr.parse().unwrap(), 0);
+    let l: TcpListener = thread::spawn(move || {
+        nix::sched::setns(&ns_b, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(bind),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        s.bind(&bind.into()).unwrap();
+        s.listen(4096).unwrap();
+        TcpListener::from(s)
+    })
+    .join()
+    .unwrap();
+    let target = l.local_addr().unwrap();
+    let clients = thread::spawn(move || {
+        nix::sched::setns(&ns_a, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        (0..n)
+            .map(|_| {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(target),
+                    socket2::Type::STREAM,
+                    None,
+                )
+                .unwrap();
+                keepalive(1, 1, 9)(&s);
+                s.connect(&target.into()).unwrap();
+                s
+            })
+            .collect::<Vec<_>>()
+    });
+    let accepted: Vec<_> = (0..n).map(|_| l.accept().unwrap().0).collect();
+    let conns = (clients.join().unwrap(), accepted);
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let _ = std::io::stdin().read_to_end(&mut vec![]);
+    drop(conns);
 }
 
 /// Timers that are not keepalive: blocking receives with a 1 ms timeout (schedule_timeout
 /// arms and expires a timer_list each time), on several threads.
-fn timers(link: &Link, secs: f64, _: usize) -> f64 {
+fn timers(link: &Link, secs: f64, _: usize, window: &Window) -> f64 {
     let total = Arc::new(AtomicU64::new(0));
+    window.open();
     let threads: Vec<_> = (0..16)
         .map(|_| {
             let total = total.clone();
@@ -715,17 +886,51 @@ fn timers(link: &Link, secs: f64, _: usize) -> f64 {
     for t in threads {
         t.join().unwrap();
     }
+    window.close();
     total.load(Ordering::Relaxed) as f64 / secs
 }
 
-/// The correlation engine alone, fed synthetic records through the real decoder: memory per
-/// tracked connection and events per second on one core.
+/// Heap bytes in use, counted by the global allocator: what the engine holds, exactly,
+/// unlike RSS, which keeps what an earlier measurement freed.
+struct CountingAllocator;
+
+static HEAP_IN_USE: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        HEAP_IN_USE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        HEAP_IN_USE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// The decoder and correlation engine alone, fed synthetic records of `connections` live
+/// keepalive connections: heap bytes per tracked connection and events per second on one
+/// core, as `keepalive trace` runs them (no timelines) and as `keepalive why` does (each
+/// connection's recent events kept).
 fn engine_scale(connections: u64) -> Value {
+    json!({
+        "connections": connections,
+        "trace": engine_run(connections, false),
+        "why": engine_run(connections, true),
+    })
+}
+
+fn engine_run(connections: u64, timelines: bool) -> Value {
     use keepalive_common::{Record, flag, kind};
     use keepalive_events::{decode::Decoder, diagnose::Engine};
-    let rss0 = status_kib(std::process::id(), "VmRSS:");
+    let heap0 = HEAP_IN_USE.load(Ordering::Relaxed);
     let mut decoder = Decoder::new(250, 0, vec![]);
     let mut engine = Engine::new(connections as usize * 2);
+    if !timelines {
+        engine = engine.without_timelines();
+    }
     let mut r: Record = unsafe { std::mem::zeroed() };
     r.family = 2;
     let start = Instant::now();
@@ -759,11 +964,11 @@ fn engine_scale(connections: u64) -> Value {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let rss1 = status_kib(std::process::id(), "VmRSS:");
+    let heap = HEAP_IN_USE.load(Ordering::Relaxed).saturating_sub(heap0);
     assert_eq!(engine.tracked() as u64, connections);
     json!({
-        "connections": connections,
-        "bytes_per_connection": (rss1.saturating_sub(rss0) * 1024) as f64 / connections as f64,
+        "bytes_per_connection": heap as f64 / connections as f64,
+        "megabytes": heap as f64 / 1e6,
         "events_per_s": events as f64 / elapsed,
     })
 }
