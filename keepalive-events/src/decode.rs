@@ -3,13 +3,16 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use bytes::Buf;
-use keepalive_common::{KeepaliveSettings, REASON_UNKNOWN, Record, flag, kind, set_by_socket};
+use keepalive_common::{KeepaliveSettings, REASON_UNKNOWN, Record, flag, kind};
 use time::OffsetDateTime;
 
-use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason, errno_name};
+use crate::event::{
+    Detail, Event, Keepalive, SetBySocket, SocketId, TcpState, TimeoutReason, errno_name,
+};
 
 const AF_INET6: u16 = 10;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
@@ -101,7 +104,7 @@ pub struct Decoder {
     /// freed sockets are not reported by default, so this is how reuse is noticed.
     sockets: HashMap<u64, (u64, SocketId)>,
     /// Owning process, learned where the kernel runs in the owner's context (connect, close).
-    owners: HashMap<u64, (u32, String)>,
+    owners: HashMap<u64, (u32, Arc<str>)>,
 }
 
 impl Decoder {
@@ -128,9 +131,9 @@ impl Decoder {
         let socket = self.socket_id(r);
         if let Detail::StateChange { from, to, .. } = detail {
             if runs_in_owner_context(from, to) {
-                let comm = String::from_utf8_lossy(&r.comm)
+                let comm: Arc<str> = String::from_utf8_lossy(&r.comm)
                     .trim_end_matches('\0')
-                    .to_string();
+                    .into();
                 if self.owners.len() >= MAX_SOCKETS {
                     self.owners.clear();
                 }
@@ -157,7 +160,7 @@ impl Decoder {
     }
 
     /// Records the owner of a socket found another way (its inode in /proc).
-    pub fn set_owner(&mut self, skaddr: u64, pid: u32, comm: String) {
+    pub fn set_owner(&mut self, skaddr: u64, pid: u32, comm: Arc<str>) {
         if self.owners.len() >= MAX_SOCKETS {
             self.owners.clear();
         }
@@ -294,22 +297,13 @@ impl Decoder {
 
     fn keepalive(&self, k: &KeepaliveSettings) -> Keepalive {
         let secs = |j: u32| j as f64 / self.hz as f64;
-        let set = [
-            (set_by_socket::IDLE, "idle"),
-            (set_by_socket::INTERVAL, "interval"),
-            (set_by_socket::COUNT, "count"),
-        ];
         Keepalive {
             enabled: k.enabled != 0,
             idle_s: secs(k.idle_jiffies),
             interval_s: secs(k.interval_jiffies),
             count: k.count as u32,
             user_timeout_ms: k.user_timeout_ms,
-            set_by_socket: set
-                .iter()
-                .filter(|(bit, _)| k.set_by_socket & bit != 0)
-                .map(|(_, n)| n.to_string())
-                .collect(),
+            set_by_socket: SetBySocket(k.set_by_socket),
             probes_out: k.probes_out as u32,
         }
     }
@@ -328,6 +322,7 @@ fn runs_in_owner_context(from: TcpState, to: TcpState) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use keepalive_common::set_by_socket;
 
     pub fn record(kind: u8) -> Record {
         let mut r: Record = unsafe { std::mem::zeroed() };
@@ -386,7 +381,10 @@ pub(crate) mod tests {
         assert_eq!(e.socket.endpoints(), "198.18.0.1:40000 -> 198.18.1.1:5000");
         let k = e.keepalive.unwrap();
         assert_eq!((k.idle_s, k.interval_s, k.count), (2.0, 1.0, 3));
-        assert_eq!(k.set_by_socket, vec!["idle", "count"]);
+        assert_eq!(
+            k.set_by_socket.names().collect::<Vec<_>>(),
+            ["idle", "count"]
+        );
         // No cookie yet: the socket address stands in, and stays even once a cookie appears.
         assert_eq!(e.socket.cookie, probe.skaddr);
         let mut reset = record(kind::RESET_SENT);

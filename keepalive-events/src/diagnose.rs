@@ -4,6 +4,7 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
+    sync::Arc,
 };
 
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ pub struct Verdict {
     #[serde(flatten)]
     pub socket: SocketId,
     pub pid: Option<u32>,
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     /// Unanswered keepalive probes when it ended.
     pub probes_sent: u32,
     /// Times the peer answered keepalive probes over the connection's life.
@@ -80,27 +81,37 @@ pub struct Verdict {
 pub struct ConnectionTimeline {
     pub socket: SocketId,
     pub pid: Option<u32>,
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     pub established: Option<OffsetDateTime>,
     pub last_seen: OffsetDateTime,
     /// Probes outstanding now, and the idle time before the first of them.
     pub probes_out: u32,
-    pub probe_episode_idle_s: Option<f64>,
+    /// f32: seconds with a fraction are plenty here, and tracked connections are many.
+    pub probe_episode_idle_s: Option<f32>,
     pub probes_answered: u32,
     pub keepalive: Option<Keepalive>,
+    /// Retransmissions in a row, the last one seen.
+    pub retransmits: u32,
+    /// How it is ending, from the first sign of it: boxed, because a tracer follows many
+    /// live connections and few are ending at any moment.
+    pub ending: Option<Box<Ending>>,
+    /// The most recent events, oldest first, when timelines are kept (`keepalive why`);
+    /// boxed so that `keepalive trace`, which keeps none, pays one pointer for it.
+    events: Option<Box<VecDeque<Event>>>,
+}
+
+/// What a connection's end is made of, as the events tell it.
+#[derive(Clone, Debug, Default)]
+pub struct Ending {
     pub timeout: Option<(TimeoutReason, u32)>,
     /// Probes outstanding when a RST arrived.
     pub reset_received: Option<u32>,
     pub reset_sent: Option<String>,
     pub error: Option<String>,
     pub closed: Option<(OffsetDateTime, TcpState)>,
-    /// Retransmissions in a row, the last one seen.
-    pub retransmits: u32,
     /// The application closed while this many retransmissions were unanswered: it gave up
     /// on a peer that stopped answering (e.g. ssh's ServerAliveCountMax).
     pub gave_up_after: Option<u32>,
-    /// The most recent events, oldest first.
-    pub events: VecDeque<Event>,
 }
 
 /// Events kept per connection for `keepalive why`.
@@ -171,15 +182,15 @@ impl Engine {
             self.connections.insert(key, ConnectionTimeline::new(e));
         }
         let c = self.connections.get_mut(&key).unwrap();
-        let was_closed = c.closed.is_some();
+        let was_closed = c.closed().is_some();
         c.apply(e, self.timeline_events);
-        if let (false, Some((at, _))) = (was_closed, c.closed) {
+        if let (false, Some((at, _))) = (was_closed, c.closed()) {
             self.closing.push_back((at, key));
         }
         if matches!(e.detail, Detail::SocketDestroyed {}) {
             let c = self.connections.remove(&key).unwrap();
             self.judged.remove(&key);
-            if c.closed.is_some() {
+            if c.closed().is_some() {
                 done.extend(c.verdict().map(|v| (v, c)));
             }
         }
@@ -199,7 +210,7 @@ impl Engine {
             if self
                 .connections
                 .get(&key)
-                .is_some_and(|c| c.closed.is_some())
+                .is_some_and(|c| c.closed().is_some())
             {
                 ready.push(key);
             }
@@ -215,7 +226,7 @@ impl Engine {
         let closed: Vec<u64> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.closed.is_some())
+            .filter(|(_, c)| c.closed().is_some())
             .map(|(k, _)| *k)
             .collect();
         self.closing.clear();
@@ -273,15 +284,24 @@ impl ConnectionTimeline {
             probe_episode_idle_s: None,
             probes_answered: 0,
             keepalive: None,
-            timeout: None,
-            reset_received: None,
-            reset_sent: None,
-            error: None,
-            closed: None,
             retransmits: 0,
-            gave_up_after: None,
-            events: VecDeque::new(),
+            ending: None,
+            events: None,
         }
+    }
+
+    /// The most recent events, oldest first (none unless timelines are kept).
+    pub fn events(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter().flat_map(|e| e.iter())
+    }
+
+    /// When and in which state it closed, once it has.
+    pub fn closed(&self) -> Option<(OffsetDateTime, TcpState)> {
+        self.ending.as_ref()?.closed
+    }
+
+    fn ending(&mut self) -> &mut Ending {
+        self.ending.get_or_insert_with(Default::default)
     }
 
     fn apply(&mut self, e: &Event, keep: usize) {
@@ -294,10 +314,11 @@ impl ConnectionTimeline {
             self.keepalive = Some(k.clone());
         }
         if keep > 0 {
-            if self.events.len() >= keep {
-                self.events.pop_front();
+            let events = self.events.get_or_insert_with(Default::default);
+            if events.len() >= keep {
+                events.pop_front();
             }
-            self.events.push_back(e.clone());
+            events.push_back(e.clone());
         }
         match &e.detail {
             Detail::StateChange {
@@ -315,16 +336,17 @@ impl ConnectionTimeline {
                 );
                 if let (true, Some(n)) = (app_closed, retransmits) {
                     // The connection is over for its user now, whatever the orphan does later.
-                    self.gave_up_after = Some(*n);
-                    self.closed.get_or_insert((e.ts, e.state));
+                    let end = self.ending();
+                    end.gave_up_after = Some(*n);
+                    end.closed.get_or_insert((e.ts, e.state));
                 }
-                if *to == TcpState::Close && self.closed.is_none() {
-                    self.closed = Some((e.ts, e.state));
+                if *to == TcpState::Close {
+                    self.ending().closed.get_or_insert((e.ts, e.state));
                 }
             }
             Detail::KeepaliveProbe { probes } => {
                 if self.probes_out == 0 {
-                    self.probe_episode_idle_s = e.keepalive.as_ref().map(|k| k.idle_s);
+                    self.probe_episode_idle_s = e.keepalive.as_ref().map(|k| k.idle_s as f32);
                 }
                 self.probes_out = *probes;
             }
@@ -333,24 +355,24 @@ impl ConnectionTimeline {
                 self.probes_answered += 1;
             }
             Detail::KeepaliveTimeout { reason, probes } => {
-                self.timeout = Some((*reason, *probes));
+                self.ending().timeout = Some((*reason, *probes));
                 self.probes_out = *probes;
             }
             Detail::ResetReceived {} => {
-                self.reset_received.get_or_insert(self.probes_out);
+                let outstanding = self.probes_out;
+                self.ending().reset_received.get_or_insert(outstanding);
             }
             Detail::ResetSent { reason, .. } => {
-                if self.timeout.is_none() && self.reset_received.is_none() {
-                    self.reset_sent.get_or_insert(reason.clone());
+                let end = self.ending();
+                if end.timeout.is_none() && end.reset_received.is_none() {
+                    end.reset_sent.get_or_insert(reason.clone());
                 }
             }
             Detail::SocketError { error, .. } => {
-                self.error.get_or_insert(error.clone());
+                self.ending().error.get_or_insert(error.clone());
             }
             Detail::SocketDestroyed {} => {
-                if self.closed.is_none() {
-                    self.closed = Some((e.ts, e.state));
-                }
+                self.ending().closed.get_or_insert((e.ts, e.state));
             }
             Detail::Retransmit { retransmits } => self.retransmits = *retransmits,
             Detail::KeepaliveEnforced { .. } => {}
@@ -359,11 +381,12 @@ impl ConnectionTimeline {
 
     /// Why it ended, once it has.
     pub fn verdict(&self) -> Option<Verdict> {
-        let (ended, _) = self.closed?;
+        let end = self.ending.as_deref()?;
+        let (ended, _) = end.closed?;
         let ka = self.keepalive.as_ref();
         let user_timeout_ms = ka.map(|k| k.user_timeout_ms).unwrap_or(0);
         let (verdict, reason): (VerdictKind, Option<String>) =
-            if let Some((reason, _)) = self.timeout {
+            if let Some((reason, _)) = end.timeout {
                 match reason {
                     TimeoutReason::UserTimeout => {
                         (VerdictKind::UserTimeout, Some("user_timeout".into()))
@@ -373,15 +396,15 @@ impl ConnectionTimeline {
                         Some("probes_unanswered".into()),
                     ),
                 }
-            } else if let Some(outstanding) = self.reset_received {
+            } else if let Some(outstanding) = end.reset_received {
                 if outstanding > 0 {
                     (VerdictKind::ResetAfterProbe, None)
                 } else {
                     (VerdictKind::PeerReset, None)
                 }
-            } else if let Some(reason) = &self.reset_sent {
+            } else if let Some(reason) = &end.reset_sent {
                 (VerdictKind::LocalAbort, Some(reason.clone()))
-            } else if self.error.as_deref() == Some("ETIMEDOUT") {
+            } else if end.error.as_deref() == Some("ETIMEDOUT") {
                 if user_timeout_ms != 0 {
                     (VerdictKind::UserTimeout, Some("user_timeout".into()))
                 } else {
@@ -390,7 +413,7 @@ impl ConnectionTimeline {
             } else {
                 (VerdictKind::Closed, None)
             };
-        let (verdict, reason) = match (verdict, self.gave_up_after) {
+        let (verdict, reason) = match (verdict, end.gave_up_after) {
             (VerdictKind::Closed, Some(_)) => (
                 VerdictKind::Closed,
                 Some("application_closed_after_retransmissions".to_string()),
@@ -405,16 +428,18 @@ impl ConnectionTimeline {
             comm: self.comm.clone(),
             probes_sent: self.probes_out,
             probes_answered: self.probes_answered,
-            retransmits: self.gave_up_after.unwrap_or(self.retransmits),
+            retransmits: end.gave_up_after.unwrap_or(self.retransmits),
             lifetime_s: self
                 .established
                 .map(|t| ((ended - t).as_seconds_f64() * 1000.0).round() / 1000.0),
             idle_s: if self.probes_out > 0 {
+                // Whole jiffies: milliseconds are exact for HZ up to 1000.
                 self.probe_episode_idle_s
+                    .map(|s| (s as f64 * 1000.0).round() / 1000.0)
             } else {
                 None
             },
-            error: self.error.clone(),
+            error: end.error.clone(),
             reason,
             summary: String::new(),
             advice: vec![],
@@ -461,7 +486,7 @@ mod tests {
             interval_s: intvl,
             count,
             user_timeout_ms,
-            set_by_socket: vec![],
+            set_by_socket: Default::default(),
             probes_out: 0,
         }
     }

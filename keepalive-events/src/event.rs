@@ -3,8 +3,9 @@
 //! One type serves live tracing, JSON output and replay (`--from`), so a recording reads
 //! back into exactly what was printed.
 
-use std::{fmt, net::IpAddr};
+use std::{fmt, net::IpAddr, sync::Arc};
 
+use keepalive_common::set_by_socket;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -44,7 +45,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comm: Option<String>,
+    pub comm: Option<Arc<str>>,
     #[serde(flatten)]
     pub detail: Detail,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,10 +158,59 @@ pub struct Keepalive {
     /// TCP_USER_TIMEOUT in milliseconds, 0 when unset.
     pub user_timeout_ms: u32,
     /// Which of idle/interval/count the socket set itself rather than inheriting the sysctl.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub set_by_socket: Vec<String>,
+    #[serde(default, skip_serializing_if = "SetBySocket::is_empty")]
+    pub set_by_socket: SetBySocket,
     /// Probes outstanding.
     pub probes_out: u32,
+}
+
+/// Which keepalive settings a socket set itself (bits of [`set_by_socket`]); in JSON, a
+/// list of "idle", "interval" and "count". A byte rather than a list of strings: every
+/// event with settings carries one, and none should cost an allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetBySocket(pub u8);
+
+impl SetBySocket {
+    const NAMES: [(u8, &'static str); 3] = [
+        (set_by_socket::IDLE, "idle"),
+        (set_by_socket::INTERVAL, "interval"),
+        (set_by_socket::COUNT, "count"),
+    ];
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(bit, _)| self.0 & bit != 0)
+            .map(|(_, name)| name)
+    }
+}
+
+impl Serialize for SetBySocket {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl<'de> Deserialize<'de> for SetBySocket {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut bits = 0;
+        for name in Vec::<String>::deserialize(d)? {
+            let (bit, _) = Self::NAMES
+                .into_iter()
+                .find(|(_, n)| *n == name)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "unknown setting `{name}` (idle, interval, count)"
+                    ))
+                })?;
+            bits |= bit;
+        }
+        Ok(SetBySocket(bits))
+    }
 }
 
 /// TCP states with the kernel's numbering (include/net/tcp_states.h).
@@ -250,7 +300,7 @@ mod tests {
                 interval_s: 1.0,
                 count: 3,
                 user_timeout_ms: 0,
-                set_by_socket: vec!["idle".into()],
+                set_by_socket: SetBySocket(set_by_socket::IDLE),
                 probes_out: 3,
             }),
         };
@@ -261,8 +311,17 @@ mod tests {
             "{line}"
         );
         assert!(line.contains(r#""state":"ESTABLISHED""#), "{line}");
+        assert!(line.contains(r#""set_by_socket":["idle"]"#), "{line}");
         let back: Event = serde_json::from_str(&line).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn settings_set_by_the_socket_are_a_list_of_names() {
+        let all: SetBySocket = serde_json::from_str(r#"["count","idle","interval"]"#).unwrap();
+        assert_eq!(all.names().collect::<Vec<_>>(), ["idle", "interval", "count"]);
+        let err = serde_json::from_str::<SetBySocket>(r#"["idle","nagle"]"#).unwrap_err();
+        assert!(err.to_string().contains("unknown setting `nagle`"), "{err}");
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl Writer {
         timeline: Option<&ConnectionTimeline>,
     ) -> std::io::Result<()> {
         if let Some(t) = timeline {
-            for e in &t.events {
+            for e in t.events() {
                 self.event(e)?;
             }
         }

@@ -34,6 +34,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     let mut procs = ProcessTable::default();
     assign_cookies();
+    release_startup_memory();
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
     let lost_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
@@ -108,6 +109,15 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     pipeline.summary.lost = counter_total(&lost_map);
     pipeline.summary.lost_by_kind = lost_by_kind(&lost_map);
     Ok(())
+}
+
+/// Startup parses the kernel's BTF and /proc/kallsyms, tens of megabytes freed by now, but
+/// glibc keeps freed heap unless asked: a tracer meant to run for weeks should not.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Opens the pinned streams of `keepalive enforce`s started since the last look, and lets go
@@ -190,6 +200,7 @@ fn drain(
         let mut event = decoder.decode(&record);
         if event.pid.is_none() {
             if let Some((pid, comm)) = procs.lookup(record.ino) {
+                let comm: std::sync::Arc<str> = comm.into();
                 decoder.set_owner(record.skaddr, pid, comm.clone());
                 event.pid = Some(pid);
                 event.comm = Some(comm);

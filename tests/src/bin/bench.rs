@@ -87,6 +87,9 @@ struct Sample {
     /// The tracer's CPU in the timed part, % of one core.
     tracer_cpu_percent: f64,
     tracer_peak_rss_kib: u64,
+    /// Resident memory at the end of the run: what the tracer holds for the workload
+    /// (the peak includes parsing the kernel's BTF at start).
+    tracer_rss_kib: u64,
     events: u64,
     /// Records the kernel queued per second in the timed part (keepalive only).
     events_per_s: f64,
@@ -212,9 +215,14 @@ fn main() {
         let events_per_s = median(ka_samples.iter().map(|x| x.events_per_s).collect());
         let lost: u64 = ka_samples.iter().map(|x| x.lost).sum();
         let cpu_pct = median(ka_samples.iter().map(|x| x.tracer_cpu_percent).collect());
-        let rss = ka_samples
+        let peak_rss = ka_samples
             .iter()
             .map(|x| x.tracer_peak_rss_kib)
+            .max()
+            .unwrap_or(0);
+        let rss = ka_samples
+            .iter()
+            .map(|x| x.tracer_rss_kib)
             .max()
             .unwrap_or(0);
         let mut ns_per_run: BTreeMap<String, f64> = BTreeMap::new();
@@ -248,7 +256,8 @@ fn main() {
             "keepalive_events_per_s": events_per_s,
             "keepalive_lost": lost,
             "keepalive_cpu_percent": cpu_pct,
-            "keepalive_peak_rss_kib": rss,
+            "keepalive_rss_kib": rss,
+            "keepalive_peak_rss_kib": peak_rss,
             "keepalive_ns_per_program_run": ns_per_run,
             "rounds": s.rounds,
             "seconds": s.seconds,
@@ -312,6 +321,7 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     {
         let pid = child.id();
         sample.tracer_peak_rss_kib = status_kib(pid, "VmHWM:");
+        sample.tracer_rss_kib = status_kib(pid, "VmRSS:");
         if config == Config::Keepalive {
             sample.ns_per_run = program_costs(pid);
         }
