@@ -319,7 +319,10 @@ mod tests {
     #[test]
     fn settings_set_by_the_socket_are_a_list_of_names() {
         let all: SetBySocket = serde_json::from_str(r#"["count","idle","interval"]"#).unwrap();
-        assert_eq!(all.names().collect::<Vec<_>>(), ["idle", "interval", "count"]);
+        assert_eq!(
+            all.names().collect::<Vec<_>>(),
+            ["idle", "interval", "count"]
+        );
         let err = serde_json::from_str::<SetBySocket>(r#"["idle","nagle"]"#).unwrap_err();
         assert!(err.to_string().contains("unknown setting `nagle`"), "{err}");
     }

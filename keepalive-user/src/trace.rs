@@ -34,7 +34,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     let mut procs = ProcessTable::default();
     assign_cookies();
-    release_startup_memory();
+    return_freed_memory();
     let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
     let lost_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
@@ -70,6 +70,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 ticks += 1;
                 if ticks % 20 == 1 {
                     adopt_enforce_streams(&mut enforced);
+                }
+                if ticks % 200 == 0 {
+                    return_freed_memory();
                 }
                 for (_, stream) in &mut enforced {
                     if flow == Flow::Continue {
@@ -111,9 +114,11 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     Ok(())
 }
 
-/// Startup parses the kernel's BTF and /proc/kallsyms, tens of megabytes freed by now, but
-/// glibc keeps freed heap unless asked: a tracer meant to run for weeks should not.
-fn release_startup_memory() {
+/// Gives freed heap back to the system. glibc keeps it unless asked: startup frees tens of
+/// megabytes (the kernel's BTF, /proc/kallsyms), and tables that grew with the number of
+/// connections leave their old, smaller copies behind. A tracer that runs for weeks should
+/// hold what it uses; called at start and every 10 s (it takes well under a millisecond).
+fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
