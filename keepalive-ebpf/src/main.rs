@@ -27,7 +27,7 @@ use aya_ebpf::{
         generated::bpf_get_socket_cookie,
     },
     macros::{btf_tracepoint, kprobe, kretprobe, map},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
@@ -55,10 +55,16 @@ static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
 
-/// Sockets with probes outstanding, so the timer run that finds the count back at zero can
-/// report the answer. LRU: a socket we never see again cannot leak an entry.
+/// Sockets with probes outstanding (the count last reported), so the timer run that finds
+/// the count back at zero can report the answer. Not an LRU: a host with tens of thousands of
+/// connections probing at once would have entries evicted, and answers lost, before the map
+/// is full. Allocated as used (a host with none probing pays nothing), freed when the
+/// socket is (tcp_destroy_sock), so no entry outlives its socket.
 #[map]
-static PROBING: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
+static PROBING: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
+
+/// include/uapi/linux/bpf.h
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
