@@ -480,21 +480,16 @@ fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let _ = PROBING.remove(&sk);
     // A full socket is freed after its state went to CLOSE, which was reported: the record
     // says nothing new, and every connection would pay for it.
-    if config!(all_states) == 0 {
-        forget(sk);
-        return 0;
+    if config!(all_states) != 0 {
+        if let Some(tp) = tcp_sock(sk) {
+            let mut r = new_record(kind::SOCKET_DESTROYED);
+            read_identity(tp, &mut r);
+            if wanted(&r) {
+                submit(&ctx, &r);
+            }
+        }
     }
-    let Some(tp) = tcp_sock(sk) else {
-        forget(sk);
-        return 0;
-    };
-    let mut r = new_record(kind::SOCKET_DESTROYED);
-    read_identity(tp, &mut r);
-    let wanted = wanted(&r);
     forget(sk);
-    if wanted {
-        submit(&ctx, &r);
-    }
     0
 }
 
