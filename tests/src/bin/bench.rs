@@ -321,14 +321,15 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     };
     let mut window = Window::default();
     if let Some(t) = &tracer {
-        let (pid, events) = (t.child.id(), config == Config::Keepalive);
+        let pid = t.child.id();
+        let (emitted, lost) = if config == Config::Keepalive {
+            (map_id(pid, "EMITTED"), map_id(pid, "LOST"))
+        } else {
+            (None, None)
+        };
         window.counter = Some(Box::new(move || Counts {
-            queued: if events {
-                counter_map(pid, "EMITTED")
-            } else {
-                0
-            },
-            lost: if events { counter_map(pid, "LOST") } else { 0 },
+            queued: emitted.as_deref().map(counter_sum).unwrap_or(0),
+            lost: lost.as_deref().map(counter_sum).unwrap_or(0),
             cpu_s: cpu_seconds(pid),
         }));
     }
@@ -601,55 +602,57 @@ fn program_costs(pid: u32) -> BTreeMap<String, f64> {
     out
 }
 
-/// The sum over CPUs and entries of one of the tracer's per-CPU counter maps (EMITTED:
-/// records queued; LOST: records that did not fit), found among the maps the process holds
-/// (fdinfo) and read with bpftool.
-fn counter_map(pid: u32, name: &str) -> u64 {
-    let bpftool = |args: &[&str]| -> Value {
-        Command::new("bpftool")
-            .arg("-j")
-            .args(args)
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-            .unwrap_or(Value::Null)
-    };
-    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return 0;
-    };
-    for fd in dir.flatten() {
-        let text = fs::read_to_string(fd.path()).unwrap_or_default();
-        let Some(id) = text.lines().find_map(|l| l.strip_prefix("map_id:")) else {
-            continue;
-        };
-        let id = id.trim();
-        if bpftool(&["map", "show", "id", id])["name"] != name {
-            continue;
-        }
-        let mut total = 0u64;
-        // [{"key": [...], "values": [{"cpu": 0, "value": ["0x01", ...]}, ...]}]
-        for e in bpftool(&["map", "dump", "id", id])
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            for cpu in e["values"].as_array().into_iter().flatten() {
-                let bytes: Vec<u8> = cpu["value"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| {
-                        u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok()
-                    })
-                    .collect();
-                if let Ok(b) = <[u8; 8]>::try_from(bytes.as_slice()) {
-                    total += u64::from_le_bytes(b);
-                }
+fn bpftool_json(args: &[&str]) -> Value {
+    Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The id of the tracer's map called `name`, found among the maps the process holds
+/// (fdinfo); looked up once per tracer, not at every reading.
+fn map_id(pid: u32, name: &str) -> Option<String> {
+    fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+        .filter_map(|fd| {
+            let text = fs::read_to_string(fd.path()).ok()?;
+            Some(
+                text.lines()
+                    .find_map(|l| l.strip_prefix("map_id:"))?
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .find(|id| bpftool_json(&["map", "show", "id", id])["name"] == name)
+}
+
+/// The sum over CPUs and entries of a per-CPU counter map (EMITTED: records queued; LOST:
+/// records that did not fit), read with bpftool.
+fn counter_sum(id: &str) -> u64 {
+    let mut total = 0u64;
+    // [{"key": [...], "values": [{"cpu": 0, "value": ["0x01", ...]}, ...]}]
+    for e in bpftool_json(&["map", "dump", "id", id])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for cpu in e["values"].as_array().into_iter().flatten() {
+            let bytes: Vec<u8> = cpu["value"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+                .collect();
+            if let Ok(b) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                total += u64::from_le_bytes(b);
             }
         }
-        return total;
     }
-    0
+    total
 }
 
 struct BpfStats(String);
