@@ -56,15 +56,14 @@ static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
 
 /// Sockets with probes outstanding (the count last reported), so the timer run that finds
-/// the count back at zero can report the answer. Not an LRU: a host with tens of thousands of
-/// connections probing at once would have entries evicted, and answers lost, before the map
-/// is full. Allocated as used (a host with none probing pays nothing), freed when the
-/// socket is (tcp_destroy_sock), so no entry outlives its socket.
+/// the count back at zero can report the answer. Preallocated: the programs run in timer
+/// and softirq context, where allocating map memory is unsafe before Linux 6.1 and new
+/// (its first release) on 6.1. Not an LRU either: with more sockets probing at once than it
+/// holds, an LRU would evict entries and drop answers silently; a full table refuses the
+/// entry and that answer is counted as lost. Entries go when the answer, the timeout or the
+/// socket's free (tcp_destroy_sock) is seen, so the table holds only sockets probing now.
 #[map]
-static PROBING: HashMap<u64, u8> = HashMap::with_max_entries(1 << 20, BPF_F_NO_PREALLOC);
-
-/// include/uapi/linux/bpf.h
-const BPF_F_NO_PREALLOC: u32 = 1;
+static PROBING: HashMap<u64, u8> = HashMap::with_max_entries(keepalive_common::PROBING_SLOTS, 0);
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -257,7 +256,10 @@ fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
     if probes_after <= reported {
         return;
     }
-    let _ = PROBING.insert(&sk, &probes_after, 0);
+    if PROBING.insert(&sk, &probes_after, 0).is_err() {
+        // Table full: the answer to this probe cannot be recognised; say so.
+        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
+    }
     let mut r = new_record(kind::KEEPALIVE_PROBE);
     read_identity(Address(sk), &mut r);
     r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;

@@ -25,7 +25,9 @@ pub enum Format {
 pub struct Summary {
     /// Events received from the kernel (before `--kind` filtering).
     pub events: u64,
-    /// Events the kernel could not queue because the ring buffer was full.
+    /// Events the kernel could not queue because the ring buffer was full, and answers to
+    /// probes it could not recognise because more sockets were probing at once than its
+    /// table holds (counted as lost keepalive_answered).
     pub lost: u64,
     /// The same by event kind.
     pub lost_by_kind: BTreeMap<String, u64>,
@@ -235,14 +237,16 @@ impl Writer {
                 if s.lost > 0 {
                     writeln!(
                         self.out,
-                        "warning: {} events were lost because the ring buffer was full ({}); \
+                        "warning: {} events were lost ({}): the ring buffer was full, or for \
+                         keepalive_answered, more than {} sockets were probing at once; \
                          use --ring-buffer-size or narrow with --port/--netns",
                         s.lost,
                         s.lost_by_kind
                             .iter()
                             .map(|(k, n)| format!("{k} {n}"))
                             .collect::<Vec<_>>()
-                            .join(", ")
+                            .join(", "),
+                        keepalive_common::PROBING_SLOTS
                     )?;
                 }
                 if s.unread > 0 {

@@ -434,7 +434,7 @@ fn boot(label: &str, kernel: &GuestKernel, initrd: &Path) -> Result<KernelRun> {
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args(["-append", "console=ttyS0 loglevel=5 panic=-1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -459,7 +459,20 @@ fn boot(label: &str, kernel: &GuestKernel, initrd: &Path) -> Result<KernelRun> {
                 let line = line.trim_end_matches('\r').to_string();
                 println!("[{label}] {line}");
                 done |= line.starts_with("@@DONE");
+                let stuck = stuck_seconds(&line);
                 lines.push(line);
+                // A CPU that has not scheduled for minutes will not recover: stop now, not at
+                // the deadline, and keep the kernel's backtrace in the log.
+                if stuck.is_some_and(|s| s >= STUCK_LIMIT_S) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = target_dir().join("vm").join(format!("{label}.log"));
+                    std::fs::write(&log, lines.join("\n"))?;
+                    bail!(
+                        "{label}: the guest kernel is stuck (soft lockup, see {})",
+                        log.display()
+                    );
+                }
             }
             Err(_) => break,
         }
@@ -473,6 +486,16 @@ fn boot(label: &str, kernel: &GuestKernel, initrd: &Path) -> Result<KernelRun> {
         bail!("{label}: the guest did not finish within {GUEST_TIMEOUT:?} (log above)");
     }
     Ok(parse_guest_log(&lines))
+}
+
+/// How long a soft-locked-up guest CPU may stay stuck before the run is called off.
+const STUCK_LIMIT_S: u64 = 120;
+
+/// The seconds in the kernel's "watchdog: BUG: soft lockup - CPU#0 stuck for 23s!".
+fn stuck_seconds(line: &str) -> Option<u64> {
+    let rest = line.split_once("soft lockup - CPU#")?.1;
+    let secs = rest.split_once("stuck for ")?.1.split_once("s!")?.0;
+    secs.parse().ok()
 }
 
 fn parse_guest_log(lines: &[String]) -> KernelRun {
@@ -635,4 +658,18 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
     }
     println!("vm-test: every scenario passed in every supported mode, with identical verdicts");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stuck_seconds;
+
+    #[test]
+    fn soft_lockup_lines_give_the_seconds_stuck() {
+        let line =
+            "[  476.586108] watchdog: BUG: soft lockup - CPU#0 stuck for 219s! [swapper/0:0]";
+        assert_eq!(stuck_seconds(line), Some(219));
+        assert_eq!(stuck_seconds("[ 2.2] Unstable clock detected"), None);
+        assert_eq!(stuck_seconds("soft lockup - CPU#1 stuck for xs!"), None);
+    }
 }
