@@ -54,8 +54,8 @@ pub mod kind {
 pub const LOST_SLOTS: u32 = 16;
 
 /// Sockets the kernel side follows with keepalive probes outstanding at once (the PROBING
-/// map, ~56 bytes each, preallocated). Past it, answers are counted as lost, not guessed.
-pub const PROBING_SLOTS: u32 = 1 << 16;
+/// map, ~56 bytes each, 7 MiB preallocated). Past it, answers are counted as lost.
+pub const PROBING_SLOTS: u32 = 1 << 17;
 
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
 pub const REASON_UNKNOWN: u32 = u32::MAX;

@@ -5,14 +5,18 @@
 use std::{
     collections::HashMap,
     fs,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-/// Socket inode -> (pid, comm) (and the fd holding it), refreshed by scanning /proc/*/fd when a lookup misses,
-/// at most once per `min_interval` so a busy host is not scanned continuously.
+/// Socket inode -> owning process, refreshed by scanning /proc/*/fd when a lookup misses, at
+/// most once per `min_interval` so a busy host is not scanned continuously. A host may hold
+/// 100k sockets: each costs a small fixed entry, and a process's name is kept once.
 pub struct ProcessTable {
-    owners: HashMap<u64, (u32, String)>,
-    fds: HashMap<u64, i32>,
+    /// Socket inode -> (pid, the fd holding it in that process).
+    sockets: HashMap<u64, (u32, i32)>,
+    /// pid -> command name, shared by all its sockets (and the events naming them).
+    comms: HashMap<u32, Arc<str>>,
     last_scan: Option<Instant>,
     min_interval: Duration,
 }
@@ -26,33 +30,32 @@ impl Default for ProcessTable {
 impl ProcessTable {
     pub fn new(min_interval: Duration) -> Self {
         ProcessTable {
-            owners: HashMap::new(),
-            fds: HashMap::new(),
+            sockets: HashMap::new(),
+            comms: HashMap::new(),
             last_scan: None,
             min_interval,
         }
     }
 
-    pub fn lookup(&mut self, ino: u64) -> Option<(u32, String)> {
+    pub fn lookup(&mut self, ino: u64) -> Option<(u32, Arc<str>)> {
         if ino == 0 {
             return None;
         }
-        if let Some(o) = self.owners.get(&ino) {
-            return Some(o.clone());
-        }
-        if self
-            .last_scan
-            .is_none_or(|t| t.elapsed() >= self.min_interval)
+        if !self.sockets.contains_key(&ino)
+            && self
+                .last_scan
+                .is_none_or(|t| t.elapsed() >= self.min_interval)
         {
             self.scan();
         }
-        self.owners.get(&ino).cloned()
+        let (pid, _) = *self.sockets.get(&ino)?;
+        Some((pid, self.comms.get(&pid)?.clone()))
     }
 
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
-        self.owners.clear();
-        self.fds.clear();
+        self.sockets.clear();
+        self.comms.clear();
         let Ok(procs) = fs::read_dir("/proc") else {
             return;
         };
@@ -63,7 +66,6 @@ impl ProcessTable {
             let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
                 continue;
             };
-            let mut comm = None;
             for fd in fds.flatten() {
                 let Some(ino) = fs::read_link(fd.path())
                     .ok()
@@ -71,18 +73,16 @@ impl ProcessTable {
                 else {
                     continue;
                 };
-                let comm = comm.get_or_insert_with(|| {
-                    fs::read_to_string(p.path().join("comm"))
-                        .map(|c| c.trim_end().to_string())
-                        .unwrap_or_default()
-                });
+                let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
                 // The first (lowest) pid holding it: the parent that passed it on, usually.
-                if !self.owners.contains_key(&ino) {
-                    self.owners.insert(ino, (pid, comm.clone()));
-                    if let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse().ok()) {
-                        self.fds.insert(ino, fd);
-                    }
-                }
+                self.sockets.entry(ino).or_insert((pid, fd));
+                self.comms.entry(pid).or_insert_with(|| {
+                    fs::read_to_string(p.path().join("comm"))
+                        .map(|c| c.trim_end().into())
+                        .unwrap_or_else(|_| "".into())
+                });
             }
         }
     }
@@ -93,7 +93,7 @@ impl ProcessTable {
     /// of its owner's descriptor (pidfd_getfd, Linux 5.6+): exactly what the kernel applies.
     pub fn keepalive_settings(&mut self, ino: u64) -> Option<SocketOptions> {
         let (pid, _) = self.lookup(ino)?;
-        let fd = *self.fds.get(&ino)?;
+        let (_, fd) = *self.sockets.get(&ino)?;
         let copy = copy_fd(pid, fd)?;
         let s = socket2::SockRef::from(&copy);
         Some(SocketOptions {

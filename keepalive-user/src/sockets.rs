@@ -33,7 +33,7 @@ pub fn rows(entries: Vec<SocketEntry>, filter: &ConnectionFilter, all: bool) -> 
         .filter_map(|entry| {
             let owner = procs.lookup(entry.inode as u64);
             let (pid, comm) = match owner {
-                Some((p, c)) => (Some(p), Some(c)),
+                Some((p, c)) => (Some(p), Some(c.to_string())),
                 None => (None, None),
             };
             if !filter.matches(&entry.socket, pid, comm.as_deref()) {

@@ -205,7 +205,6 @@ fn drain(
         let mut event = decoder.decode(&record);
         if event.pid.is_none() {
             if let Some((pid, comm)) = procs.lookup(record.ino) {
-                let comm: std::sync::Arc<str> = comm.into();
                 decoder.set_owner(record.skaddr, pid, comm.clone());
                 event.pid = Some(pid);
                 event.comm = Some(comm);

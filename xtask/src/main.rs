@@ -43,6 +43,10 @@ enum Task {
         /// Alternating rounds per workload (default 5, 3 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
+        /// Idle connections probing every second in keepalive_storm (default 70,000, 2,000
+        /// with --quick).
+        #[arg(long)]
+        storm_connections: Option<usize>,
     },
     /// Fuzz the record decoder and the replay parser (cargo-fuzz, installed if missing).
     Fuzz {
@@ -96,6 +100,7 @@ fn main() -> Result<()> {
             quick,
             workload,
             rounds,
+            storm_connections,
         } => {
             setup::run()?;
             setup::bench_packages()?;
@@ -118,6 +123,11 @@ fn main() -> Result<()> {
                     rounds
                         .iter()
                         .flat_map(|r| ["--rounds".to_string(), r.to_string()]),
+                )
+                .args(
+                    storm_connections
+                        .iter()
+                        .flat_map(|n| ["--storm-connections".to_string(), n.to_string()]),
                 )
                 .env("KEEPALIVE_BIN", release.join("keepalive"))
                 .status()?;

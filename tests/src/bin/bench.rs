@@ -151,8 +151,15 @@ fn main() {
             storm_connections: 50000,
         }
     };
+    let storm_connections: Option<usize> = value_of("--storm-connections").last().map(|n| {
+        n.parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("--storm-connections {n}: not a positive number"))
+    });
     let s = Settings {
         rounds: rounds.unwrap_or(s.rounds),
+        storm_connections: storm_connections.unwrap_or(s.storm_connections),
         ..s
     };
     let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
