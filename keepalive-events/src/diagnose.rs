@@ -132,7 +132,14 @@ pub struct Engine {
     timeline_events: usize,
     /// Connections in the order they closed, so settling looks only at those due.
     closing: VecDeque<(OffsetDateTime, u64)>,
+    /// Connections dropped unjudged because `capacity` were tracked already.
+    evicted: u64,
 }
+
+/// When full, this share of `capacity` (the least recently seen) is evicted in one pass:
+/// one scan per many new connections, not one per connection, so a host with more live
+/// connections than the capacity costs constant work per event.
+const EVICT_SHARE: usize = 16;
 
 impl Default for Engine {
     fn default() -> Self {
@@ -148,7 +155,13 @@ impl Engine {
             capacity: capacity.max(1),
             timeline_events: TIMELINE_EVENTS,
             closing: VecDeque::new(),
+            evicted: 0,
         }
+    }
+
+    /// Connections dropped unjudged because the engine was full (its capacity).
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Keep no events per connection: verdicts only, less memory and no copy per event
@@ -247,15 +260,21 @@ impl Engine {
         out
     }
 
+    /// Drops the least recently seen connections, a share of the capacity at once.
     fn evict_oldest(&mut self) {
-        if let Some(k) = self
+        let n = (self.capacity / EVICT_SHARE).clamp(1, self.connections.len());
+        let mut by_age: Vec<(OffsetDateTime, u64)> = self
             .connections
             .iter()
-            .min_by_key(|(_, c)| c.last_seen)
-            .map(|(k, _)| *k)
-        {
+            .map(|(k, c)| (c.last_seen, *k))
+            .collect();
+        if n < by_age.len() {
+            by_age.select_nth_unstable(n);
+        }
+        for &(_, k) in &by_age[..n] {
             self.connections.remove(&k);
         }
+        self.evicted += n as u64;
     }
 }
 
@@ -777,6 +796,35 @@ mod tests {
             engine.observe(&e);
         }
         assert_eq!(engine.tracked(), 10);
+        assert_eq!(engine.evicted(), 90);
+    }
+
+    #[test]
+    fn a_full_engine_evicts_the_least_recently_seen_in_batches_and_counts_them() {
+        let mut engine = Engine::new(64);
+        let mut rec = Recording::new();
+        for cookie in 1..=1000u64 {
+            rec.t += Duration::seconds(1);
+            rec = rec.established();
+            let mut e = rec.events.pop().unwrap();
+            e.socket.cookie = cookie;
+            engine.observe(&e);
+            // An old connection that keeps talking is not the one evicted.
+            e.socket.cookie = 1;
+            e.detail = Detail::KeepaliveProbe { probes: 1 };
+            e.state = TcpState::Established;
+            engine.observe(&e);
+        }
+        // 64 / EVICT_SHARE are evicted at once when full.
+        assert!(
+            (60..=64).contains(&engine.tracked()),
+            "{}",
+            engine.tracked()
+        );
+        assert_eq!(engine.evicted() + engine.tracked() as u64, 1000);
+        assert!(engine.connections.contains_key(&1));
+        assert!(engine.connections.contains_key(&1000));
+        assert!(!engine.connections.contains_key(&2));
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Summary {
     pub lost: u64,
     /// The same by event kind.
     pub lost_by_kind: BTreeMap<String, u64>,
+    /// Connections dropped unjudged because the tracker was full (100,000 at once).
+    #[serde(default)]
+    pub evicted: u64,
     /// Events the kernel queued that were never read (always 0 unless something is broken).
     pub unread: u64,
     /// Events printed, by kind.
@@ -247,6 +250,14 @@ impl Writer {
                             .collect::<Vec<_>>()
                             .join(", "),
                         keepalive_common::PROBING_SLOTS
+                    )?;
+                }
+                if s.evicted > 0 {
+                    writeln!(
+                        self.out,
+                        "warning: {} connections were dropped unjudged: more were live at once \
+                         than the 100,000 tracked; narrow with --port or --netns",
+                        s.evicted
                     )?;
                 }
                 if s.unread > 0 {

@@ -106,6 +106,7 @@ impl Pipeline {
     }
 
     pub fn write_summary(&mut self) -> std::io::Result<()> {
+        self.summary.evicted = self.engine.evicted();
         guard(self.out.summary(&self.summary)).map(|_| ())
     }
 

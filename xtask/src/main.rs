@@ -43,7 +43,7 @@ enum Task {
         /// Alternating rounds per workload (default 5, 3 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
-        /// Idle connections probing every second in keepalive_storm (default 70,000, 2,000
+        /// Idle connections probing every second in keepalive_storm (default 50,000, 2,000
         /// with --quick).
         #[arg(long)]
         storm_connections: Option<usize>,
