@@ -1,7 +1,7 @@
 //! Turns kernel records (ring-buffer bytes) into [`Event`]s. Pure: no I/O, no kernel.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -18,6 +18,10 @@ const AF_INET6: u16 = 10;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
 /// owners of sockets never seen being destroyed accumulate).
 const MAX_SOCKETS: usize = 1 << 18;
+/// A socket that reached CLOSE is forgotten this long after: its last records (the reset
+/// and error reported after the state, a late free) come within it. Without this, a busy
+/// host's closed sockets would pile up to MAX_SOCKETS, since frees are not reported.
+const FORGET_CLOSED_NS: u64 = 2_000_000_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -105,6 +109,8 @@ pub struct Decoder {
     sockets: HashMap<u64, (u64, SocketId)>,
     /// Owning process, learned where the kernel runs in the owner's context (connect, close).
     owners: HashMap<u64, (u32, Arc<str>)>,
+    /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
+    closed: VecDeque<(u64, u64, u64)>,
 }
 
 impl Decoder {
@@ -116,6 +122,7 @@ impl Decoder {
             reset_callers: vec![],
             sockets: HashMap::new(),
             owners: HashMap::new(),
+            closed: VecDeque::new(),
         }
     }
 
@@ -126,9 +133,24 @@ impl Decoder {
         self
     }
 
+    /// Sockets whose identity or owner is remembered now.
+    pub fn remembered(&self) -> usize {
+        self.sockets.len().max(self.owners.len())
+    }
+
     pub fn decode(&mut self, r: &Record) -> Event {
+        self.forget_closed(r.ts_ns);
         let detail = self.detail(r);
         let socket = self.socket_id(r);
+        if let Detail::StateChange {
+            to: TcpState::Close,
+            ..
+        } = detail
+        {
+            if socket.cookie != 0 {
+                self.closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
+            }
+        }
         if let Detail::StateChange { from, to, .. } = detail {
             if runs_in_owner_context(from, to) {
                 let comm: Arc<str> = String::from_utf8_lossy(&r.comm)
@@ -156,6 +178,25 @@ impl Decoder {
             comm: owner.map(|o| o.1),
             detail,
             keepalive: (r.flags & flag::HAS_KEEPALIVE != 0).then(|| self.keepalive(&r.keepalive)),
+        }
+    }
+
+    /// Forgets sockets closed long enough before `now`, unless their address holds a new
+    /// socket by now (its cookie differs).
+    fn forget_closed(&mut self, now: u64) {
+        while let Some(&(at, skaddr, cookie)) = self.closed.front() {
+            if now < at.saturating_add(FORGET_CLOSED_NS) {
+                break;
+            }
+            self.closed.pop_front();
+            if self
+                .sockets
+                .get(&skaddr)
+                .is_some_and(|(_, id)| id.cookie == cookie)
+            {
+                self.sockets.remove(&skaddr);
+                self.owners.remove(&skaddr);
+            }
         }
     }
 
@@ -532,5 +573,41 @@ pub(crate) mod tests {
         let first = d.decode(&timer).socket;
         timer.cookie = 12;
         assert_eq!(d.decode(&timer).socket, first);
+    }
+
+    #[test]
+    fn closed_sockets_are_forgotten_once_their_last_records_have_come() {
+        let mut d = Decoder::new(250, 0, vec![]);
+        let state = |from: u32, to: u32, ts_s: f64, cookie: u64| {
+            let mut r = record(kind::STATE_CHANGE);
+            (r.arg0, r.arg1, r.ts_ns, r.cookie) = (from, to, (ts_s * 1e9) as u64, cookie);
+            r.pid = 4242;
+            r.comm[..3].copy_from_slice(b"ssh");
+            r
+        };
+        d.decode(&state(7, 2, 1.0, 10)); // connect
+        d.decode(&state(2, 1, 1.1, 10)); // established
+        d.decode(&state(1, 7, 5.0, 10)); // closed
+        // The error reported right after the state still names the owner.
+        let mut err = record(kind::SOCKET_ERROR);
+        (err.arg0, err.ts_ns, err.cookie) = (110, 5_000_100_000, 10);
+        assert_eq!(d.decode(&err).pid, Some(4242));
+        assert_eq!(d.remembered(), 1);
+        // Another socket's record, well after: the closed one is forgotten.
+        let mut other = state(2, 1, 8.0, 20);
+        other.skaddr += 4096;
+        d.decode(&other);
+        assert_eq!(d.remembered(), 1);
+        // A new socket the allocator put at the closed one's address in the meantime keeps
+        // what was learned of it.
+        d.decode(&state(7, 2, 9.0, 30));
+        d.decode(&state(1, 7, 9.5, 30));
+        let mut reuse = state(7, 2, 10.0, 31);
+        reuse.pid = 777;
+        d.decode(&reuse);
+        let mut probe = record(kind::KEEPALIVE_PROBE);
+        (probe.ts_ns, probe.cookie) = (20_000_000_000, 31);
+        let e = d.decode(&probe);
+        assert_eq!((e.socket.cookie, e.pid), (31, Some(777)));
     }
 }
