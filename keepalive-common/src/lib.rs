@@ -54,7 +54,7 @@ pub mod kind {
 pub const LOST_SLOTS: u32 = 16;
 
 /// Sockets the kernel side follows with keepalive probes outstanding at once (the PROBING
-/// map, ~56 bytes each, 7 MiB preallocated). Past it, answers are counted as lost.
+/// map, preallocated: 10 MiB as the kernel accounts it). Past it, answers count as lost.
 pub const PROBING_SLOTS: u32 = 1 << 17;
 
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
