@@ -133,6 +133,15 @@ impl Decoder {
         self
     }
 
+    /// Gives back table space a burst of sockets left behind (see `Engine::shrink`).
+    pub fn shrink(&mut self) {
+        crate::diagnose::shrink_map(&mut self.sockets);
+        crate::diagnose::shrink_map(&mut self.owners);
+        if self.closed.capacity() > 4 * self.closed.len() + 1024 {
+            self.closed.shrink_to_fit();
+        }
+    }
+
     /// Sockets whose identity or owner is remembered now.
     pub fn remembered(&self) -> usize {
         self.sockets.len().max(self.owners.len())

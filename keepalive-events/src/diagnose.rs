@@ -159,6 +159,18 @@ impl Engine {
         }
     }
 
+    /// Gives back table space a burst left behind (a hash table never shrinks by itself):
+    /// call it now and then; it does nothing unless a table is mostly empty.
+    pub fn shrink(&mut self) {
+        shrink_map(&mut self.connections);
+        if self.judged.capacity() > 4 * self.judged.len() + 1024 {
+            self.judged.shrink_to_fit();
+        }
+        if self.closing.capacity() > 4 * self.closing.len() + 1024 {
+            self.closing.shrink_to_fit();
+        }
+    }
+
     /// Connections dropped unjudged because the engine was full (its capacity).
     pub fn evicted(&self) -> u64 {
         self.evicted
@@ -275,6 +287,13 @@ impl Engine {
             self.connections.remove(&k);
         }
         self.evicted += n as u64;
+    }
+}
+
+/// Shrinks a hash table that is less than a quarter full (and not small).
+pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 4 * map.len() + 1024 {
+        map.shrink_to_fit();
     }
 }
 
@@ -797,6 +816,29 @@ mod tests {
         }
         assert_eq!(engine.tracked(), 10);
         assert_eq!(engine.evicted(), 90);
+    }
+
+    #[test]
+    fn shrink_gives_back_what_a_burst_of_connections_left() {
+        let mut engine = Engine::new(100_000);
+        let mut e = Recording::new().established().events.remove(0);
+        for cookie in 1..=20_000u64 {
+            e.socket.cookie = cookie;
+            engine.observe(&e);
+        }
+        let grown = engine.connections.capacity();
+        e.detail = Detail::SocketDestroyed {};
+        for cookie in 1..=19_990u64 {
+            e.socket.cookie = cookie;
+            engine.observe(&e);
+        }
+        engine.shrink();
+        assert_eq!(engine.tracked(), 10);
+        assert!(engine.connections.capacity() < grown / 8, "{grown}");
+        // A table in use is left as it is.
+        let kept = engine.connections.capacity();
+        engine.shrink();
+        assert_eq!(engine.connections.capacity(), kept);
     }
 
     #[test]

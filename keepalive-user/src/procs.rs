@@ -37,6 +37,12 @@ impl ProcessTable {
         }
     }
 
+    /// Gives back table space left by a scan of a host that had more sockets then.
+    pub fn shrink(&mut self) {
+        crate::diagnose::shrink_map(&mut self.sockets);
+        crate::diagnose::shrink_map(&mut self.comms);
+    }
+
     pub fn lookup(&mut self, ino: u64) -> Option<(u32, Arc<str>)> {
         if ino == 0 {
             return None;

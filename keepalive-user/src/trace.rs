@@ -72,6 +72,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                     adopt_enforce_streams(&mut enforced);
                 }
                 if ticks % 200 == 0 {
+                    decoder.shrink();
+                    pipeline.engine.shrink();
+                    procs.shrink();
                     return_freed_memory();
                 }
                 for (_, stream) in &mut enforced {
