@@ -155,10 +155,9 @@ impl Decoder {
             to: TcpState::Close,
             ..
         } = detail
+            && socket.cookie != 0
         {
-            if socket.cookie != 0 {
-                self.closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
-            }
+            self.closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
         }
         if let Detail::StateChange { from, to, .. } = detail {
             if runs_in_owner_context(from, to) {
