@@ -18,6 +18,8 @@ const AF_INET6: u16 = 10;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
 /// owners of sockets never seen being destroyed accumulate).
 const MAX_SOCKETS: usize = 1 << 18;
+/// Distinct command names kept for sharing; past it the set starts again.
+const MAX_COMMS: usize = 4096;
 /// A socket that reached CLOSE is forgotten this long after: its last records (the reset
 /// and error reported after the state, a late free) come within it. Without this, a busy
 /// host's closed sockets would pile up to MAX_SOCKETS, since frees are not reported.
@@ -111,6 +113,8 @@ pub struct Decoder {
     owners: HashMap<u64, (u32, Arc<str>)>,
     /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
     closed: VecDeque<(u64, u64, u64)>,
+    /// Command names seen, shared: a process opening 50,000 connections is one string.
+    comms: HashMap<[u8; 16], Arc<str>>,
 }
 
 impl Decoder {
@@ -123,6 +127,7 @@ impl Decoder {
             sockets: HashMap::new(),
             owners: HashMap::new(),
             closed: VecDeque::new(),
+            comms: HashMap::new(),
         }
     }
 
@@ -161,9 +166,18 @@ impl Decoder {
         }
         if let Detail::StateChange { from, to, .. } = detail {
             if runs_in_owner_context(from, to) {
-                let comm: Arc<str> = String::from_utf8_lossy(&r.comm)
-                    .trim_end_matches('\0')
-                    .into();
+                if self.comms.len() >= MAX_COMMS {
+                    self.comms.clear();
+                }
+                let comm = self
+                    .comms
+                    .entry(r.comm)
+                    .or_insert_with(|| {
+                        String::from_utf8_lossy(&r.comm)
+                            .trim_end_matches('\0')
+                            .into()
+                    })
+                    .clone();
                 if self.owners.len() >= MAX_SOCKETS {
                     self.owners.clear();
                 }
@@ -552,6 +566,11 @@ pub(crate) mod tests {
         );
         d.decode(&record(kind::SOCKET_DESTROYED));
         assert_eq!(d.decode(&err).pid, None);
+        // The same process's next connection shares its name, not a copy of it.
+        let first = d.decode(&connect).comm.unwrap();
+        connect.skaddr += 4096;
+        let second = d.decode(&connect).comm.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
     }
 
     #[test]
