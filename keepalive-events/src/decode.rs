@@ -142,7 +142,7 @@ impl Decoder {
     pub fn shrink(&mut self) {
         crate::diagnose::shrink_map(&mut self.sockets);
         crate::diagnose::shrink_map(&mut self.owners);
-        if self.closed.capacity() > 4 * self.closed.len() + 1024 {
+        if crate::diagnose::mostly_empty(self.closed.capacity(), self.closed.len()) {
             self.closed.shrink_to_fit();
         }
     }

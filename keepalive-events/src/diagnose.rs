@@ -143,11 +143,14 @@ const EVICT_SHARE: usize = 16;
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine::new(100_000)
+        Engine::new(Engine::DEFAULT_CAPACITY)
     }
 }
 
 impl Engine {
+    /// Connections tracked at once by default.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
     pub fn new(capacity: usize) -> Self {
         Engine {
             connections: HashMap::new(),
@@ -163,10 +166,10 @@ impl Engine {
     /// call it now and then; it does nothing unless a table is mostly empty.
     pub fn shrink(&mut self) {
         shrink_map(&mut self.connections);
-        if self.judged.capacity() > 4 * self.judged.len() + 1024 {
+        if mostly_empty(self.judged.capacity(), self.judged.len()) {
             self.judged.shrink_to_fit();
         }
-        if self.closing.capacity() > 4 * self.closing.len() + 1024 {
+        if mostly_empty(self.closing.capacity(), self.closing.len()) {
             self.closing.shrink_to_fit();
         }
     }
@@ -290,9 +293,14 @@ impl Engine {
     }
 }
 
-/// Shrinks a hash table that is less than a quarter full (and not small).
+/// A table less than a quarter full (and not small): worth shrinking.
+pub fn mostly_empty(capacity: usize, len: usize) -> bool {
+    capacity > 4 * len + 1024
+}
+
+/// Shrinks a hash table that is [`mostly_empty`].
 pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if map.capacity() > 4 * map.len() + 1024 {
+    if mostly_empty(map.capacity(), map.len()) {
         map.shrink_to_fit();
     }
 }

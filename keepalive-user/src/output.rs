@@ -31,7 +31,7 @@ pub struct Summary {
     pub lost: u64,
     /// The same by event kind.
     pub lost_by_kind: BTreeMap<String, u64>,
-    /// Connections dropped unjudged because the tracker was full (100,000 at once).
+    /// Connections dropped unjudged because the tracker was full.
     #[serde(default)]
     pub evicted: u64,
     /// Events the kernel queued that were never read (always 0 unless something is broken).
@@ -256,8 +256,9 @@ impl Writer {
                     writeln!(
                         self.out,
                         "warning: {} connections were dropped unjudged: more were live at once \
-                         than the 100,000 tracked; narrow with --port or --netns",
-                        s.evicted
+                         than the {} tracked; narrow with --port or --netns",
+                        s.evicted,
+                        crate::diagnose::Engine::DEFAULT_CAPACITY
                     )?;
                 }
                 if s.unread > 0 {
