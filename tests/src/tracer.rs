@@ -17,6 +17,10 @@ use serde_json::Value;
 
 /// Path of the binary under test: `KEEPALIVE_BIN` (set by `cargo xtask test`), else the
 /// workspace's debug build.
+/// How long a tracer may take to load and attach: well under a second on a host, but the
+/// kernel matrix runs five at once in a guest emulated on one host thread.
+const START_LIMIT: Duration = Duration::from_secs(120);
+
 pub fn binary() -> PathBuf {
     let path = std::env::var_os("KEEPALIVE_BIN")
         .map(PathBuf::from)
@@ -40,7 +44,7 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `keepalive <args>` and waits (at most 30 s) until it says it is tracing.
+    /// Starts `keepalive <args>` and waits (at most START_LIMIT) until it says it is tracing.
     pub fn start(args: &[&str]) -> Tracer {
         let mut child = Command::new(binary())
             .args(args)
@@ -56,7 +60,7 @@ impl Tracer {
             stderr,
             collected: vec![],
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + START_LIMIT;
         loop {
             match t.stderr.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.starts_with("Tracing") => return t,
@@ -68,7 +72,7 @@ impl Tracer {
             }
             assert!(
                 Instant::now() < deadline,
-                "keepalive did not start tracing in 30 s"
+                "keepalive did not start tracing in {START_LIMIT:?}"
             );
         }
     }
@@ -208,7 +212,7 @@ impl Why {
             s
         });
         let err = pipe_lines(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + START_LIMIT;
         loop {
             match err.recv_timeout(Duration::from_millis(100)) {
                 Ok(l) if l.starts_with("Tracing") => break,
@@ -218,7 +222,7 @@ impl Why {
             }
             assert!(
                 Instant::now() < deadline,
-                "keepalive why did not start in 30 s"
+                "keepalive why did not start in {START_LIMIT:?}"
             );
         }
         thread::spawn(move || while err.recv().is_ok() {});
