@@ -15,12 +15,12 @@ use nix::{
 };
 use serde_json::Value;
 
-/// Path of the binary under test: `KEEPALIVE_BIN` (set by `cargo xtask test`), else the
-/// workspace's debug build.
 /// How long a tracer may take to load and attach: well under a second on a host, but the
 /// kernel matrix runs five at once in a guest emulated on one host thread.
 const START_LIMIT: Duration = Duration::from_secs(120);
 
+/// Path of the binary under test: `KEEPALIVE_BIN` (set by `cargo xtask test`), else the
+/// workspace's debug build.
 pub fn binary() -> PathBuf {
     let path = std::env::var_os("KEEPALIVE_BIN")
         .map(PathBuf::from)
