@@ -22,8 +22,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what building and testing need (Debian packages, rust-src, bpf-linker); fast when present.
-    Setup,
+    /// Install what building and testing need (Debian packages, the kernel programs' pinned
+    /// nightly with rust-src, bpf-linker on the same LLVM); fast when present.
+    Setup {
+        /// Prove the from-scratch path instead: rustup, Rust and bpf-linker installed into
+        /// empty temporary homes, setup, and a build of the kernel programs with them.
+        #[arg(long)]
+        fresh_check: bool,
+    },
     /// Build the `keepalive` binary (kernel programs included).
     Build,
     /// Trace live: `keepalive trace` with the given arguments, e.g. `cargo xtask run -- --port 22`.
@@ -83,7 +89,10 @@ enum Task {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Task::Setup => setup::run(),
+        Task::Setup { fresh_check: false } => setup::run(),
+        Task::Setup { fresh_check: true } => {
+            setup::fresh_check(&workspace_root(), &target_dir().join("fresh-check"))
+        }
         Task::Build => {
             setup::run()?;
             build().map(|bin| println!("{}", bin.display()))
@@ -142,14 +151,14 @@ fn main() -> Result<()> {
             for target in ["decode_record", "replay_lines"] {
                 let corpus = workspace_root().join("fuzz/corpus").join(target);
                 std::fs::create_dir_all(&corpus)?;
-                // libFuzzer needs nightly; rustup picks it (the CARGO we run under is stable's).
+                // libFuzzer needs a nightly: the pinned one (the CARGO we run under is stable's).
                 let artifacts = workspace_root().join("fuzz/artifacts").join(target);
                 let before = std::fs::read_dir(&artifacts)
                     .map(|d| d.count())
                     .unwrap_or(0);
                 let status = Command::new("rustup")
                     .current_dir(workspace_root().join("fuzz"))
-                    .args(["run", "nightly", "cargo", "fuzz", "run", target])
+                    .args(["run", keepalive_toolchain::pinned(), "cargo", "fuzz", "run", target])
                     .arg(&corpus)
                     .arg("--")
                     .arg(format!("-max_total_time={seconds}"))

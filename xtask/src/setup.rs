@@ -1,20 +1,26 @@
 //! Installs what the build and the tests need, idempotently: cheap checks first, and the
-//! slow installs only for what is missing.
+//! slow installs only for what is missing. The kernel programs' compiler is the toolchain
+//! pinned in keepalive-ebpf/rust-toolchain.toml; bpf-linker is built against the LLVM that
+//! compiler carries (keepalive_toolchain checks the pair).
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
+use keepalive_toolchain::{self as toolchain, BPF_LINKER_VERSION, Problem};
 
-/// Debian packages: LLVM 22 for bpf-linker, and the real tools the tests drive (ip, nft, sshd,
-/// bpftool to check detaching, python3 for a killable server process, systemd-analyze).
+/// Debian packages for building and for the tools the tests drive: a C toolchain (the host
+/// build links with cc; libFuzzer is C++), sysctl, ip, nft, sshd/ssh, bpftool (to check
+/// detaching), python3 (a killable server process), systemd-analyze (the unit file).
 const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "zlib1g-dev",
-    "libzstd-dev",
+    "ca-certificates",
+    "gcc",
+    "g++",
+    "libc6-dev",
+    "procps",
     "nftables",
     "iproute2",
     "openssh-server",
@@ -23,49 +29,74 @@ const PACKAGES: &[&str] = &[
     "python3",
     "systemd",
 ];
-const BPF_LINKER_VERSION: &str = "0.13.0";
-const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+/// What bpf-linker's build needs besides LLVM `major` itself.
+fn llvm_packages(major: u32) -> Vec<String> {
+    vec![
+        format!("llvm-{major}-dev"),
+        format!("libpolly-{major}-dev"),
+        "zlib1g-dev".into(),
+        "libzstd-dev".into(),
+    ]
+}
 
 pub fn run() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !deb_installed(p))
-        .collect();
-    if !missing.is_empty() {
-        install_packages(&missing)?;
-    }
-    if !has_rust_src()? {
-        step(
-            "installing nightly rust-src (the BPF target builds core from source)",
+    install_missing(PACKAGES)?;
+    let pinned = toolchain::pinned();
+    match toolchain::has_rust_src() {
+        Ok(true) => {}
+        Ok(false) | Err(Problem::ToolchainMissing) => step(
+            &format!("installing {pinned} with rust-src, the kernel programs' compiler"),
             Command::new("rustup").args([
                 "toolchain",
                 "install",
-                "nightly",
+                pinned,
                 "--profile",
                 "minimal",
                 "--component",
                 "rust-src",
             ]),
-        )?;
+        )?,
+        Err(problem) => bail!("{problem}"),
     }
-    if !bpf_linker_ok() {
-        let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+    let llvm = toolchain::llvm_of_pinned()?;
+    let linker_ok = match toolchain::check() {
+        Ok(_) => true,
+        Err(Problem::LinkerMissing | Problem::LinkerVersion { .. }) => false,
+        Err(Problem::LlvmMismatch { linker_llvm, .. }) => {
+            eprintln!(
+                "setup: bpf-linker reads LLVM {linker_llvm} bitcode, {pinned} emits LLVM {llvm}: \
+                 rebuilding it"
+            );
+            false
+        }
+        Err(problem) => bail!("{problem}"),
+    };
+    if !linker_ok {
+        let packages = llvm_packages(llvm);
+        install_missing(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
+        let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
         step(
-            "building bpf-linker against LLVM 22 (a few minutes, once)",
+            &format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (a few minutes, once)"),
             Command::new("cargo")
-                .args([
-                    "install",
-                    "bpf-linker",
-                    "--version",
-                    BPF_LINKER_VERSION,
-                    "--no-default-features",
-                    "--features",
-                    "llvm-22",
-                    "--locked",
-                ])
+                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+                .args(["--no-default-features", "--features"])
+                .arg(format!("llvm-{llvm}"))
+                .args(["--locked", "--force"])
                 .env("PATH", path),
         )?;
+    }
+    // The pair, once more, from what is installed now: the build's own check would say the
+    // same later, but here is where it can be fixed.
+    let ready = toolchain::check().map_err(|p| anyhow::anyhow!("after setup: {p}"))?;
+    if !linker_ok {
+        eprintln!(
+            "setup: ready: {} and {} both on LLVM {}",
+            ready.toolchain,
+            ready.linker.display(),
+            ready.llvm
+        );
     }
     Ok(())
 }
@@ -79,12 +110,21 @@ fn deb_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn install_packages(missing: &[&str]) -> Result<()> {
+fn install_missing(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !deb_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let is_root = euid() == 0;
     let has_apt = PathBuf::from("/usr/bin/apt-get").exists();
     if !is_root || !has_apt {
         bail!(
-            "missing packages: {}\nInstall them (Debian 12 or later), then run this again:\n  \
+            "missing packages: {}\nInstall them (Debian 12 or later; other distributions: \
+             their packages of the same names), then run this again:\n  \
              sudo apt-get update && sudo apt-get install -y {}",
             missing.join(" "),
             missing.join(" ")
@@ -98,34 +138,9 @@ fn install_packages(missing: &[&str]) -> Result<()> {
         &format!("installing {}", missing.join(" ")),
         Command::new("apt-get")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(missing)
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
-}
-
-fn has_rust_src() -> Result<bool> {
-    let out = Command::new("rustc")
-        .args(["+nightly", "--print", "sysroot"])
-        .stderr(Stdio::null())
-        .output();
-    let Ok(out) = out else {
-        bail!("rustup is needed (https://rustup.rs); then run this again");
-    };
-    if !out.status.success() {
-        return Ok(false);
-    }
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    Ok(sysroot
-        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
-        .exists())
-}
-
-fn bpf_linker_ok() -> bool {
-    Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
-        .unwrap_or(false)
 }
 
 fn step(what: &str, cmd: &mut Command) -> Result<()> {
@@ -149,10 +164,10 @@ fn euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
-/// cargo-fuzz for `cargo xtask fuzz` (libFuzzer needs the nightly toolchain, present already).
+/// cargo-fuzz for `cargo xtask fuzz`, run under the pinned nightly (libFuzzer needs one).
 pub fn cargo_fuzz() -> Result<()> {
     let present = Command::new("rustup")
-        .args(["run", "nightly", "cargo", "fuzz", "--version"])
+        .args(["run", toolchain::pinned(), "cargo", "fuzz", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -169,20 +184,90 @@ pub fn cargo_fuzz() -> Result<()> {
 
 /// bpftrace, the benchmark's point of comparison (Debian's package).
 pub fn bench_packages() -> Result<()> {
-    if deb_installed("bpftrace") {
-        return Ok(());
-    }
-    install_packages(&["bpftrace"])
+    install_missing(&["bpftrace"])
 }
 
-/// QEMU and a static busybox for `cargo xtask vm-test`'s guests.
+/// QEMU, a static busybox, objcopy and xz for `cargo xtask vm-test`'s guests.
 pub fn vm_packages() -> Result<()> {
-    let missing: Vec<&str> = ["qemu-system-x86", "busybox-static"]
-        .into_iter()
-        .filter(|p| !deb_installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
+    install_missing(&["qemu-system-x86", "busybox-static", "binutils", "xz-utils"])
+}
+
+/// Proves the README's path on this machine as a newcomer meets it: rustup, cargo and
+/// bpf-linker installed from nothing into empty, temporary RUSTUP_HOME and CARGO_HOME,
+/// `cargo xtask setup`, then a build of the kernel programs with what it installed. Debian
+/// packages are shared with the machine (setup checks them the same way either way).
+pub fn fresh_check(workspace: &Path, scratch: &Path) -> Result<()> {
+    let started = Instant::now();
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch)
+            .with_context(|| format!("removing {}", scratch.display()))?;
     }
-    install_packages(&missing)
+    let cargo_home = scratch.join("cargo");
+    let rustup_home = scratch.join("rustup");
+    std::fs::create_dir_all(&cargo_home)?;
+    // rustup-init is rustup under another name: the installer a newcomer runs.
+    let rustup = toolchain_bin("rustup").ok_or(Problem::NoRustup)?;
+    let init = scratch.join("rustup-init");
+    std::fs::copy(&rustup, &init).with_context(|| format!("copying {}", rustup.display()))?;
+    // A newcomer's environment: nothing of this machine's Rust installation, no variables
+    // an outer cargo or rustup set (RUSTUP_TOOLCHAIN, CARGO_*), only the system PATH.
+    let fresh = |program: &Path| {
+        let mut cmd = Command::new(program);
+        cmd.env_clear()
+            .current_dir(workspace)
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    cargo_home.join("bin").display()
+                ),
+            )
+            .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .env("CARGO_HOME", &cargo_home)
+            .env("RUSTUP_HOME", &rustup_home)
+            .env("CARGO_TARGET_DIR", scratch.join("target"))
+            .env("RUSTUP_AUTO_INSTALL", "0");
+        cmd
+    };
+    step(
+        "fresh check: installing rustup and stable Rust into empty homes",
+        fresh(&init).args([
+            "-y",
+            "--no-modify-path",
+            "--profile",
+            "minimal",
+            "--default-toolchain",
+            "stable",
+        ]),
+    )?;
+    let cargo = cargo_home.join("bin/cargo");
+    step(
+        "fresh check: cargo xtask setup",
+        fresh(&cargo).args(["xtask", "setup"]),
+    )?;
+    step(
+        "fresh check: building keepalive and its kernel programs with what setup installed",
+        fresh(&cargo).args(["build", "--package", "keepalive-user", "--bin", "keepalive"]),
+    )?;
+    let bin = scratch.join("target/debug/keepalive");
+    step(
+        "fresh check: running the binary it built",
+        Command::new(&bin).arg("--version"),
+    )?;
+    std::fs::remove_dir_all(scratch).ok();
+    eprintln!(
+        "setup: fresh check passed in {} s: rustup, {} and bpf-linker {} from nothing, then the \
+         kernel programs built",
+        started.elapsed().as_secs(),
+        toolchain::pinned(),
+        BPF_LINKER_VERSION
+    );
+    Ok(())
+}
+
+/// A program of this machine's Rust installation (on PATH).
+fn toolchain_bin(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
