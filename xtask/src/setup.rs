@@ -74,6 +74,16 @@ pub fn run() -> Result<()> {
     };
     if !linker_ok {
         let packages = llvm_packages(llvm);
+        if !deb_installed(&packages[0]) && !deb_available(&packages[0]) {
+            bail!(
+                "{pinned} carries LLVM {llvm}, and this machine's package sources have no \
+                 {} to build bpf-linker against. Pin a nightly whose `rustc -vV` reports the \
+                 LLVM your distribution packages (keepalive-ebpf/rust-toolchain.toml), or install \
+                 LLVM {llvm} and run:\n  {}",
+                packages[0],
+                toolchain::install_linker_command(llvm)
+            );
+        }
         install_missing(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
         let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
         let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
@@ -108,6 +118,19 @@ fn deb_installed(package: &str) -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         .unwrap_or(false)
+}
+
+/// Whether apt knows the package (after refreshing its lists once, as apt-cache needs).
+fn deb_available(package: &str) -> bool {
+    if euid() == 0 {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+    }
+    Command::new("apt-cache")
+        .args(["show", package])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn install_missing(packages: &[&str]) -> Result<()> {
