@@ -53,9 +53,10 @@ pub mod kind {
 /// was lost.
 pub const LOST_SLOTS: u32 = 16;
 
-/// Sockets the kernel side follows with keepalive probes outstanding at once (the PROBING
-/// map, preallocated: 10 MiB as the kernel accounts it). Past it, answers count as lost.
-pub const PROBING_SLOTS: u32 = 1 << 17;
+/// Sockets whose keepalive timer ran that the kernel side keeps a copy of (identity,
+/// settings, probes reported; the KNOWN map, preallocated). Past it, a socket's runs read
+/// its fields each time and answers to its probes count as lost.
+pub const KNOWN_SOCKET_SLOTS: u32 = 1 << 17;
 
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
 pub const REASON_UNKNOWN: u32 = u32::MAX;

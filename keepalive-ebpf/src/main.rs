@@ -19,6 +19,7 @@ macro_rules! config {
 
 mod enforce;
 mod sock;
+mod timer;
 
 use aya_ebpf::{
     EbpfContext,
@@ -27,7 +28,7 @@ use aya_ebpf::{
         generated::bpf_get_socket_cookie,
     },
     macros::{btf_tracepoint, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
@@ -51,33 +52,9 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(keepalive_common::
 #[map]
 static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The keepalive timer running on this CPU (timers do not nest on one CPU).
-#[map]
-static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
-
-/// Sockets with probes outstanding (the count last reported), so the timer run that finds
-/// the count back at zero can report the answer. Preallocated: the programs run in timer
-/// and softirq context, where allocating map memory is unsafe before Linux 6.1 and new
-/// (its first release) on 6.1. Not an LRU either: with more sockets probing at once than it
-/// holds, an LRU would evict entries and drop answers silently; a full table refuses the
-/// entry and that answer is counted as lost. Entries go when the answer, the timeout or the
-/// socket's free (tcp_destroy_sock) is seen, so the table holds only sockets probing now.
-#[map]
-static PROBING: HashMap<u64, u8> = HashMap::with_max_entries(keepalive_common::PROBING_SLOTS, 0);
-
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct TimerRun {
-    sk: u64,
-    probes_before: u8,
-    state_before: u8,
-    timeout_emitted: u8,
-}
-
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_FIN_WAIT1: i32 = 4;
-const TCP_FIN_WAIT2: u8 = 5;
 const TCP_CLOSE_WAIT: i32 = 8;
 const TCP_LAST_ACK: i32 = 9;
 // bpf_ringbuf_query / bpf_ringbuf_submit flags (include/uapi/linux/bpf.h).
@@ -85,14 +62,23 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const TCP_CLOSE: u8 = 7;
+/// A record's room in the ring: its 8-byte header and the record, rounded up to 8 bytes.
+const RECORD_ON_RING: u64 = ((Record::SIZE as u64 + 8) + 7) & !7;
 
 fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
     match EVENTS.reserve::<Record>(0) {
         Some(mut entry) => {
             entry.write(*r);
-            // Batch wake-ups: waking the reader for every record costs more than the record.
-            // The reader also drains on a short timer, so a quiet trickle still arrives.
-            let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= config!(wakeup_bytes) as u64 {
+            // Batch wake-ups: a wake-up is an interrupt (a self-IPI, a VM exit on virtual
+            // machines) that costs more than the record. The reader drains on a short timer,
+            // so a quiet trickle still arrives; it is woken early only when this record takes
+            // the unread data past a multiple of wakeup_bytes, which bounds wake-ups to one
+            // per wakeup_bytes even while the reader lags (waking on every record past the
+            // threshold made a burst of probes cost ~4 us each here). Two CPUs crossing at
+            // once may both miss a band: the next band, or the timer, wakes the reader.
+            let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+            let band = config!(wakeup_bytes).max(1) as u64;
+            let flags = if avail / band != avail.saturating_sub(RECORD_ON_RING) / band {
                 BPF_RB_FORCE_WAKEUP
             } else {
                 BPF_RB_NO_WAKEUP
@@ -141,36 +127,6 @@ fn with_task(r: &mut Record) {
     r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 }
 
-fn timer_run() -> Option<&'static mut TimerRun> {
-    TIMER.get_ptr_mut(0).map(|p| unsafe { &mut *p })
-}
-
-/// Inside the keepalive timer, the first reset, error or close of its socket means the timer
-/// gave up: report that first, so the cause precedes its effects in the stream.
-fn keepalive_timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
-    let Some(run) = timer_run() else { return };
-    if run.sk != sk || run.timeout_emitted != 0 || run.state_before == TCP_FIN_WAIT2 {
-        return;
-    }
-    run.timeout_emitted = 1;
-    let mut t = *r;
-    t.kind = kind::KEEPALIVE_TIMEOUT;
-    t.state = run.state_before;
-    t.arg0 = run.probes_before as u32;
-    t.arg1 = 0;
-    t.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-    t.keepalive = read_keepalive(Address(sk));
-    let _ = PROBING.remove(&sk);
-    submit(ctx, &t);
-}
-
-fn in_keepalive_timer(sk: u64) -> u8 {
-    match timer_run() {
-        Some(run) if run.sk == sk => flag::IN_KEEPALIVE_TIMER,
-        _ => 0,
-    }
-}
-
 #[btf_tracepoint(function = "timer_expire_entry")]
 pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
@@ -179,14 +135,19 @@ pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
     if function != config!(keepalive_timer_fn) {
         return 0;
     }
-    keepalive_timer_entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+    timer::entered(&ctx, timer - config!(offsets.sk_timer) as u64);
     0
 }
 
 #[btf_tracepoint(function = "timer_expire_exit")]
 pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    keepalive_timer_left(&ctx, timer - config!(offsets.sk_timer) as u64);
+    // Every timer in the system again: the same compare before anything else.
+    let function: u64 = Typed(timer as *const u8).get(config!(offsets.timer_function));
+    if function != config!(keepalive_timer_fn) {
+        return 0;
+    }
+    timer::left(&ctx, timer - config!(offsets.sk_timer) as u64);
     0
 }
 
@@ -194,7 +155,7 @@ pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
 #[kprobe]
 pub fn keepalive_timer_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(timer) = ctx.arg::<u64>(0) {
-        keepalive_timer_entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+        timer::entered(&ctx, timer - config!(offsets.sk_timer) as u64);
     }
     0
 }
@@ -203,77 +164,8 @@ pub fn keepalive_timer_kprobe(ctx: ProbeContext) -> u32 {
 /// (a return probe has no arguments; timers do not nest on one CPU).
 #[kretprobe]
 pub fn keepalive_timer_kretprobe(ctx: RetProbeContext) -> u32 {
-    if let Some(run) = timer_run() {
-        keepalive_timer_left(&ctx, run.sk);
-    }
+    timer::left_current(&ctx);
     0
-}
-
-/// The keepalive timer of `sk` starts running: remember what it looks like now, and report
-/// an answer to earlier probes.
-fn keepalive_timer_entered<C: EbpfContext>(ctx: &C, sk: u64) {
-    let mut r = new_record(0);
-    read_identity(Address(sk), &mut r);
-    if !wanted(&r) {
-        return;
-    }
-    let probes_before: u8 = read(sk, config!(offsets.probes_out));
-    if let Some(run) = timer_run() {
-        run.sk = sk;
-        run.probes_before = probes_before;
-        run.state_before = r.state;
-        run.timeout_emitted = 0;
-    }
-    // Probes were outstanding last time and the count is back to zero: only an answer from
-    // the peer (an ACK or data) resets it. Report it before this run sends another probe.
-    if probes_before == 0 {
-        if let Some(outstanding) = unsafe { PROBING.get(&sk) } {
-            r.kind = kind::KEEPALIVE_ANSWERED;
-            r.arg0 = *outstanding as u32;
-            let _ = PROBING.remove(&sk);
-            r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-            r.keepalive = read_keepalive(Address(sk));
-            submit(ctx, &r);
-        }
-    }
-}
-
-/// The keepalive timer of `sk` is done: a higher probe count means it sent a probe.
-fn keepalive_timer_left<C: EbpfContext>(ctx: &C, sk: u64) {
-    let Some(run) = timer_run() else { return };
-    if run.sk == 0 || run.sk != sk {
-        return;
-    }
-    let timed_out = run.timeout_emitted;
-    run.sk = 0;
-    if timed_out != 0 {
-        return;
-    }
-    let probes_after: u8 = read(sk, config!(offsets.probes_out));
-    // Compared with the count last reported rather than the one at entry, so a probe whose
-    // timer run we did not see is still reported, with its number, at the next run.
-    let reported = unsafe { PROBING.get(&sk) }.copied().unwrap_or(0);
-    if probes_after <= reported {
-        return;
-    }
-    if PROBING.insert(&sk, &probes_after, 0).is_err() {
-        // Table full: the answer to this probe cannot be recognised; say so.
-        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
-    }
-    let mut r = new_record(kind::KEEPALIVE_PROBE);
-    read_identity(Address(sk), &mut r);
-    r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
-    r.keepalive = read_keepalive(Address(sk));
-    // One record per probe (bounded: the kernel allows at most 127 probes, runs see one each).
-    let mut n = reported;
-    for _ in 0..4 {
-        if n >= probes_after {
-            break;
-        }
-        n += 1;
-        r.arg0 = n as u32;
-        submit(ctx, &r);
-    }
 }
 
 /// The transitions diagnosis uses: connect() (names the owner), established (the start),
@@ -310,11 +202,11 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if !wanted(&r) {
         return 0;
     }
-    keepalive_timeout_first(&ctx, sk.addr(), &r);
+    timer::timeout_first(&ctx, sk.addr(), &r);
     r.state = old as u8;
     r.arg0 = old as u32;
     r.arg1 = new as u32;
-    r.flags = in_keepalive_timer(sk.addr());
+    r.flags = timer::in_timer_of(sk.addr());
     // Settings matter when a connection starts and ends; other transitions skip the reads.
     if new as u8 == TCP_CLOSE || new == TCP_ESTABLISHED {
         r.flags |= flag::HAS_KEEPALIVE;
@@ -399,8 +291,8 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
 
 /// What a reset from a socket needs besides its identity.
 fn reset_by_socket<C: EbpfContext>(ctx: &C, sk: u64, r: &mut Record) {
-    keepalive_timeout_first(ctx, sk, r);
-    r.flags |= in_keepalive_timer(sk);
+    timer::timeout_first(ctx, sk, r);
+    r.flags |= timer::in_timer_of(sk);
     if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(Address(sk)) {
         r.flags |= flag::LINGER_ZERO;
     }
@@ -466,10 +358,10 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     if !wanted(&r) {
         return 0;
     }
-    keepalive_timeout_first(&ctx, sk, &r);
+    timer::timeout_first(&ctx, sk, &r);
     // tcp_write_err() and friends set sk_err just before reporting it.
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
-    r.flags = in_keepalive_timer(sk) | flag::HAS_KEEPALIVE;
+    r.flags = timer::in_timer_of(sk) | flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(Address(sk));
     r.retransmits = read(sk, config!(offsets.retransmits));
     with_task(&mut r);
@@ -479,7 +371,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
 
 fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = PROBING.remove(&sk);
+    timer::forget(sk);
     // A full socket is freed after its state went to CLOSE, which was reported: the record
     // says nothing new, and every connection would pay for it.
     if config!(all_states) != 0 {

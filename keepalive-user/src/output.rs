@@ -26,8 +26,8 @@ pub struct Summary {
     /// Events received from the kernel (before `--kind` filtering).
     pub events: u64,
     /// Events the kernel could not queue because the ring buffer was full, and answers to
-    /// probes it could not recognise because more sockets were probing at once than its
-    /// table holds (counted as lost keepalive_answered).
+    /// probes it could not recognise because more sockets had keepalive timers running than
+    /// its table holds (counted as lost keepalive_answered).
     pub lost: u64,
     /// The same by event kind.
     pub lost_by_kind: BTreeMap<String, u64>,
@@ -241,7 +241,7 @@ impl Writer {
                     writeln!(
                         self.out,
                         "warning: {} events were lost ({}): the ring buffer was full, or for \
-                         keepalive_answered, more than {} sockets were probing at once; \
+                         keepalive_answered, more than {} sockets had keepalive timers running at once; \
                          use --ring-buffer-size or narrow with --port/--netns",
                         s.lost,
                         s.lost_by_kind
@@ -249,7 +249,7 @@ impl Writer {
                             .map(|(k, n)| format!("{k} {n}"))
                             .collect::<Vec<_>>()
                             .join(", "),
-                        keepalive_common::PROBING_SLOTS
+                        keepalive_common::KNOWN_SOCKET_SLOTS
                     )?;
                 }
                 if s.evicted > 0 {

@@ -24,7 +24,11 @@ use serde_json::{Value, json};
 enum Config {
     Baseline,
     Keepalive,
+    /// bpftrace on the same hooks with the same filters, one printf per record.
     Bpftrace,
+    /// The same script counting into maps instead: the floor of what a kernel side on
+    /// these hooks can cost.
+    BpftraceCount,
 }
 
 impl Config {
@@ -33,6 +37,7 @@ impl Config {
             Config::Baseline => "baseline",
             Config::Keepalive => "keepalive",
             Config::Bpftrace => "bpftrace",
+            Config::BpftraceCount => "bpftrace_count",
         }
     }
 }
@@ -47,45 +52,67 @@ type Workload = fn(&Link, f64, usize, &Window) -> f64;
 #[derive(Default)]
 struct Window {
     counter: Option<Box<dyn Fn() -> Counts>>,
-    start: std::cell::Cell<Option<(Instant, Counts)>>,
-    end: std::cell::Cell<Option<(Instant, Counts)>>,
+    start: std::cell::RefCell<Option<(Instant, Counts)>>,
+    end: std::cell::RefCell<Option<(Instant, Counts)>>,
 }
 
-/// A tracer's running totals: records queued and lost by its kernel side, its CPU seconds.
-#[derive(Clone, Copy, Default)]
+/// A tracer's running totals: records queued and lost by its kernel side, its CPU seconds,
+/// and its kernel programs' run time and runs (bpf_stats) by program name.
+#[derive(Clone, Default)]
 struct Counts {
     queued: u64,
     lost: u64,
     cpu_s: f64,
+    programs: BTreeMap<String, (u64, u64)>,
+}
+
+/// What a tracer's kernel programs cost in the timed part.
+#[derive(Clone, Default, Debug)]
+struct KernelCost {
+    /// BPF nanoseconds per second of all its programs: CPU the host pays, no process shows.
+    ns_per_s: f64,
+    /// Per program: ns per run and runs per second.
+    programs: BTreeMap<String, (f64, f64)>,
 }
 
 impl Window {
     fn open(&self) {
         if let Some(c) = &self.counter {
             let n = c();
-            self.start.set(Some((Instant::now(), n)));
+            *self.start.borrow_mut() = Some((Instant::now(), n));
         }
     }
 
     fn close(&self) {
         if let Some(c) = &self.counter {
-            self.end.set(Some((Instant::now(), c())));
+            *self.end.borrow_mut() = Some((Instant::now(), c()));
         }
     }
 
-    /// Records queued per second, records lost, and the tracer's CPU as a percentage of one
-    /// core, all in the timed part.
-    fn rates(&self) -> (f64, u64, f64) {
-        match (self.start.get(), self.end.get()) {
+    /// Records queued per second, records lost, the tracer's CPU as a percentage of one
+    /// core, and its kernel programs' cost, all in the timed part.
+    fn rates(&self) -> (f64, u64, f64, KernelCost) {
+        match (&*self.start.borrow(), &*self.end.borrow()) {
             (Some((t0, a)), Some((t1, b))) => {
-                let secs = (t1 - t0).as_secs_f64();
+                let secs = (*t1 - *t0).as_secs_f64();
+                let mut cost = KernelCost::default();
+                for (name, &(ns1, runs1)) in &b.programs {
+                    let (ns0, runs0) = a.programs.get(name).copied().unwrap_or((0, 0));
+                    let (ns, runs) = (ns1.saturating_sub(ns0), runs1.saturating_sub(runs0));
+                    cost.ns_per_s += ns as f64 / secs;
+                    if runs > 0 {
+                        cost.programs
+                            .insert(name.clone(), (ns as f64 / runs as f64, runs as f64 / secs));
+                    }
+                }
                 (
                     b.queued.saturating_sub(a.queued) as f64 / secs,
                     b.lost.saturating_sub(a.lost),
                     (b.cpu_s - a.cpu_s) / secs * 100.0,
+                    cost,
                 )
             }
-            _ => (0.0, 0, 0.0),
+            _ => (0.0, 0, 0.0, KernelCost::default()),
         }
     }
 }
@@ -106,8 +133,8 @@ struct Sample {
     /// Records lost over the whole run, setup and teardown included, and in the timed part.
     lost: u64,
     lost_in_window: u64,
-    /// Kernel-side cost per program invocation (bpf_stats), keepalive only.
-    ns_per_run: BTreeMap<String, f64>,
+    /// Kernel-side cost in the timed part (bpf_stats).
+    kernel: KernelCost,
 }
 
 struct Settings {
@@ -206,7 +233,7 @@ fn main() {
         let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
         let mut configs = vec![Config::Baseline, Config::Keepalive];
         if have_bpftrace {
-            configs.push(Config::Bpftrace);
+            configs.extend([Config::Bpftrace, Config::BpftraceCount]);
         }
         for round in 0..s.rounds {
             // Alternate the order so drift in the machine does not favour one config.
@@ -245,13 +272,11 @@ fn main() {
             .map(|x| x.tracer_rss_kib)
             .max()
             .unwrap_or(0);
-        let mut ns_per_run: BTreeMap<String, f64> = BTreeMap::new();
-        for x in ka_samples {
-            for (p, ns) in &x.ns_per_run {
-                let e = ns_per_run.entry(p.clone()).or_insert(0.0);
-                *e = e.max(*ns);
-            }
-        }
+        let kernel: BTreeMap<&str, Value> = samples
+            .iter()
+            .filter(|(c, _)| **c != "baseline")
+            .map(|(c, v)| (*c, kernel_cost(v)))
+            .collect();
         println!(
             "{:<16} {:<17} {:>12.1} {:>12.1} {:>12} {:>8.3} {:>8} {:>10.0} {:>8} {:>9.2} {:>8.1}",
             name,
@@ -286,7 +311,7 @@ fn main() {
             "keepalive_cpu_percent": cpu_pct,
             "keepalive_rss_kib": rss,
             "keepalive_peak_rss_kib": peak_rss,
-            "keepalive_ns_per_program_run": ns_per_run,
+            "kernel": kernel,
             "rounds": s.rounds,
             "seconds": s.seconds,
         });
@@ -306,12 +331,38 @@ fn main() {
     results["engine"] = scale;
     println!("storm connections: {}", s.storm_connections);
     results["storm_connections"] = json!(s.storm_connections);
-    println!("kernel cost per program run (ns, max over rounds):");
-    for (name, _, _) in &workloads {
-        println!(
-            "  {name}: {}",
-            results["workloads"][name]["keepalive_ns_per_program_run"]
-        );
+    println!(
+        "\nkernel programs in the timed part (bpf_stats; medians over rounds): BPF ns per \
+         operation, the tracer's whole CPU (its process plus its programs) in % of a core, \
+         and per program ns per run x runs per operation"
+    );
+    for (name, unit, _) in &workloads {
+        let op = unit.trim_end_matches("/s");
+        for (config, k) in results["workloads"][name]["kernel"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            let programs: Vec<String> = k["programs"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, p)| p["runs_per_op"].as_f64().unwrap_or(0.0) > 0.0005)
+                .map(|(p, v)| {
+                    format!(
+                        "{p} {:.0}x{:.3}",
+                        v["ns_per_run"].as_f64().unwrap_or(0.0),
+                        v["runs_per_op"].as_f64().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            println!(
+                "  {name:<16} {config:<15} {:>9.0} ns/{op:<16} cpu {:>6.2} %  {}",
+                k["ns_per_op"].as_f64().unwrap_or(0.0),
+                k["total_cpu_percent"].as_f64().unwrap_or(0.0),
+                programs.join(", ")
+            );
+        }
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir).unwrap();
@@ -320,11 +371,51 @@ fn main() {
     println!("results: {}", path.display());
 }
 
+/// A tracer's kernel-side cost over its rounds: BPF ns per operation of the workload, its
+/// whole CPU (process and programs) in % of one core, and per program ns per run and runs
+/// per operation; medians.
+fn kernel_cost(samples: &[Sample]) -> Value {
+    let per_op = |x: &Sample, v: f64| if x.ops_per_s > 0.0 { v / x.ops_per_s } else { 0.0 };
+    let mut names: Vec<&String> = samples.iter().flat_map(|x| x.kernel.programs.keys()).collect();
+    names.sort();
+    names.dedup();
+    let programs: serde_json::Map<String, Value> = names
+        .into_iter()
+        .map(|p| {
+            let ns = median(
+                samples
+                    .iter()
+                    .filter_map(|x| x.kernel.programs.get(p).map(|v| v.0))
+                    .collect(),
+            );
+            let runs = median(
+                samples
+                    .iter()
+                    .map(|x| per_op(x, x.kernel.programs.get(p).map_or(0.0, |v| v.1)))
+                    .collect(),
+            );
+            (p.clone(), json!({ "ns_per_run": ns, "runs_per_op": runs }))
+        })
+        .collect();
+    json!({
+        "ns_per_op": median(samples.iter().map(|x| per_op(x, x.kernel.ns_per_s)).collect()),
+        "bpf_cpu_percent": median(samples.iter().map(|x| x.kernel.ns_per_s / 1e7).collect()),
+        "total_cpu_percent": median(
+            samples
+                .iter()
+                .map(|x| x.tracer_cpu_percent + x.kernel.ns_per_s / 1e7)
+                .collect()
+        ),
+        "programs": programs,
+    })
+}
+
 fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     let tracer = match config {
         Config::Baseline => None,
         Config::Keepalive => Some(start_keepalive()),
-        Config::Bpftrace => Some(start_bpftrace()),
+        Config::Bpftrace => Some(start_bpftrace(true)),
+        Config::BpftraceCount => Some(start_bpftrace(false)),
     };
     let mut window = Window::default();
     if let Some(t) = &tracer {
@@ -334,19 +425,22 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
         } else {
             (None, None)
         };
+        let names = program_names(pid);
         window.counter = Some(Box::new(move || Counts {
             queued: emitted.as_deref().map(counter_sum).unwrap_or(0),
             lost: lost.as_deref().map(counter_sum).unwrap_or(0),
             cpu_s: cpu_seconds(pid),
+            programs: program_stats(pid, &names),
         }));
     }
     let ops = run(link, s.seconds, s.storm_connections, &window);
-    let (events_per_s, lost_in_window, tracer_cpu_percent) = window.rates();
+    let (events_per_s, lost_in_window, tracer_cpu_percent, kernel) = window.rates();
     let mut sample = Sample {
         ops_per_s: ops,
         events_per_s,
         lost_in_window,
         tracer_cpu_percent,
+        kernel,
         ..Default::default()
     };
     if let Some(Running {
@@ -358,9 +452,6 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
         let pid = child.id();
         sample.tracer_peak_rss_kib = status_kib(pid, "VmHWM:");
         sample.tracer_rss_kib = status_kib(pid, "VmRSS:");
-        if config == Config::Keepalive {
-            sample.ns_per_run = program_costs(pid);
-        }
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -370,7 +461,7 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
         // figures do not depend on a clean exit).
         let (_, killed) = keepalive_tests::tracer::wait_bounded(child, Duration::from_secs(60));
         assert!(
-            !killed || config == Config::Bpftrace,
+            !killed || config != Config::Keepalive,
             "{} did not stop",
             config.name()
         );
@@ -405,8 +496,8 @@ fn start_keepalive() -> Running {
 
 /// The same hooks and the same work as keepalive's kernel side: the keepalive-timer filter,
 /// the probe count before and after each run, resets, errors and state changes, one output
-/// record each.
-fn bpftrace_script() -> String {
+/// record each (`print`) or a count each.
+fn bpftrace_script(print: bool) -> String {
     let kallsyms = fs::read_to_string("/proc/kallsyms").unwrap();
     let addr = kallsyms
         .lines()
@@ -414,7 +505,7 @@ fn bpftrace_script() -> String {
         .and_then(|l| l.split_whitespace().next())
         .unwrap();
     let (sk_timer, probes_out) = offsets();
-    format!(
+    let script = format!(
         r#"tracepoint:timer:timer_expire_entry /args->function == 0x{addr}/ {{
   $sk = (uint64)args->timer - {sk_timer};
   @sk[cpu] = $sk;
@@ -432,7 +523,23 @@ tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {{ printf("state %x %d
 tracepoint:sock:inet_sk_error_report /args->protocol == 6/ {{ printf("error %d\n", args->error); }}
 tracepoint:tcp:tcp_destroy_sock {{ printf("destroy %x\n", args->skaddr); }}
 "#
-    )
+    );
+    if print {
+        return script;
+    }
+    // Each printf(...) becomes a count under the record's first word: the same hooks,
+    // filters and reads, no record.
+    script
+        .lines()
+        .map(|l| match (l.find("printf(\""), l.find("); }")) {
+            (Some(a), Some(b)) => {
+                let word = l[a + 8..].split([' ', '\\']).next().unwrap_or("n");
+                format!("{}@{word} = count(){}", &l[..a], &l[b + 1..])
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// sk_timer in struct sock and icsk_probes_out in inet_connection_sock, from BTF through the
@@ -478,11 +585,11 @@ fn offsets() -> (u64, u64) {
     )
 }
 
-fn start_bpftrace() -> Running {
+fn start_bpftrace(print: bool) -> Running {
     // Its records go to a pipe we drain, as keepalive's go to /dev/null: both format every
     // record in user space. bpftrace says "Attaching N probes..." on stdout once attached.
     let mut child = Command::new("bpftrace")
-        .args(["-e", &bpftrace_script()])
+        .args(["-e", &bpftrace_script(print)])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -575,9 +682,24 @@ fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// run_time_ns / run_cnt of each program the tracer holds (kernel.bpf_stats_enabled=1).
-fn program_costs(pid: u32) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
+/// The kernel programs a tracer holds (fdinfo), by id, with their names (bpftool, once).
+fn program_names(pid: u32) -> BTreeMap<String, String> {
+    fdinfo_fields(pid, "prog_id:")
+        .into_iter()
+        .map(|id| {
+            let name = bpftool_json(&["prog", "show", "id", &id])["name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| id.clone());
+            (id, name)
+        })
+        .collect()
+}
+
+/// Each program's run_time_ns and run_cnt so far (kernel.bpf_stats_enabled=1), summed by
+/// name.
+fn program_stats(pid: u32, names: &BTreeMap<String, String>) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return out;
     };
@@ -593,20 +715,25 @@ fn program_costs(pid: u32) -> BTreeMap<String, f64> {
         else {
             continue;
         };
-        let cnt: f64 = cnt.parse().unwrap_or(0.0);
-        if cnt == 0.0 {
-            continue;
-        }
-        let name = Command::new("bpftool")
-            .args(["prog", "show", "id", &id, "--json"])
-            .output()
-            .ok()
-            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
-            .and_then(|v| v["name"].as_str().map(str::to_string))
-            .unwrap_or(id);
-        out.insert(name, ns.parse::<f64>().unwrap_or(0.0) / cnt);
+        let name = names.get(&id).cloned().unwrap_or(id);
+        let e = out.entry(name).or_default();
+        e.0 += ns.parse::<u64>().unwrap_or(0);
+        e.1 += cnt.parse::<u64>().unwrap_or(0);
     }
     out
+}
+
+/// The values of one fdinfo field over a process's descriptors.
+fn fdinfo_fields(pid: u32, key: &str) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| {
+            let text = fs::read_to_string(fd.path()).ok()?;
+            Some(text.lines().find_map(|l| l.strip_prefix(key))?.trim().to_string())
+        })
+        .collect()
 }
 
 fn bpftool_json(args: &[&str]) -> Value {
@@ -622,18 +749,8 @@ fn bpftool_json(args: &[&str]) -> Value {
 /// The id of the tracer's map called `name`, found among the maps the process holds
 /// (fdinfo); looked up once per tracer, not at every reading.
 fn map_id(pid: u32, name: &str) -> Option<String> {
-    fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .ok()?
-        .flatten()
-        .filter_map(|fd| {
-            let text = fs::read_to_string(fd.path()).ok()?;
-            Some(
-                text.lines()
-                    .find_map(|l| l.strip_prefix("map_id:"))?
-                    .trim()
-                    .to_string(),
-            )
-        })
+    fdinfo_fields(pid, "map_id:")
+        .into_iter()
         .find(|id| bpftool_json(&["map", "show", "id", id])["name"] == name)
 }
 

@@ -1,0 +1,257 @@
+//! The keepalive timer: which of all the kernel's timers is a socket's keepalive timer
+//! (tracepoint mode compares the function address, kprobe mode hooks the function), and what
+//! one run did: sent a probe (the probe count rose), saw an answer (probes were out and the
+//! count is back to zero), or gave up (the run reset, reported an error or closed the socket).
+//!
+//! Cost, per run: two field reads and two map lookups at entry, one field read at exit. A
+//! socket's identity and settings are read once, on its first run, into [`KNOWN`]; a record is
+//! built from that copy only when a run reports something.
+
+use aya_ebpf::{
+    EbpfContext,
+    macros::map,
+    maps::{HashMap, PerCpuArray},
+};
+use keepalive_common::{KeepaliveSettings, Record, flag, kind};
+
+use crate::{
+    count, new_record,
+    sock::{Address, read, read_identity, read_keepalive, wanted},
+    submit, LOST,
+};
+
+const TCP_FIN_WAIT2: u8 = 5;
+
+/// A socket whose keepalive timer ran while tracing: what its records repeat on every run,
+/// and the probes reported and not answered yet.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct KnownSocket {
+    cookie: u64,
+    ino: u64,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    netns: u32,
+    sport: u16,
+    dport: u16,
+    family: u16,
+    /// Probes reported and not answered yet: a run that finds the count back at zero reports
+    /// the answer; one that finds it above reports each probe past this.
+    reported: u8,
+    /// The filters matched it (decided once; closing clears the ports later).
+    wanted: u8,
+    /// As read on the first run (settings change rarely once a connection is up; a timeout
+    /// reads them afresh, since that is what the verdict and its advice quote).
+    keepalive: KeepaliveSettings,
+}
+
+/// Sockets whose keepalive timer ran, by address; an entry goes when the socket is freed
+/// (tcp_destroy_sock). Preallocated: the programs run in timer context, where allocating
+/// map memory is unsafe before Linux 6.1 and new on 6.1. Not an LRU: eviction would drop
+/// answers silently. Past its size a socket is followed without the copy (every run reads
+/// its fields), and an answer to its probes cannot be recognised: that is counted as lost.
+#[map]
+static KNOWN: HashMap<u64, KnownSocket> =
+    HashMap::with_max_entries(keepalive_common::KNOWN_SOCKET_SLOTS, 0);
+
+/// The keepalive timer running on this CPU (timers do not nest on one CPU).
+#[map]
+static TIMER: PerCpuArray<TimerRun> = PerCpuArray::with_max_entries(1, 0);
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct TimerRun {
+    sk: u64,
+    probes_before: u8,
+    state_before: u8,
+    timeout_emitted: u8,
+    /// `KnownSocket::reported` after entry; `UNTRACKED` when the socket has no entry.
+    reported: u8,
+}
+
+/// `TimerRun::reported` of a socket that did not fit in [`KNOWN`].
+const UNTRACKED: u8 = u8::MAX;
+
+fn timer_run() -> Option<&'static mut TimerRun> {
+    TIMER.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// The entry of `sk`, made on its first run from the socket's fields; None when the table
+/// is full.
+fn known(sk: u64) -> Option<&'static mut KnownSocket> {
+    if let Some(k) = KNOWN.get_ptr_mut(&sk) {
+        let k = unsafe { &mut *k };
+        // A socket found from its timer may not have a cookie yet: take it once it has one.
+        if k.cookie == 0 {
+            k.cookie = read(sk, config!(offsets.cookie));
+        }
+        return Some(k);
+    }
+    let mut r = new_record(0);
+    read_identity(Address(sk), &mut r);
+    let k = KnownSocket {
+        cookie: r.cookie,
+        ino: r.ino,
+        saddr: r.saddr,
+        daddr: r.daddr,
+        netns: r.netns,
+        sport: r.sport,
+        dport: r.dport,
+        family: r.family,
+        reported: 0,
+        wanted: wanted(&r) as u8,
+        keepalive: read_keepalive(Address(sk)),
+    };
+    KNOWN.insert(&sk, &k, 0).ok()?;
+    KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k })
+}
+
+/// A record of this socket's keepalive timer.
+fn timer_record(kind: u8, sk: u64, k: &KnownSocket, state: u8, probes_out: u8) -> Record {
+    let mut r = new_record(kind);
+    r.skaddr = sk;
+    r.cookie = k.cookie;
+    r.ino = k.ino;
+    r.saddr = k.saddr;
+    r.daddr = k.daddr;
+    r.netns = k.netns;
+    r.sport = k.sport;
+    r.dport = k.dport;
+    r.family = k.family;
+    r.state = state;
+    r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    r.keepalive = k.keepalive;
+    r.keepalive.probes_out = probes_out;
+    r
+}
+
+/// The keepalive timer of `sk` starts running: remember the probe count, and report an
+/// answer to earlier probes.
+pub fn entered<C: EbpfContext>(ctx: &C, sk: u64) {
+    let Some(run) = timer_run() else { return };
+    run.sk = 0;
+    let probes_before: u8 = read(sk, config!(offsets.probes_out));
+    let state: u8 = read(sk, config!(offsets.state));
+    let reported = match known(sk) {
+        Some(k) => {
+            if k.wanted == 0 {
+                return;
+            }
+            // Probes were out and the count is back to zero: only an answer from the peer
+            // (an ACK or data) resets it. Reported before this run sends another probe.
+            if probes_before == 0 && k.reported != 0 {
+                let mut r = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, state, 0);
+                r.arg0 = k.reported as u32;
+                k.reported = 0;
+                submit(ctx, &r);
+            }
+            k.reported
+        }
+        None => {
+            let mut r = new_record(0);
+            read_identity(Address(sk), &mut r);
+            if !wanted(&r) {
+                return;
+            }
+            UNTRACKED
+        }
+    };
+    run.sk = sk;
+    run.probes_before = probes_before;
+    run.state_before = state;
+    run.timeout_emitted = 0;
+    run.reported = reported;
+}
+
+/// The keepalive timer of `sk` is done: a higher probe count means it sent a probe.
+pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
+    let Some(run) = timer_run() else { return };
+    if run.sk == 0 || run.sk != sk {
+        return;
+    }
+    run.sk = 0;
+    if run.timeout_emitted != 0 {
+        return;
+    }
+    let probes_after: u8 = read(sk, config!(offsets.probes_out));
+    if run.reported != UNTRACKED {
+        // Compared with the count last reported rather than the one at entry, so a probe
+        // whose run went unseen is still reported, with its number, at the next run.
+        if probes_after <= run.reported {
+            return;
+        }
+        let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k }) else {
+            return;
+        };
+        let reported = k.reported;
+        k.reported = probes_after;
+        let r = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after);
+        probes(ctx, r, reported, probes_after);
+    } else {
+        if probes_after <= run.probes_before {
+            return;
+        }
+        // The table was full: the answer to this probe cannot be recognised; say so.
+        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
+        let mut r = new_record(kind::KEEPALIVE_PROBE);
+        read_identity(Address(sk), &mut r);
+        r.state = run.state_before;
+        r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+        r.keepalive = read_keepalive(Address(sk));
+        probes(ctx, r, run.probes_before, probes_after);
+    }
+}
+
+/// Kprobe mode's return probe: no arguments, so the socket whose run this CPU is in.
+pub fn left_current<C: EbpfContext>(ctx: &C) {
+    if let Some(sk) = timer_run().map(|run| run.sk) {
+        left(ctx, sk);
+    }
+}
+
+/// One record per probe past `from` up to `to` (bounded: the kernel allows at most 127
+/// probes, and runs see one each).
+fn probes<C: EbpfContext>(ctx: &C, mut r: Record, from: u8, to: u8) {
+    let mut n = from;
+    for _ in 0..4 {
+        if n >= to {
+            break;
+        }
+        n += 1;
+        r.arg0 = n as u32;
+        submit(ctx, &r);
+    }
+}
+
+/// Inside the keepalive timer, the first reset, error or close of its socket means the timer
+/// gave up: report that first, so the cause precedes its effects in the stream. Settings
+/// are read afresh here: the verdict and its advice quote them.
+pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
+    let Some(run) = timer_run() else { return };
+    if run.sk != sk || run.timeout_emitted != 0 || run.state_before == TCP_FIN_WAIT2 {
+        return;
+    }
+    run.timeout_emitted = 1;
+    let mut t = *r;
+    t.kind = kind::KEEPALIVE_TIMEOUT;
+    t.state = run.state_before;
+    t.arg0 = run.probes_before as u32;
+    t.arg1 = 0;
+    t.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    t.keepalive = read_keepalive(Address(sk));
+    let _ = KNOWN.remove(&sk);
+    submit(ctx, &t);
+}
+
+/// [`flag::IN_KEEPALIVE_TIMER`] when `sk`'s keepalive timer is running on this CPU.
+pub fn in_timer_of(sk: u64) -> u8 {
+    match timer_run() {
+        Some(run) if run.sk == sk => flag::IN_KEEPALIVE_TIMER,
+        _ => 0,
+    }
+}
+
+/// The socket is freed: its address may be reused by another.
+pub fn forget(sk: u64) {
+    let _ = KNOWN.remove(&sk);
+}
