@@ -15,7 +15,7 @@ use aya_ebpf::{
 use keepalive_common::{KeepaliveSettings, Record, flag, kind};
 
 use crate::{
-    count, new_record,
+    count, fill_new_record,
     sock::{Address, read, read_identity, read_keepalive, wanted},
     submit, LOST,
 };
@@ -76,6 +76,33 @@ fn timer_run() -> Option<&'static mut TimerRun> {
     TIMER.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// Room to build a record or an entry in: the BPF stack is 512 bytes for a program and
+/// the functions it calls together, and older verifiers (6.1) count every frame in full.
+/// Per CPU, and only the keepalive timer's programs use it: a timer run is not interrupted
+/// by another on its CPU.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Scratch {
+    record: Record,
+    known: KnownSocket,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+fn scratch() -> Option<&'static mut Scratch> {
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// `sk`'s identity read from the socket into the scratch record; None when it is not
+/// wanted by the filters.
+fn read_fresh(sk: u64) -> Option<&'static mut Record> {
+    let r = &mut scratch()?.record;
+    fill_new_record(r, 0);
+    read_identity(Address(sk), r);
+    wanted(r).then_some(r)
+}
+
 /// The entry of `sk`, made on its first run from the socket's fields; None when the table
 /// is full.
 fn known(sk: u64) -> Option<&'static mut KnownSocket> {
@@ -87,9 +114,11 @@ fn known(sk: u64) -> Option<&'static mut KnownSocket> {
         }
         return Some(k);
     }
-    let mut r = new_record(0);
-    read_identity(Address(sk), &mut r);
-    let k = KnownSocket {
+    let s = scratch()?;
+    fill_new_record(&mut s.record, 0);
+    read_identity(Address(sk), &mut s.record);
+    let r = &s.record;
+    s.known = KnownSocket {
         cookie: r.cookie,
         ino: r.ino,
         saddr: r.saddr,
@@ -99,16 +128,23 @@ fn known(sk: u64) -> Option<&'static mut KnownSocket> {
         dport: r.dport,
         family: r.family,
         reported: 0,
-        wanted: wanted(&r) as u8,
+        wanted: wanted(r) as u8,
         keepalive: read_keepalive(Address(sk)),
     };
-    KNOWN.insert(&sk, &k, 0).ok()?;
+    KNOWN.insert(&sk, &s.known, 0).ok()?;
     KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k })
 }
 
-/// A record of this socket's keepalive timer.
-fn timer_record(kind: u8, sk: u64, k: &KnownSocket, state: u8, probes_out: u8) -> Record {
-    let mut r = new_record(kind);
+/// A record of this socket's keepalive timer, built in the scratch record.
+fn timer_record(
+    kind: u8,
+    sk: u64,
+    k: &KnownSocket,
+    state: u8,
+    probes_out: u8,
+) -> Option<&'static mut Record> {
+    let r = &mut scratch()?.record;
+    fill_new_record(r, kind);
     r.skaddr = sk;
     r.cookie = k.cookie;
     r.ino = k.ino;
@@ -122,7 +158,7 @@ fn timer_record(kind: u8, sk: u64, k: &KnownSocket, state: u8, probes_out: u8) -
     r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
     r.keepalive = k.keepalive;
     r.keepalive.probes_out = probes_out;
-    r
+    Some(r)
 }
 
 /// The keepalive timer of `sk` starts running: remember the probe count, and report an
@@ -140,17 +176,17 @@ pub fn entered<C: EbpfContext>(ctx: &C, sk: u64) {
             // Probes were out and the count is back to zero: only an answer from the peer
             // (an ACK or data) resets it. Reported before this run sends another probe.
             if probes_before == 0 && k.reported != 0 {
-                let mut r = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, state, 0);
-                r.arg0 = k.reported as u32;
+                let outstanding = k.reported;
                 k.reported = 0;
-                submit(ctx, &r);
+                if let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, state, 0) {
+                    r.arg0 = outstanding as u32;
+                    submit(ctx, r);
+                }
             }
             k.reported
         }
         None => {
-            let mut r = new_record(0);
-            read_identity(Address(sk), &mut r);
-            if !wanted(&r) {
+            if read_fresh(sk).is_none() {
                 return;
             }
             UNTRACKED
@@ -185,16 +221,18 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         };
         let reported = k.reported;
         k.reported = probes_after;
-        let r = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after);
-        probes(ctx, r, reported, probes_after);
+        if let Some(r) = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after)
+        {
+            probes(ctx, r, reported, probes_after);
+        }
     } else {
         if probes_after <= run.probes_before {
             return;
         }
         // The table was full: the answer to this probe cannot be recognised; say so.
         count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
-        let mut r = new_record(kind::KEEPALIVE_PROBE);
-        read_identity(Address(sk), &mut r);
+        let Some(r) = read_fresh(sk) else { return };
+        r.kind = kind::KEEPALIVE_PROBE;
         r.state = run.state_before;
         r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(Address(sk));
@@ -211,7 +249,7 @@ pub fn left_current<C: EbpfContext>(ctx: &C) {
 
 /// One record per probe past `from` up to `to` (bounded: the kernel allows at most 127
 /// probes, and runs see one each).
-fn probes<C: EbpfContext>(ctx: &C, mut r: Record, from: u8, to: u8) {
+fn probes<C: EbpfContext>(ctx: &C, r: &mut Record, from: u8, to: u8) {
     let mut n = from;
     for _ in 0..4 {
         if n >= to {
@@ -219,7 +257,7 @@ fn probes<C: EbpfContext>(ctx: &C, mut r: Record, from: u8, to: u8) {
         }
         n += 1;
         r.arg0 = n as u32;
-        submit(ctx, &r);
+        submit(ctx, r);
     }
 }
 
