@@ -49,15 +49,16 @@ pub fn explain(v: &mut Verdict) {
                     if v.probes_answered == 1 { "" } else { "s" }
                 ));
             } else {
+                let idle = recommended_idle(first_unanswered);
+                v.recommended_idle_s = Some(idle);
                 advice.push(format!(
                     "If the peer is alive, something on the path drops traffic silently: a link or \
                  host that went down, or a NAT or firewall that forgot the connection within \
-                 {} of idleness. In that case keep the keepalive idle time below that bound, \
-                 e.g. TCP_KEEPIDLE={} or sysctl -w net.ipv4.tcp_keepalive_time={}, so \
-                 probes refresh its state in time.",
+                 {} of idleness. In that case keep the keepalive idle time well below that \
+                 bound, e.g. TCP_KEEPIDLE={idle} or sysctl -w \
+                 net.ipv4.tcp_keepalive_time={idle} ({RECOMMENDED_IDLE_RULE}), so probes \
+                 refresh its state in time.",
                     secs(first_unanswered),
-                    (first_unanswered / 2.0).floor().max(1.0),
-                    (first_unanswered / 2.0).floor().max(1.0)
                 ));
             }
             format!(
@@ -70,13 +71,14 @@ pub fn explain(v: &mut Verdict) {
         }
         VerdictKind::ResetAfterProbe => {
             let idle = v.idle_s.or(ka.as_ref().map(|k| k.idle_s)).unwrap_or(0.0);
+            let recommended = recommended_idle(idle);
+            v.recommended_idle_s = Some(recommended);
             advice.push(format!(
                 "The connection was forgotten within {} of idleness. Keep the keepalive idle \
-                 time below that limit so probes refresh NAT/conntrack state in time, e.g. \
-                 TCP_KEEPIDLE={} on the socket or sysctl -w net.ipv4.tcp_keepalive_time={}.",
+                 time well below that limit so probes refresh NAT/conntrack state in time, \
+                 e.g. TCP_KEEPIDLE={recommended} on the socket or sysctl -w \
+                 net.ipv4.tcp_keepalive_time={recommended} ({RECOMMENDED_IDLE_RULE}).",
                 secs(idle),
-                (idle / 2.0).floor().max(1.0),
-                (idle / 2.0).floor().max(1.0)
             ));
             format!(
                 "Connection reset{lifetime}: a keepalive probe sent after {} idle was answered \
@@ -173,6 +175,19 @@ pub fn explain(v: &mut Verdict) {
     }
     v.advice = advice;
 }
+
+/// The keepalive idle time to advise after a connection was forgotten within `failed`
+/// seconds of idleness: a third of it, so there is margin even when the path's limit sits
+/// at half of it (one failure says only that the limit is below `failed`), and at most
+/// 2 minutes, below the shortest common middlebox idle timeouts (4 min on Azure load
+/// balancers, 350 s on AWS NAT gateways); at least 1 s.
+pub fn recommended_idle(failed: f64) -> f64 {
+    (failed / 3.0).floor().clamp(1.0, 120.0)
+}
+
+/// How [`recommended_idle`] chose, in the advice's words.
+const RECOMMENDED_IDLE_RULE: &str =
+    "a third of the idle time that failed, at most 2 min: the limit is somewhere below it";
 
 fn settings(k: Option<&Keepalive>) -> (f64, f64, u32) {
     k.map(|k| (k.idle_s, k.interval_s, k.count))

@@ -73,6 +73,10 @@ pub struct Verdict {
     pub reason: Option<String>,
     pub summary: String,
     pub advice: Vec<String>,
+    /// The keepalive idle time (TCP_KEEPIDLE, seconds) the advice recommends, when the
+    /// death points at an idle timeout on the path.
+    #[serde(default)]
+    pub recommended_idle_s: Option<f64>,
     pub keepalive: Option<Keepalive>,
 }
 
@@ -489,6 +493,7 @@ impl ConnectionTimeline {
             reason,
             summary: String::new(),
             advice: vec![],
+            recommended_idle_s: None,
             keepalive: self.keepalive.clone(),
         };
         crate::advice::explain(&mut v);
@@ -677,7 +682,9 @@ mod tests {
             .verdict();
         assert_eq!(v.verdict, VerdictKind::ResetAfterProbe);
         assert_eq!(v.idle_s, Some(600.0));
-        assert!(v.advice[0].contains("TCP_KEEPIDLE=300"), "{:?}", v.advice);
+        // A third of the idle time that failed, at most 2 minutes.
+        assert_eq!(v.recommended_idle_s, Some(120.0));
+        assert!(v.advice[0].contains("TCP_KEEPIDLE=120"), "{:?}", v.advice);
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! systemd accepts, journal-friendly lines.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    io::Read,
     process::{Command, Stdio},
     thread,
     time::Duration,
@@ -11,37 +10,11 @@ use std::{
 
 use keepalive_tests::{
     Link, is_root, keepalive,
+    metrics::{free_port, sample, scrape},
     tracer::{Tracer, binary, wait_bounded, wait_tracing_line},
 };
 use serde_json::Value;
 use socket2::SockRef;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
-}
-
-/// The value of the sample `name` (with labels, exactly as printed), 0 when absent.
-fn sample(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn metrics_match_the_verdicts_printed() {

@@ -1,6 +1,8 @@
 //! Soak: connection churn plus keepalive traffic while tracing, for KEEPALIVE_SOAK_SECS
-//! seconds (run by `cargo xtask soak --minutes N`). The tracer's memory and open files must
-//! stay flat. Ignored in the normal test run.
+//! seconds (run by `cargo xtask soak --minutes N`, in CI for 2 minutes). The tracer must see
+//! what happened (every churned connection judged, the probes sent and answered, no
+//! timeout), lose nothing, stop cleanly with its summary, and keep its memory and open
+//! files flat. Ignored in the normal test run for its length.
 
 use std::{
     fs,
@@ -14,7 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keepalive_tests::{Link, is_root, keepalive, tracer::binary};
+use keepalive_tests::{
+    Link, is_root, keepalive,
+    metrics::{free_port, sample, scrape, sum},
+    tracer::{binary, wait_bounded, wait_tracing_line},
+};
 
 fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
@@ -38,22 +44,18 @@ fn soak_memory_and_fds_stay_flat() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let link = Link::new("client", "server", false);
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
     let mut tracer = Command::new(binary())
-        .args([
-            "trace",
-            "--format",
-            "json",
-            "--output",
-            "/dev/null",
-            "--netns",
-            &link.a.name,
-        ])
+        .args(["trace", "--quiet", "--output", "/dev/null", "--netns", &link.a.name])
+        .args(["--metrics", &metrics_addr])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = tracer.id();
-    thread::sleep(Duration::from_secs(2));
+    let mut err = std::io::BufReader::new(tracer.stderr.take().unwrap());
+    wait_tracing_line(&mut err);
 
     // Keepalive traffic: idle connections probing every second, answered.
     let idle: Vec<_> = (0..200).map(|_| link.connect(keepalive(1, 1, 3))).collect();
@@ -107,18 +109,46 @@ fn soak_memory_and_fds_stay_flat() {
     stop.store(true, Ordering::Relaxed);
     churner.join().unwrap();
     acceptor.join().unwrap();
-    drop(idle);
-    let _ = tracer.kill();
-    let _ = tracer.wait();
     let connections = churned.load(Ordering::Relaxed);
+    // The last connections' verdicts settle within a fraction of a second.
+    thread::sleep(Duration::from_secs(1));
+    let metrics = scrape(port);
+    drop(idle);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let (status, killed) = wait_bounded(tracer, Duration::from_secs(10));
+    assert!(!killed && status.success(), "tracer did not stop cleanly: {rest}");
     println!(
         "soak: {secs}s, {connections} connections churned, 200 keepalive connections; \
-         tracer RSS {rss0} KiB -> {rss1} KiB, open fds {fds0} -> {fds1}"
+         tracer RSS {rss0} KiB -> {rss1} KiB, open fds {fds0} -> {fds1}; {}",
+        rest.trim()
     );
     assert!(
         connections > 1000,
         "churn too slow to mean anything: {connections}"
     );
+    // What the tracer saw, against what the soak did.
+    let closed = sum(&metrics, "keepalive_connection_ends_total{verdict=\"closed\"");
+    assert!(
+        closed >= connections as f64 * 0.99 && closed <= connections as f64 + 210.0,
+        "{closed} closed verdicts for {connections} churned connections"
+    );
+    let probes = sample(&metrics, "keepalive_probes_sent_total");
+    let answered = sample(&metrics, "keepalive_probes_answered_total");
+    // 200 connections probing every second or two, each probe answered.
+    assert!(
+        probes >= 200.0 * secs as f64 / 4.0,
+        "{probes} probes from 200 connections in {secs} s"
+    );
+    assert!(answered >= probes - 200.0, "{answered} answers to {probes} probes");
+    assert_eq!(sample(&metrics, "keepalive_timeouts_total"), 0.0);
+    assert_eq!(sample(&metrics, "keepalive_events_lost_total"), 0.0, "{rest}");
+    assert!(rest.contains(", 0 lost"), "{rest}");
     assert_eq!(fds0, fds1, "open fds grew");
     // Flat: the engine's bounded state and allocator noise, not growth with traffic.
     assert!(
