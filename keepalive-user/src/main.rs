@@ -230,9 +230,10 @@ Examples:
       Keepalive activity of PostgreSQL connections only.
   keepalive trace --netns blue --format json --output trace.jsonl
       Sockets of network namespace `blue` (ip netns), as JSON lines into a file.
+  keepalive trace --quiet --metrics 127.0.0.1:9477
+      Only how connections end, and Prometheus metrics, for a long-running service.
 
-Kinds: keepalive_probe, keepalive_answered, keepalive_timeout, reset_sent, reset_received,
-       state_change, socket_error, socket_destroyed.";
+The event kinds are listed under --kind (from the event model itself).";
 
 #[derive(Args)]
 struct TraceArgs {
