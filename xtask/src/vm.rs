@@ -90,7 +90,7 @@ pub fn run(keepalive: &Path, opts: &Options) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let common = common_archive(keepalive, &tests)?;
 
-    let mut runs: Vec<(String, KernelRun)> = vec![];
+    let mut guests = vec![];
     for (label, pattern, required) in KERNELS {
         if opts.kernel.as_deref().is_some_and(|k| !label.ends_with(k)) {
             continue;
@@ -105,12 +105,27 @@ pub fn run(keepalive: &Path, opts: &Options) -> Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&initrd)?);
         archive.write(&mut f)?;
         drop(f);
-        println!("== {label}: booting {} under QEMU (TCG)", kernel.release);
-        let mut run = boot(label, &kernel, &initrd)?;
+        guests.push((*label, kernel, initrd, *required));
+    }
+    // The guests side by side: each runs its vCPUs on one host thread (single-threaded
+    // TCG), so two of them use the two cores rather than one after the other.
+    let booted: Vec<Result<KernelRun>> = thread::scope(|scope| {
+        let handles: Vec<_> = guests
+            .iter()
+            .map(|(label, kernel, initrd, _)| {
+                println!("== {label}: booting {} under QEMU (TCG)", kernel.release);
+                scope.spawn(move || boot(label, kernel, initrd))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| bail!("a guest's runner panicked")))
+            .collect()
+    });
+    let mut runs: Vec<(String, KernelRun)> = vec![];
+    for ((label, kernel, _, required), run) in guests.iter().zip(booted) {
+        let mut run = run?;
         run.required = required.to_vec();
-        if opts.command.is_some() {
-            continue;
-        }
         runs.push((format!("{label} ({}, VM)", kernel.release), run));
     }
     if opts.command.is_some() {
