@@ -15,9 +15,9 @@ use aya_ebpf::{
 use keepalive_common::{KeepaliveSettings, Record, flag, kind};
 
 use crate::{
-    count, fill_new_record,
+    LOST, count, fill_new_record,
     sock::{Address, read, read_identity, read_keepalive, wanted},
-    submit, LOST,
+    submit,
 };
 
 const TCP_FIN_WAIT2: u8 = 5;

@@ -50,10 +50,18 @@ pub enum Problem {
     ToolchainMissing,
     RustSrcMissing,
     LinkerMissing,
-    LinkerVersion { found: String },
-    LlvmMismatch { rustc_llvm: u32, linker_llvm: u32 },
+    LinkerVersion {
+        found: String,
+    },
+    LlvmMismatch {
+        rustc_llvm: u32,
+        linker_llvm: u32,
+    },
     /// A tool ran but its LLVM version could not be read from what it printed.
-    Unreadable { what: &'static str, output: String },
+    Unreadable {
+        what: &'static str,
+        output: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -100,7 +108,10 @@ impl fmt::Display for Problem {
                 install_linker_command(*rustc_llvm)
             ),
             Problem::Unreadable { what, output } => {
-                write!(f, "could not read the LLVM version of {what} from: {output}")
+                write!(
+                    f,
+                    "could not read the LLVM version of {what} from: {output}"
+                )
             }
         }
     }
@@ -161,18 +172,28 @@ pub fn has_rust_src() -> Result<bool, Problem> {
         .exists())
 }
 
+/// The program `name` as a command would find it on PATH.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    env::split_paths(&env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
 /// bpf-linker on PATH, as aya-build will find it.
 pub fn find_linker() -> Option<PathBuf> {
-    env::split_paths(&env::var_os("PATH")?)
-        .map(|dir| dir.join("bpf-linker"))
-        .find(|p| p.is_file())
+    on_path("bpf-linker")
 }
 
 /// The bpf-linker release, e.g. `0.13.0`.
 pub fn linker_version(linker: &Path) -> Option<String> {
     let out = Command::new(linker).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Some(text.trim().trim_start_matches("bpf-linker").trim().to_string())
+    Some(
+        text.trim()
+            .trim_start_matches("bpf-linker")
+            .trim()
+            .to_string(),
+    )
 }
 
 /// The LLVM major bpf-linker reads bitcode with: its LLVM prints its version and exits
@@ -245,7 +266,8 @@ mod tests {
 
     #[test]
     fn channel_is_read_from_toolchain_toml() {
-        let toml = "# c\n[toolchain]\nchannel = \"nightly-2026-06-15\"\ncomponents = [\"rust-src\"]\n";
+        let toml =
+            "# c\n[toolchain]\nchannel = \"nightly-2026-06-15\"\ncomponents = [\"rust-src\"]\n";
         assert_eq!(channel(toml), Some("nightly-2026-06-15"));
         assert_eq!(channel("[toolchain]\n"), None);
     }

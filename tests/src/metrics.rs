@@ -45,6 +45,9 @@ pub fn sum(metrics: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
-    assert!(!values.is_empty(), "no sample {prefix}... in the metrics:\n{metrics}");
+    assert!(
+        !values.is_empty(),
+        "no sample {prefix}... in the metrics:\n{metrics}"
+    );
     values.iter().sum()
 }

@@ -10,7 +10,7 @@ use std::{
 
 use keepalive_tests::{
     Link, is_root, keepalive,
-    metrics::{free_port, sample, scrape},
+    metrics::{free_port, sample, scrape, sum},
     tracer::{Tracer, binary, wait_bounded, wait_tracing_line},
 };
 use serde_json::Value;
@@ -65,15 +65,10 @@ fn metrics_match_the_verdicts_printed() {
     );
     for verdict in ["keepalive_timeout", "local_abort", "closed"] {
         let printed = count(&|v| v["type"] == "verdict" && v["verdict"] == verdict);
-        let counted: f64 = metrics
-            .lines()
-            .filter(|l| {
-                l.starts_with(&format!(
-                    "keepalive_connection_ends_total{{verdict=\"{verdict}\""
-                ))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
+        let counted = sum(
+            &metrics,
+            &format!("keepalive_connection_ends_total{{verdict=\"{verdict}\""),
+        );
         assert!(printed >= 1.0, "{verdict} verdict missing");
         assert_eq!(counted, printed, "{verdict}: {metrics}");
     }

@@ -47,7 +47,14 @@ fn soak_memory_and_fds_stay_flat() {
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut tracer = Command::new(binary())
-        .args(["trace", "--quiet", "--output", "/dev/null", "--netns", &link.a.name])
+        .args([
+            "trace",
+            "--quiet",
+            "--output",
+            "/dev/null",
+            "--netns",
+            &link.a.name,
+        ])
         .args(["--metrics", &metrics_addr])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -122,7 +129,10 @@ fn soak_memory_and_fds_stay_flat() {
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let (status, killed) = wait_bounded(tracer, Duration::from_secs(10));
-    assert!(!killed && status.success(), "tracer did not stop cleanly: {rest}");
+    assert!(
+        !killed && status.success(),
+        "tracer did not stop cleanly: {rest}"
+    );
     println!(
         "soak: {secs}s, {connections} connections churned, 200 keepalive connections; \
          tracer RSS {rss0} KiB -> {rss1} KiB, open fds {fds0} -> {fds1}; {}",
@@ -133,7 +143,10 @@ fn soak_memory_and_fds_stay_flat() {
         "churn too slow to mean anything: {connections}"
     );
     // What the tracer saw, against what the soak did.
-    let closed = sum(&metrics, "keepalive_connection_ends_total{verdict=\"closed\"");
+    let closed = sum(
+        &metrics,
+        "keepalive_connection_ends_total{verdict=\"closed\"",
+    );
     assert!(
         closed >= connections as f64 * 0.99 && closed <= connections as f64 + 210.0,
         "{closed} closed verdicts for {connections} churned connections"
@@ -145,9 +158,16 @@ fn soak_memory_and_fds_stay_flat() {
         probes >= 200.0 * secs as f64 / 4.0,
         "{probes} probes from 200 connections in {secs} s"
     );
-    assert!(answered >= probes - 200.0, "{answered} answers to {probes} probes");
+    assert!(
+        answered >= probes - 200.0,
+        "{answered} answers to {probes} probes"
+    );
     assert_eq!(sample(&metrics, "keepalive_timeouts_total"), 0.0);
-    assert_eq!(sample(&metrics, "keepalive_events_lost_total"), 0.0, "{rest}");
+    assert_eq!(
+        sample(&metrics, "keepalive_events_lost_total"),
+        0.0,
+        "{rest}"
+    );
     assert!(rest.contains(", 0 lost"), "{rest}");
     assert_eq!(fds0, fds1, "open fds grew");
     // Flat: the engine's bounded state and allocator noise, not growth with traffic.

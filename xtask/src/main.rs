@@ -158,7 +158,14 @@ fn main() -> Result<()> {
                     .unwrap_or(0);
                 let status = Command::new("rustup")
                     .current_dir(workspace_root().join("fuzz"))
-                    .args(["run", keepalive_toolchain::pinned(), "cargo", "fuzz", "run", target])
+                    .args([
+                        "run",
+                        keepalive_toolchain::pinned(),
+                        "cargo",
+                        "fuzz",
+                        "run",
+                        target,
+                    ])
                     .arg(&corpus)
                     .arg("--")
                     .arg(format!("-max_total_time={seconds}"))

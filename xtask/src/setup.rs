@@ -61,55 +61,53 @@ pub fn run() -> Result<()> {
         )?,
         Err(problem) => bail!("{problem}"),
     }
-    let llvm = toolchain::llvm_of_pinned()?;
-    let linker_ok = match toolchain::check() {
-        Ok(_) => true,
-        Err(Problem::LinkerMissing | Problem::LinkerVersion { .. }) => false,
-        Err(Problem::LlvmMismatch { linker_llvm, .. }) => {
-            eprintln!(
-                "setup: bpf-linker reads LLVM {linker_llvm} bitcode, {pinned} emits LLVM {llvm}: \
-                 rebuilding it"
-            );
-            false
-        }
+    match toolchain::check() {
+        Ok(_) => return Ok(()),
+        Err(Problem::LinkerMissing | Problem::LinkerVersion { .. }) => {}
+        Err(Problem::LlvmMismatch {
+            rustc_llvm,
+            linker_llvm,
+        }) => eprintln!(
+            "setup: bpf-linker reads LLVM {linker_llvm} bitcode, {pinned} emits LLVM \
+             {rustc_llvm}: rebuilding it"
+        ),
         Err(problem) => bail!("{problem}"),
-    };
-    if !linker_ok {
-        let packages = llvm_packages(llvm);
-        if !deb_installed(&packages[0]) && !deb_available(&packages[0]) {
-            bail!(
-                "{pinned} carries LLVM {llvm}, and this machine's package sources have no \
-                 {} to build bpf-linker against. Pin a nightly whose `rustc -vV` reports the \
-                 LLVM your distribution packages (keepalive-ebpf/rust-toolchain.toml), or install \
-                 LLVM {llvm} and run:\n  {}",
-                packages[0],
-                toolchain::install_linker_command(llvm)
-            );
-        }
-        install_missing(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
-        let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
-        let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
-        step(
-            &format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (a few minutes, once)"),
-            Command::new("cargo")
-                .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
-                .args(["--no-default-features", "--features"])
-                .arg(format!("llvm-{llvm}"))
-                .args(["--locked", "--force"])
-                .env("PATH", path),
-        )?;
     }
+    let llvm = toolchain::llvm_of_pinned()?;
+    let packages = llvm_packages(llvm);
+    if !deb_installed(&packages[0]) && !deb_available(&packages[0]) {
+        bail!(
+            "{pinned} carries LLVM {llvm}, and this machine's package sources have no \
+             {} to build bpf-linker against. Pin a nightly whose `rustc -vV` reports the \
+             LLVM your distribution packages (keepalive-ebpf/rust-toolchain.toml), or install \
+             LLVM {llvm} and run:\n  {}",
+            packages[0],
+            toolchain::install_linker_command(llvm)
+        );
+    }
+    install_missing(&packages.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let llvm_bin = format!("/usr/lib/llvm-{llvm}/bin");
+    let path = format!("{llvm_bin}:{}", std::env::var("PATH").unwrap_or_default());
+    step(
+        &format!(
+            "building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm} (a few minutes, once)"
+        ),
+        Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features"])
+            .arg(format!("llvm-{llvm}"))
+            .args(["--locked", "--force"])
+            .env("PATH", path),
+    )?;
     // The pair, once more, from what is installed now: the build's own check would say the
     // same later, but here is where it can be fixed.
     let ready = toolchain::check().map_err(|p| anyhow::anyhow!("after setup: {p}"))?;
-    if !linker_ok {
-        eprintln!(
-            "setup: ready: {} and {} both on LLVM {}",
-            ready.toolchain,
-            ready.linker.display(),
-            ready.llvm
-        );
-    }
+    eprintln!(
+        "setup: ready: {} and {} both on LLVM {}",
+        ready.toolchain,
+        ready.linker.display(),
+        ready.llvm
+    );
     Ok(())
 }
 
@@ -122,17 +120,24 @@ fn deb_installed(package: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether apt knows the package (after refreshing its lists once, as apt-cache needs).
+/// Whether apt knows the package, refreshing its lists first only when it does not (a
+/// machine's lists may be older than the package).
 fn deb_available(package: &str) -> bool {
+    let known = || {
+        Command::new("apt-cache")
+            .args(["show", package])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if known() {
+        return true;
+    }
     if euid() == 0 {
         let _ = Command::new("apt-get").args(["update", "-qq"]).status();
     }
-    Command::new("apt-cache")
-        .args(["show", package])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    known()
 }
 
 fn install_missing(packages: &[&str]) -> Result<()> {
@@ -231,7 +236,7 @@ pub fn fresh_check(workspace: &Path, scratch: &Path) -> Result<()> {
     let rustup_home = scratch.join("rustup");
     std::fs::create_dir_all(&cargo_home)?;
     // rustup-init is rustup under another name: the installer a newcomer runs.
-    let rustup = toolchain_bin("rustup").ok_or(Problem::NoRustup)?;
+    let rustup = toolchain::on_path("rustup").ok_or(Problem::NoRustup)?;
     let init = scratch.join("rustup-init");
     std::fs::copy(&rustup, &init).with_context(|| format!("copying {}", rustup.display()))?;
     // A newcomer's environment: nothing of this machine's Rust installation, no variables
@@ -247,7 +252,10 @@ pub fn fresh_check(workspace: &Path, scratch: &Path) -> Result<()> {
                     cargo_home.join("bin").display()
                 ),
             )
-            .env("HOME", std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .env(
+                "HOME",
+                std::env::var_os("HOME").unwrap_or_else(|| "/root".into()),
+            )
             .env("CARGO_HOME", &cargo_home)
             .env("RUSTUP_HOME", &rustup_home)
             .env("CARGO_TARGET_DIR", scratch.join("target"))
@@ -288,11 +296,4 @@ pub fn fresh_check(workspace: &Path, scratch: &Path) -> Result<()> {
         BPF_LINKER_VERSION
     );
     Ok(())
-}
-
-/// A program of this machine's Rust installation (on PATH).
-fn toolchain_bin(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
 }

@@ -119,7 +119,10 @@ pub fn run(keepalive: &Path, opts: &Options) -> Result<()> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| bail!("a guest's runner panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("a guest's runner panicked"))
+            })
             .collect()
     });
     let mut runs: Vec<(String, KernelRun)> = vec![];
@@ -683,7 +686,6 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
             }
             println!("{kernel:<46} {mode:<11} {row}");
         }
-
         // Every mode that ran must reach the same verdicts.
         let ran: Vec<_> = run.verdicts.iter().collect();
         if let Some(((first_mode, first), rest)) = ran.split_first() {
@@ -710,7 +712,9 @@ fn report(runs: &[(String, KernelRun)]) -> Result<()> {
     if !failures.is_empty() {
         bail!("vm-test failed:\n  {}", failures.join("\n  "));
     }
-    println!("vm-test: every scenario passed in every mode each kernel requires, with identical verdicts");
+    println!(
+        "vm-test: every scenario passed in every mode each kernel requires, with identical verdicts"
+    );
     Ok(())
 }
 

@@ -375,8 +375,17 @@ fn main() {
 /// whole CPU (process and programs) in % of one core, and per program ns per run and runs
 /// per operation; medians.
 fn kernel_cost(samples: &[Sample]) -> Value {
-    let per_op = |x: &Sample, v: f64| if x.ops_per_s > 0.0 { v / x.ops_per_s } else { 0.0 };
-    let mut names: Vec<&String> = samples.iter().flat_map(|x| x.kernel.programs.keys()).collect();
+    let per_op = |x: &Sample, v: f64| {
+        if x.ops_per_s > 0.0 {
+            v / x.ops_per_s
+        } else {
+            0.0
+        }
+    };
+    let mut names: Vec<&String> = samples
+        .iter()
+        .flat_map(|x| x.kernel.programs.keys())
+        .collect();
     names.sort();
     names.dedup();
     let programs: serde_json::Map<String, Value> = names
@@ -731,7 +740,12 @@ fn fdinfo_fields(pid: u32, key: &str) -> Vec<String> {
         .flatten()
         .filter_map(|fd| {
             let text = fs::read_to_string(fd.path()).ok()?;
-            Some(text.lines().find_map(|l| l.strip_prefix(key))?.trim().to_string())
+            Some(
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key))?
+                    .trim()
+                    .to_string(),
+            )
         })
         .collect()
 }
