@@ -47,6 +47,13 @@ pub mod kind {
     /// `keepalive enforce` turned keepalive on for a new connection (`arg0` 1), or would have
     /// in a dry run (`arg0` 0); `arg1` 1 when the socket had keepalive on already (--force).
     pub const KEEPALIVE_ENFORCED: u8 = 10;
+    /// The connection reached CLOSE: a [`STATE_CHANGE`] to CLOSE followed by a
+    /// [`super::ConnectionLife`] (a [`super::LifeRecord`]), what the kernel kept of its
+    /// earlier transitions instead of a record each. `pid` and `comm` are its owner's when
+    /// [`super::ConnectionLife::owner_from`] says so.
+    pub const CONNECTION_CLOSED: u8 = 11;
+    /// The highest kind: records above it are malformed.
+    pub const LAST: u8 = CONNECTION_CLOSED;
 }
 
 /// Entries of the LOST map: one per record kind (see [`kind`]), so user space can say what
@@ -146,6 +153,50 @@ pub struct Record {
 impl Record {
     pub const SIZE: usize = core::mem::size_of::<Record>();
 }
+
+/// What the kernel side keeps of a connection's start and application close (by default:
+/// with `all_states` every transition is a record of its own), sent once when it closes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionLife {
+    /// CLOCK_MONOTONIC nanoseconds when it became ESTABLISHED; 0 when that was not seen.
+    pub established_ns: u64,
+    /// When the application closed it (ESTABLISHED -> FIN_WAIT1, or CLOSE_WAIT -> LAST_ACK);
+    /// 0 when it did not.
+    pub app_closed_ns: u64,
+    /// The state the application's close left: ESTABLISHED (it closed first) or CLOSE_WAIT
+    /// (after the peer had).
+    pub app_closed_from: u8,
+    /// Where the record's `pid` and `comm` come from: see [`owner_from`].
+    pub owner_from: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Values of [`ConnectionLife::owner_from`].
+pub mod owner_from {
+    /// Not known: the record's task is whoever ran when it closed.
+    pub const UNKNOWN: u8 = 0;
+    /// The task that called connect().
+    pub const CONNECT: u8 = 1;
+    /// The task that called close() or shutdown().
+    pub const CLOSE: u8 = 2;
+}
+
+/// A [`kind::CONNECTION_CLOSED`] record as the kernel writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LifeRecord {
+    pub record: Record,
+    pub life: ConnectionLife,
+}
+
+impl LifeRecord {
+    pub const SIZE: usize = core::mem::size_of::<LifeRecord>();
+}
+
+/// Connections whose start the kernel side keeps until they close (the LIVES map,
+/// preallocated). Past it, a connection's transitions are each sent as they happen.
+pub const CONNECTION_LIFE_SLOTS: u32 = 1 << 16;
 
 /// Offsets (bytes) of the kernel fields the programs read, resolved from BTF at start.
 #[repr(C)]
@@ -329,6 +380,11 @@ mod pod {
     // SAFETY: plain #[repr(C)] integers and arrays, no padding the kernel could leave unset
     // that we would interpret, valid for any bit pattern.
     unsafe impl aya::Pod for super::Record {}
+    unsafe impl aya::Pod for super::LifeRecord {}
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::EnforceConfig {}
 }
+
+// The kernel side writes a command name into a record as two words.
+const _: () = assert!(core::mem::offset_of!(Record, comm) % 8 == 0);
+const _: () = assert!(core::mem::align_of::<Record>() == 8);

@@ -18,6 +18,7 @@ macro_rules! config {
 }
 
 mod enforce;
+mod life;
 mod sock;
 mod timer;
 
@@ -32,10 +33,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
-use keepalive_common::{KernelConfig, REASON_UNKNOWN, Record, flag, kind};
+use keepalive_common::{KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from};
 use sock::{
     AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, Typed,
-    forget, lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
+    filtering, forget, lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
 };
 
 #[unsafe(no_mangle)]
@@ -62,40 +63,48 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const TCP_CLOSE: u8 = 7;
-/// A record's room in the ring: its 8-byte header and the record, rounded up to 8 bytes.
-const RECORD_ON_RING: u64 = ((Record::SIZE as u64 + 8) + 7) & !7;
 
+/// Queues `r` for user space.
 fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
     match EVENTS.reserve::<Record>(0) {
         Some(mut entry) => {
             entry.write(*r);
-            // Batch wake-ups: a wake-up is an interrupt (a self-IPI, a VM exit on virtual
-            // machines) that costs more than the record. The reader drains on a short timer,
-            // so a quiet trickle still arrives; it is woken early only when this record takes
-            // the unread data past a multiple of wakeup_bytes, which bounds wake-ups to one
-            // per wakeup_bytes even while the reader lags (waking on every record past the
-            // threshold made a burst of probes cost ~4 us each here). Two CPUs crossing at
-            // once may both miss a band: the next band, or the timer, wakes the reader.
-            let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-            let band = config!(wakeup_bytes).max(1) as u64;
-            let flags = if avail / band != avail.saturating_sub(RECORD_ON_RING) / band {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            entry.submit(flags);
+            entry.submit(wakeup_flags(Record::SIZE));
             count(&EMITTED, 0);
         }
-        None => {
-            let lost = count(&LOST, (r.kind as u32) % keepalive_common::LOST_SLOTS);
-            // A diagnostic for the tool's own operator, rare by construction.
-            if lost.is_power_of_two() {
-                warn!(
-                    ctx,
-                    "ring buffer full: {} records of kind {} lost on this CPU so far", lost, r.kind
-                );
-            }
-        }
+        None => lost(ctx, r.kind),
+    }
+}
+
+/// Batch wake-ups: a wake-up is an interrupt (a self-IPI, a VM exit on virtual machines)
+/// that costs more than the record. The reader drains on a short timer, so a quiet trickle
+/// still arrives; it is woken early only when a record of `size` bytes takes the unread data
+/// past a multiple of wakeup_bytes, which bounds wake-ups to one per wakeup_bytes even while
+/// the reader lags (waking on every record past the threshold made a burst of probes cost
+/// ~4 us each here). Two CPUs crossing at once may both miss a band: the next band, or the
+/// timer, wakes the reader.
+#[inline(always)]
+fn wakeup_flags(size: usize) -> u64 {
+    // A record's room in the ring: its 8-byte header and itself, rounded up to 8 bytes.
+    let on_ring = ((size as u64 + 8) + 7) & !7;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let band = config!(wakeup_bytes).max(1) as u64;
+    if avail / band != avail.saturating_sub(on_ring) / band {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
+/// Counts a record of `kind` the ring had no room for.
+fn lost<C: EbpfContext>(ctx: &C, kind: u8) {
+    let lost = count(&LOST, (kind as u32) % keepalive_common::LOST_SLOTS);
+    // A diagnostic for the tool's own operator, rare by construction.
+    if lost.is_power_of_two() {
+        warn!(
+            ctx,
+            "ring buffer full: {} records of kind {} lost on this CPU so far", lost, kind
+        );
     }
 }
 
@@ -199,14 +208,26 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let Some(sk) = tcp_sock(ctx.arg(0)) else {
         return 0;
     };
+    // Assigns the socket its cookie on first sight (a connection's first transition comes
+    // before anything else it does), so every later event, timer ones included, reads the
+    // same cookie. For tracing programs this helper id is the kernel's
+    // bpf_get_socket_ptr_cookie.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
+    let closes = new as u8 == TCP_CLOSE;
+    // Without filters a folded transition reads nothing more; with them, only a connection
+    // they match gets an entry, so its identity is read first.
+    let folding = config!(all_states) == 0 && !closes;
+    let retransmits: u8 = sk.get(config!(offsets.retransmits));
+    if folding && !filtering() && life::fold(sk.addr(), old, new, retransmits) {
+        return 0;
+    }
     let mut r = new_record(kind::STATE_CHANGE);
     read_identity(sk, &mut r);
-    // Assigns the socket its cookie on first sight (a connection's first reported
-    // transition comes before anything else it does), so every later event, timer ones
-    // included, reads the same cookie.
-    // For tracing programs this helper id is the kernel's bpf_get_socket_ptr_cookie.
-    r.cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
+    r.cookie = cookie;
     if !wanted(&r) {
+        return 0;
+    }
+    if folding && filtering() && life::fold(sk.addr(), old, new, retransmits) {
         return 0;
     }
     timer::timeout_first(&ctx, sk.addr(), &r);
@@ -215,14 +236,40 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     r.arg1 = new as u32;
     r.flags = timer::in_timer_of(sk.addr());
     // Settings matter when a connection starts and ends; other transitions skip the reads.
-    if new as u8 == TCP_CLOSE || new == TCP_ESTABLISHED {
+    if closes || new == TCP_ESTABLISHED {
         r.flags |= flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(sk);
     }
-    r.retransmits = sk.get(config!(offsets.retransmits));
+    r.retransmits = retransmits;
     with_task(&mut r);
+    if closes && let Some(l) = life::get(sk.addr()) {
+        if l.life.owner_from != owner_from::UNKNOWN {
+            life::name_owner(l, &mut r);
+        }
+        r.kind = kind::CONNECTION_CLOSED;
+        submit_life(&ctx, &r, &l.life);
+        life::forget(sk.addr());
+        return 0;
+    }
     submit(&ctx, &r);
     0
+}
+
+/// A connection's CLOSE with what was kept of its life, written straight into the ring (a
+/// [`LifeRecord`] on the stack would not fit next to the record on older kernels' 512 bytes).
+fn submit_life(ctx: &BtfTracePointContext, r: &Record, life: &keepalive_common::ConnectionLife) {
+    match EVENTS.reserve::<LifeRecord>(0) {
+        Some(mut entry) => {
+            let p = entry.as_mut_ptr();
+            unsafe {
+                core::ptr::addr_of_mut!((*p).record).write(*r);
+                core::ptr::addr_of_mut!((*p).life).write(*life);
+            }
+            entry.submit(wakeup_flags(LifeRecord::SIZE));
+            count(&EMITTED, 0);
+        }
+        None => lost(ctx, r.kind),
+    }
 }
 
 fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
@@ -379,6 +426,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
 fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     timer::forget(sk);
+    life::forget(sk);
     // A full socket is freed after its state went to CLOSE, which was reported: the record
     // says nothing new, and every connection would pay for it.
     if config!(all_states) != 0 {

@@ -148,11 +148,11 @@ pub fn read_identity<S: Object>(sk: S, r: &mut Record) {
 /// A socket that matched once stays wanted: closing clears its ports before the last events.
 #[inline(always)]
 pub fn wanted(r: &Record) -> bool {
-    let port = config!(filter_port);
-    let netns = config!(filter_netns);
-    if port == 0 && netns == 0 {
+    if !filtering() {
         return true;
     }
+    let port = config!(filter_port);
+    let netns = config!(filter_netns);
     if (port == 0 || r.sport == port || r.dport == port) && (netns == 0 || r.netns == netns) {
         let _ = MATCHED.insert(&r.skaddr, &1, 0);
         return true;
@@ -160,10 +160,16 @@ pub fn wanted(r: &Record) -> bool {
     unsafe { MATCHED.get(&r.skaddr) }.is_some()
 }
 
+/// The user asked for some connections only (a port or a network namespace).
+#[inline(always)]
+pub fn filtering() -> bool {
+    config!(filter_port) != 0 || config!(filter_netns) != 0
+}
+
 /// Forgets a destroyed socket for the filters.
 #[inline(always)]
 pub fn forget(sk: u64) {
-    if config!(filter_port) != 0 || config!(filter_netns) != 0 {
+    if filtering() {
         let _ = MATCHED.remove(&sk);
     }
 }

@@ -7,11 +7,14 @@ use std::{
 };
 
 use bytes::Buf;
-use keepalive_common::{KeepaliveSettings, REASON_UNKNOWN, Record, flag, kind};
+use keepalive_common::{
+    ConnectionLife, KeepaliveSettings, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from,
+};
 use time::OffsetDateTime;
 
 use crate::event::{
-    Detail, Event, Keepalive, SetBySocket, SocketId, TcpState, TimeoutReason, errno_name,
+    Closer, Detail, Event, Keepalive, Life, SetBySocket, SocketId, TcpState, TimeoutReason,
+    errno_name,
 };
 
 const AF_INET6: u16 = 10;
@@ -27,15 +30,15 @@ const FORGET_CLOSED_NS: u64 = 2_000_000_000;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DecodeError {
-    Size { got: usize },
+    Size { got: usize, expected: usize },
     Kind(u8),
 }
 
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecodeError::Size { got } => {
-                write!(f, "record of {got} bytes, expected {}", Record::SIZE)
+            DecodeError::Size { got, expected } => {
+                write!(f, "record of {got} bytes, expected {expected}")
             }
             DecodeError::Kind(k) => write!(f, "unknown record kind {k}"),
         }
@@ -44,23 +47,75 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// One ring-buffer record: a [`Record`], and for [`kind::CONNECTION_CLOSED`] the life that
+/// follows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub record: Record,
+    pub life: Option<ConnectionLife>,
+}
+
+impl From<Record> for Parsed {
+    fn from(record: Record) -> Self {
+        Parsed { record, life: None }
+    }
+}
+
+/// The size of the record that starts `b` (by its kind byte; a [`Record`]'s when `b` is too
+/// short to say): how a stream of records, such as a fuzzer's input, splits.
+pub fn record_len(b: &[u8]) -> usize {
+    match b.get(core::mem::offset_of!(Record, kind)) {
+        Some(&kind::CONNECTION_CLOSED) => LifeRecord::SIZE,
+        _ => Record::SIZE,
+    }
+}
+
+/// The event kind (as printed) a record kind decodes to; None for kinds that do not exist.
+pub fn kind_name(k: u8) -> Option<&'static str> {
+    match k {
+        kind::CONNECTION_CLOSED => Some("state_change"),
+        _ => Detail::KINDS.get((k as usize).checked_sub(1)?).copied(),
+    }
+}
+
 /// Parses one ring-buffer record. Field by field rather than a pointer cast, so any byte
 /// string is safe to feed in.
-pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
-    if b.len() != Record::SIZE {
-        return Err(DecodeError::Size { got: b.len() });
+pub fn parse_record(b: &[u8]) -> Result<Parsed, DecodeError> {
+    let expected = record_len(b);
+    if b.len() != expected {
+        return Err(DecodeError::Size {
+            got: b.len(),
+            expected,
+        });
     }
+    let (mut head, mut tail) = b.split_at(Record::SIZE);
+    let record = parse_head(&mut head);
+    if !(kind::KEEPALIVE_PROBE..=kind::LAST).contains(&record.kind) {
+        return Err(DecodeError::Kind(record.kind));
+    }
+    let life = (record.kind == kind::CONNECTION_CLOSED).then(|| ConnectionLife {
+        established_ns: tail.get_u64_ne(),
+        app_closed_ns: tail.get_u64_ne(),
+        app_closed_from: tail.get_u8(),
+        owner_from: tail.get_u8(),
+        _pad: [0; 6],
+    });
+    Ok(Parsed { record, life })
+}
+
+/// The [`Record`] part, `b` holding at least its size.
+fn parse_head(b: &mut &[u8]) -> Record {
     let bytes16 = |b: &mut &[u8]| {
         let mut a = [0u8; 16];
         b.copy_to_slice(&mut a);
         a
     };
-    let r = Record {
+    Record {
         ts_ns: b.get_u64_ne(),
         skaddr: b.get_u64_ne(),
         cookie: b.get_u64_ne(),
-        saddr: bytes16(&mut b),
-        daddr: bytes16(&mut b),
+        saddr: bytes16(b),
+        daddr: bytes16(b),
         netns: b.get_u32_ne(),
         pid: b.get_u32_ne(),
         sport: b.get_u16_ne(),
@@ -76,7 +131,7 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
             b.advance(6);
             [0; 6]
         },
-        comm: bytes16(&mut b),
+        comm: bytes16(b),
         keepalive: KeepaliveSettings {
             idle_jiffies: b.get_u32_ne(),
             interval_jiffies: b.get_u32_ne(),
@@ -87,11 +142,7 @@ pub fn parse_record(mut b: &[u8]) -> Result<Record, DecodeError> {
             set_by_socket: b.get_u8(),
         },
         ino: b.get_u64_ne(),
-    };
-    if !(kind::KEEPALIVE_PROBE..=kind::KEEPALIVE_ENFORCED).contains(&r.kind) {
-        return Err(DecodeError::Kind(r.kind));
     }
-    Ok(r)
 }
 
 /// What turning records into events needs to know about the kernel, plus the little state
@@ -152,9 +203,21 @@ impl Decoder {
         self.sockets.len().max(self.owners.len())
     }
 
+    /// A record without a life (every kind but [`kind::CONNECTION_CLOSED`]).
     pub fn decode(&mut self, r: &Record) -> Event {
+        self.decode_with(r, None)
+    }
+
+    pub fn decode_parsed(&mut self, p: &Parsed) -> Event {
+        self.decode_with(&p.record, p.life.as_ref())
+    }
+
+    fn decode_with(&mut self, r: &Record, life: Option<&ConnectionLife>) -> Event {
         self.forget_closed(r.ts_ns);
-        let detail = self.detail(r);
+        let mut detail = self.detail(r);
+        if let (Detail::StateChange { life: l, .. }, Some(life)) = (&mut detail, life) {
+            *l = Some(self.life(life));
+        }
         let socket = self.socket_id(r);
         if let Detail::StateChange {
             to: TcpState::Close,
@@ -164,25 +227,31 @@ impl Decoder {
         {
             self.closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
         }
-        if let Detail::StateChange { from, to, .. } = detail {
-            if runs_in_owner_context(from, to) {
-                if self.comms.len() >= MAX_COMMS {
-                    self.comms.clear();
-                }
-                let comm = self
-                    .comms
-                    .entry(r.comm)
-                    .or_insert_with(|| {
-                        String::from_utf8_lossy(&r.comm)
-                            .trim_end_matches('\0')
-                            .into()
-                    })
-                    .clone();
-                if self.owners.len() >= MAX_SOCKETS {
-                    self.owners.clear();
-                }
-                self.owners.entry(r.skaddr).or_insert((r.pid, comm));
+        // The task of the record is the owner where the kernel ran in the owner's context
+        // (connect, close), or where the kernel kept the owner with the connection's life.
+        let owner_known = match &detail {
+            Detail::StateChange { from, to, .. } if life.is_none() => {
+                runs_in_owner_context(*from, *to)
             }
+            _ => life.is_some_and(|l| l.owner_from != owner_from::UNKNOWN),
+        };
+        if owner_known {
+            if self.comms.len() >= MAX_COMMS {
+                self.comms.clear();
+            }
+            let comm = self
+                .comms
+                .entry(r.comm)
+                .or_insert_with(|| {
+                    String::from_utf8_lossy(&r.comm)
+                        .trim_end_matches('\0')
+                        .into()
+                })
+                .clone();
+            if self.owners.len() >= MAX_SOCKETS {
+                self.owners.clear();
+            }
+            self.owners.entry(r.skaddr).or_insert((r.pid, comm));
         }
         let owner = self.owners.get(&r.skaddr).cloned();
         if r.kind == kind::SOCKET_DESTROYED {
@@ -190,16 +259,34 @@ impl Decoder {
             self.owners.remove(&r.skaddr);
         }
         Event {
-            ts: OffsetDateTime::from_unix_timestamp_nanos(
-                r.ts_ns as i128 + self.realtime_offset_ns,
-            )
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+            ts: self.time(r.ts_ns),
             socket,
             state: TcpState::from_kernel(r.state as u32),
             pid: owner.as_ref().map(|o| o.0),
             comm: owner.map(|o| o.1),
             detail,
             keepalive: (r.flags & flag::HAS_KEEPALIVE != 0).then(|| self.keepalive(&r.keepalive)),
+        }
+    }
+
+    /// Wall-clock time of a CLOCK_MONOTONIC timestamp.
+    fn time(&self, ns: u64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(ns as i128 + self.realtime_offset_ns)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn life(&self, l: &ConnectionLife) -> Life {
+        let at = |ns: u64| (ns != 0).then(|| self.time(ns));
+        Life {
+            established: at(l.established_ns),
+            app_closed: at(l.app_closed_ns),
+            closed_first: (l.app_closed_ns != 0).then(|| {
+                if TcpState::from_kernel(l.app_closed_from as u32) == TcpState::CloseWait {
+                    Closer::Peer
+                } else {
+                    Closer::Local
+                }
+            }),
         }
     }
 
@@ -314,10 +401,11 @@ impl Decoder {
                 }
             }
             kind::RESET_RECEIVED => Detail::ResetReceived {},
-            kind::STATE_CHANGE => Detail::StateChange {
+            kind::STATE_CHANGE | kind::CONNECTION_CLOSED => Detail::StateChange {
                 from: TcpState::from_kernel(r.arg0),
                 to: TcpState::from_kernel(r.arg1),
                 retransmits: (r.retransmits > 0).then_some(r.retransmits as u32),
+                life: None,
             },
             // icsk_retransmits counts timeouts before this one.
             kind::RETRANSMIT => Detail::Retransmit {
@@ -410,7 +498,7 @@ pub(crate) mod tests {
         r.arg0 = 2;
         r.keepalive.count = 3;
         r.comm[..3].copy_from_slice(b"ssh");
-        assert_eq!(parse_record(as_bytes(&r)).unwrap(), r);
+        assert_eq!(parse_record(as_bytes(&r)).unwrap(), r.into());
     }
 
     #[test]
@@ -418,7 +506,10 @@ pub(crate) mod tests {
         let r = record(kind::KEEPALIVE_PROBE);
         assert_eq!(
             parse_record(&as_bytes(&r)[..10]),
-            Err(DecodeError::Size { got: 10 })
+            Err(DecodeError::Size {
+                got: 10,
+                expected: Record::SIZE
+            })
         );
         let r = record(99);
         assert_eq!(parse_record(as_bytes(&r)), Err(DecodeError::Kind(99)));
@@ -636,5 +727,73 @@ pub(crate) mod tests {
         (probe.ts_ns, probe.cookie) = (20_000_000_000, 31);
         let e = d.decode(&probe);
         assert_eq!((e.socket.cookie, e.pid), (31, Some(777)));
+    }
+
+    /// A close with its life: parsed from the bytes the kernel writes, the owner the kernel
+    /// kept named on it (not the task that ran the close), and the life in wall-clock time.
+    #[test]
+    fn a_close_with_its_life_names_owner_and_start() {
+        let mut r = record(kind::CONNECTION_CLOSED);
+        (r.arg0, r.arg1, r.state) = (5, 7, 5); // FIN_WAIT2 -> CLOSE
+        r.ts_ns = 9_000_000_000;
+        r.pid = 4242;
+        r.comm[..3].copy_from_slice(b"ssh");
+        let whole = LifeRecord {
+            record: r,
+            life: ConnectionLife {
+                established_ns: 1_000_000_000,
+                app_closed_ns: 8_000_000_000,
+                app_closed_from: 1, // ESTABLISHED: this side closed first
+                owner_from: owner_from::CONNECT,
+                _pad: [0; 6],
+            },
+        };
+        let bytes = unsafe {
+            std::slice::from_raw_parts(&whole as *const LifeRecord as *const u8, LifeRecord::SIZE)
+        };
+        assert_eq!(record_len(bytes), LifeRecord::SIZE);
+        assert_eq!(
+            parse_record(&bytes[..Record::SIZE]),
+            Err(DecodeError::Size {
+                got: Record::SIZE,
+                expected: LifeRecord::SIZE
+            })
+        );
+        let parsed = parse_record(bytes).unwrap();
+        assert_eq!(parsed.life, Some(whole.life));
+        let mut d = Decoder::new(250, 1_000_000_000_000_000_000, vec![]);
+        let e = d.decode_parsed(&parsed);
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_000_000_000 + s).unwrap();
+        assert_eq!(e.ts, t(9));
+        assert_eq!((e.pid, e.comm.as_deref()), (Some(4242), Some("ssh")));
+        assert_eq!(
+            e.detail,
+            Detail::StateChange {
+                from: TcpState::FinWait2,
+                to: TcpState::Close,
+                retransmits: None,
+                life: Some(Life {
+                    established: Some(t(1)),
+                    app_closed: Some(t(8)),
+                    closed_first: Some(Closer::Local),
+                }),
+            }
+        );
+        // Closed after the peer (CLOSE_WAIT), owner unknown: the task that ran is not named.
+        let mut other = whole;
+        other.record.skaddr += 4096;
+        other.life.app_closed_from = 8;
+        other.life.owner_from = owner_from::UNKNOWN;
+        let e = d.decode_parsed(&Parsed {
+            record: other.record,
+            life: Some(other.life),
+        });
+        assert_eq!(e.pid, None);
+        match e.detail {
+            Detail::StateChange { life: Some(l), .. } => {
+                assert_eq!(l.closed_first, Some(Closer::Peer))
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

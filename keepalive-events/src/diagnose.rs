@@ -313,7 +313,9 @@ pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
 /// one that was established before tracing started.
 fn starts_tracking(e: &Event) -> bool {
     match &e.detail {
-        Detail::StateChange { to, .. } => *to == TcpState::Established,
+        Detail::StateChange { to, life, .. } => {
+            *to == TcpState::Established || life.as_ref().is_some_and(|l| l.established.is_some())
+        }
         Detail::SocketDestroyed {} => false,
         _ => matches!(
             e.state,
@@ -375,9 +377,13 @@ impl ConnectionTimeline {
                 from,
                 to,
                 retransmits,
+                life,
             } => {
                 if *to == TcpState::Established && self.established.is_none() {
                     self.established = Some(e.ts);
+                }
+                if let Some(at) = life.as_ref().and_then(|l| l.established) {
+                    self.established.get_or_insert(at);
                 }
                 let app_closed = matches!(
                     (from, to),
@@ -522,7 +528,7 @@ impl ConnectionFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Keepalive;
+    use crate::event::{Closer, Keepalive, Life};
 
     /// A recorded sequence, one event per step, one second apart by default.
     struct Recording {
@@ -576,6 +582,7 @@ mod tests {
                     from: TcpState::SynSent,
                     to: TcpState::Established,
                     retransmits: None,
+                    life: None,
                 },
                 TcpState::SynSent,
                 None,
@@ -600,6 +607,7 @@ mod tests {
                     from: TcpState::Established,
                     to: TcpState::Close,
                     retransmits: None,
+                    life: None,
                 },
                 TcpState::Established,
                 None,
@@ -792,6 +800,7 @@ mod tests {
                     from: TcpState::Established,
                     to: TcpState::FinWait1,
                     retransmits: None,
+                    life: None,
                 },
                 TcpState::Established,
                 None,
@@ -928,6 +937,7 @@ mod tests {
                     from: TcpState::Established,
                     to: TcpState::FinWait1,
                     retransmits: Some(3),
+                    life: None,
                 },
                 TcpState::Established,
                 None,
@@ -953,5 +963,83 @@ mod tests {
             v.summary
         );
         assert!(v.advice.iter().any(|a| a.contains("ServerAliveCountMax")));
+    }
+
+    /// By default the kernel side sends a connection's start with its close: one event is a
+    /// whole ordinary life, and it gets the same verdict the separate transitions get.
+    #[test]
+    fn a_close_with_its_life_is_a_whole_connection() {
+        let start = OffsetDateTime::UNIX_EPOCH + Duration::seconds(1_000);
+        let life = |established| Life {
+            established,
+            app_closed: Some(start + Duration::seconds(4)),
+            closed_first: Some(Closer::Local),
+        };
+        let closed = |life| {
+            let mut rec = Recording::new();
+            rec.t = start;
+            rec.at(
+                5.0,
+                Detail::StateChange {
+                    from: TcpState::FinWait2,
+                    to: TcpState::Close,
+                    retransmits: None,
+                    life,
+                },
+                TcpState::FinWait2,
+                None,
+            )
+        };
+        let v = closed(Some(life(Some(start)))).verdict();
+        assert_eq!(v.verdict, VerdictKind::Closed);
+        assert_eq!(v.lifetime_s, Some(5.0));
+        assert_eq!((v.pid, v.comm.as_deref()), (Some(100), Some("ssh")));
+        // A connection established before tracing started, or never established (a refused
+        // connect), is not judged from its close alone, as without the life.
+        for life in [Some(life(None)), None] {
+            let mut engine = Engine::default();
+            let rec = closed(life);
+            assert!(engine.observe(&rec.events[0]).is_empty());
+            assert!(engine.finish().is_empty());
+        }
+    }
+
+    /// Probes, then the close with the life: the start the life carries counts for the
+    /// lifetime, and the verdict is the probes'.
+    #[test]
+    fn a_life_after_live_events_dates_the_start() {
+        let k = ka(2.0, 1.0, 3, 0, true);
+        let start = OffsetDateTime::UNIX_EPOCH + Duration::seconds(1_000);
+        let mut rec = Recording::new();
+        rec.t = start;
+        let v = rec
+            .probes(3, &k, 2.0)
+            .at(
+                1.0,
+                Detail::KeepaliveTimeout {
+                    reason: TimeoutReason::ProbesUnanswered,
+                    probes: 3,
+                },
+                TcpState::Established,
+                Some(k.clone()),
+            )
+            .at(
+                0.0,
+                Detail::StateChange {
+                    from: TcpState::Established,
+                    to: TcpState::Close,
+                    retransmits: None,
+                    life: Some(Life {
+                        established: Some(start),
+                        app_closed: None,
+                        closed_first: None,
+                    }),
+                },
+                TcpState::Established,
+                None,
+            )
+            .verdict();
+        assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
+        assert_eq!(v.lifetime_s, Some(5.0));
     }
 }

@@ -79,11 +79,15 @@ pub enum Detail {
     },
     ResetReceived {},
     /// `retransmits`: data retransmissions still unanswered when the state changed.
+    /// `life`: on a change to CLOSE, how the connection started and was closed, when the
+    /// kernel side kept that instead of reporting each of those changes (the default).
     StateChange {
         from: TcpState,
         to: TcpState,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retransmits: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        life: Option<Life>,
     },
     /// An error was reported to the socket's owner, e.g. ETIMEDOUT.
     SocketError {
@@ -132,6 +136,38 @@ impl Detail {
         "retransmit",
         "keepalive_enforced",
     ];
+}
+
+/// A connection's start and close, reported with its end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Life {
+    /// When it was established; absent when that was before tracing started.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub established: Option<OffsetDateTime>,
+    /// When the application closed it (close() or shutdown()); absent when it did not.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub app_closed: Option<OffsetDateTime>,
+    /// Which side closed first, when the application closed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_first: Option<Closer>,
+}
+
+/// Who sent the first FIN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Closer {
+    /// This side's application (ESTABLISHED -> FIN_WAIT1).
+    Local,
+    /// The peer; the application closed after it (CLOSE_WAIT -> LAST_ACK).
+    Peer,
 }
 
 /// Why the keepalive timer gave up.

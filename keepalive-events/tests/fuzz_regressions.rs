@@ -6,7 +6,7 @@
 use std::{fs, path::Path};
 
 use keepalive_events::{
-    decode::{Decoder, parse_record},
+    decode::{Decoder, parse_record, record_len},
     diagnose::Engine,
     replay::read_events,
 };
@@ -29,9 +29,12 @@ fn decode_record_crashes_stay_fixed() {
     assert!(!cases.is_empty());
     for data in cases {
         let mut decoder = Decoder::new(250, 0, vec![]);
-        for chunk in data.chunks(keepalive_common::Record::SIZE) {
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let (chunk, next) = rest.split_at(record_len(rest).min(rest.len()));
+            rest = next;
             if let Ok(record) = parse_record(chunk) {
-                let event = decoder.decode(&record);
+                let event = decoder.decode_parsed(&record);
                 let _ = Engine::new(16).observe(&event);
             }
         }

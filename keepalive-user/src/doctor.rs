@@ -159,7 +159,7 @@ fn brief(e: &anyhow::Error) -> String {
     match text.split_once("Verifier output:") {
         Some((head, log)) => {
             let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = &lines[lines.len().saturating_sub(3)..];
+            let tail = &lines[lines.len().saturating_sub(6)..];
             format!("{}(verifier: {})", head, tail.join(" / ").trim())
         }
         None => text,

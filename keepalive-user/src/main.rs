@@ -258,9 +258,11 @@ struct TraceArgs {
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
-    /// Every TCP state change (SYN_RECV, FIN_WAIT2, CLOSE_WAIT, ...) and every socket freed,
-    /// as tcpstates shows them. By default only the transitions that start and end a
-    /// connection are reported, which is all diagnosis needs and much cheaper on busy hosts.
+    /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT2, CLOSE_WAIT, ...) as it
+    /// happens and every socket freed, as tcpstates shows them. By default a connection is
+    /// one state_change when it closes (-> CLOSE), carrying when it was established and who
+    /// closed first: the kernel keeps its start until then, which is all diagnosis needs
+    /// and much cheaper on busy hosts.
     #[arg(long)]
     all_states: bool,
     #[command(flatten)]

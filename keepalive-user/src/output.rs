@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     diagnose::{ConnectionTimeline, Verdict},
-    event::{Detail, Event, TimeoutReason},
+    event::{Closer, Detail, Event, TimeoutReason},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -323,12 +323,25 @@ pub fn describe(e: &Event) -> String {
         Detail::StateChange {
             from,
             to,
-            retransmits: Some(n),
-        } => format!(
-            "{from} -> {to} with {n} retransmission{} unanswered",
-            plural(*n)
-        ),
-        Detail::StateChange { from, to, .. } => format!("{from} -> {to}"),
+            retransmits,
+            life,
+        } => {
+            let mut s = format!("{from} -> {to}");
+            if let Some(n) = retransmits {
+                s += &format!(" with {n} retransmission{} unanswered", plural(*n));
+            }
+            if let Some(l) = life {
+                if let Some(t) = l.established {
+                    s += &format!(", up {:.3}s", (e.ts - t).as_seconds_f64());
+                }
+                match l.closed_first {
+                    Some(Closer::Local) => s += ", closed by this side first",
+                    Some(Closer::Peer) => s += ", closed by the peer first",
+                    None => {}
+                }
+            }
+            s
+        }
         Detail::Retransmit { retransmits } => {
             format!("data sent again (retransmission {retransmits} in a row)")
         }

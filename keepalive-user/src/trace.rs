@@ -156,17 +156,16 @@ fn counter_total(counter: &PerCpuArray<MapData, u64>) -> u64 {
 
 /// Lost records by kind name (kinds with none left out).
 fn lost_by_kind(lost: &PerCpuArray<MapData, u64>) -> std::collections::BTreeMap<String, u64> {
-    (0..lost.len())
-        .filter_map(|i| {
-            let n: u64 = lost.get(&i, 0).ok()?.iter().sum();
-            let name = match i.checked_sub(1) {
-                Some(k) => crate::event::Detail::KINDS.get(k as usize).copied(),
-                None => None,
-            }
-            .unwrap_or("unknown");
-            (n > 0).then(|| (name.to_string(), n))
-        })
-        .collect()
+    let mut by_kind = std::collections::BTreeMap::new();
+    for i in 0..lost.len() {
+        let n: u64 = lost.get(&i, 0).map(|c| c.iter().sum()).unwrap_or(0);
+        if n > 0 {
+            // Two record kinds can make one event kind (a close with or without its life).
+            let name = crate::decode::kind_name(i as u8).unwrap_or("unknown");
+            *by_kind.entry(name.to_string()).or_default() += n;
+        }
+    }
+    by_kind
 }
 
 /// Asking sock_diag about every socket makes the kernel assign each its cookie, so sockets
@@ -205,10 +204,10 @@ fn drain(
             }
         };
         drop(item);
-        let mut event = decoder.decode(&record);
+        let mut event = decoder.decode_parsed(&record);
         if event.pid.is_none() {
-            if let Some((pid, comm)) = procs.lookup(record.ino) {
-                decoder.set_owner(record.skaddr, pid, comm.clone());
+            if let Some((pid, comm)) = procs.lookup(record.record.ino) {
+                decoder.set_owner(record.record.skaddr, pid, comm.clone());
                 event.pid = Some(pid);
                 event.comm = Some(comm);
             }

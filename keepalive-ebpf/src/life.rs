@@ -1,0 +1,120 @@
+//! A connection's life kept in the kernel. By default the transitions that start and close
+//! a connection (connect, established, the application's close) are folded into one entry
+//! per socket and sent with its CLOSE as one record: a busy host makes millions of short
+//! connections, and a record per transition cost each of them seven records and the
+//! reader's time. With `all_states` every transition is a record of its own instead, and
+//! so is every transition of a connection that does not fit in [`LIVES`].
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::map,
+    maps::HashMap,
+};
+use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
+
+/// What is kept of a connection until it closes: its life and, when known, its owner.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Life {
+    pub life: ConnectionLife,
+    pub pid: u32,
+    /// The command name in words: copied with two loads, not a byte loop. A byte loop is
+    /// the shared memmove the identity's addresses go through from the socket, and the
+    /// verifier refuses one instruction loading from two kinds of pointer.
+    pub comm: [u64; 2],
+}
+
+/// By socket address; an entry goes when the connection closes or the socket is freed.
+/// Preallocated (transitions run in softirq context too), and not an LRU: eviction would
+/// drop a connection's start silently. When it is full, transitions are sent as they happen.
+#[map]
+static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLOTS, 0);
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+
+/// Folds the transition `old` -> `new` of the socket at `key` (not one to CLOSE), whose
+/// data retransmissions unanswered are `retransmits`, into its entry; false
+/// when it must be sent as a record: no room, or an application close with data still
+/// unacknowledged (the verdict is due then, not when the orphan gives up later).
+/// A function of its own: its entry on the stack would otherwise add to the state-change
+/// program's frame, and older kernels (6.1) refuse a call chain past 512 bytes.
+#[inline(never)]
+pub fn fold(key: u64, old: i32, new: i32, retransmits: u8) -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        // connect(), in the caller's context: the owner.
+        let mut l = empty();
+        l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        l.comm = current_comm();
+        l.life.owner_from = owner_from::CONNECT;
+        return LIVES.insert(&key, &l, 0).is_ok();
+    }
+    if new == TCP_ESTABLISHED {
+        if let Some(l) = LIVES.get_ptr_mut(&key) {
+            unsafe { (*l).life.established_ns = now };
+            return true;
+        }
+        // An accepted connection (or a connect() that did not fit): its start is here.
+        let mut l = empty();
+        l.life.established_ns = now;
+        return LIVES.insert(&key, &l, 0).is_ok();
+    }
+    // The application closes (close() or shutdown(), in its context).
+    let Some(l) = LIVES.get_ptr_mut(&key) else {
+        return false;
+    };
+    if retransmits != 0 {
+        return false;
+    }
+    let l = unsafe { &mut *l };
+    l.life.app_closed_ns = now;
+    l.life.app_closed_from = old as u8;
+    if l.life.owner_from == owner_from::UNKNOWN {
+        l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        l.comm = current_comm();
+        l.life.owner_from = owner_from::CLOSE;
+    }
+    true
+}
+
+/// The entry of a connection that reaches CLOSE, in the table (not copied to the stack):
+/// [`forget`] it once sent.
+#[inline(always)]
+pub fn get(sk: u64) -> Option<&'static Life> {
+    unsafe { LIVES.get(&sk) }
+}
+
+/// The socket is freed: its address may be reused by another.
+#[inline(always)]
+pub fn forget(sk: u64) {
+    let _ = LIVES.remove(&sk);
+}
+
+#[inline(always)]
+fn empty() -> Life {
+    Life {
+        life: ConnectionLife::default(),
+        pid: 0,
+        comm: [0; 2],
+    }
+}
+
+#[inline(always)]
+fn current_comm() -> [u64; 2] {
+    unsafe { core::mem::transmute(bpf_get_current_comm().unwrap_or([0; 16])) }
+}
+
+/// Puts the owner kept in `l` on the record `r`.
+#[inline(always)]
+pub fn name_owner(l: &Life, r: &mut keepalive_common::Record) {
+    r.pid = l.pid;
+    // Record::comm is 8-byte aligned (keepalive-common asserts it): word stores. Volatile,
+    // or the compiler turns the pair back into a call to the shared memmove.
+    let to = r.comm.as_mut_ptr() as *mut u64;
+    unsafe {
+        core::ptr::write_volatile(to, core::ptr::read_volatile(&l.comm[0]));
+        core::ptr::write_volatile(to.add(1), core::ptr::read_volatile(&l.comm[1]));
+    }
+}
