@@ -600,6 +600,18 @@ mod tests {
             }
             self
         }
+        /// The timer gives up after `probes` unanswered, an interval after the last.
+        fn gave_up(self, probes: u32, k: &Keepalive) -> Self {
+            self.at(
+                k.interval_s,
+                Detail::KeepaliveTimeout {
+                    reason: TimeoutReason::ProbesUnanswered,
+                    probes,
+                },
+                TcpState::Established,
+                Some(k.clone()),
+            )
+        }
         fn close(self, after: f64) -> Self {
             self.at(
                 after,
@@ -642,15 +654,7 @@ mod tests {
         let v = Recording::new()
             .established()
             .probes(3, &k, 2.0)
-            .at(
-                1.0,
-                Detail::KeepaliveTimeout {
-                    reason: TimeoutReason::ProbesUnanswered,
-                    probes: 3,
-                },
-                TcpState::Established,
-                Some(k.clone()),
-            )
+            .gave_up(3, &k)
             .at(
                 0.0,
                 Detail::ResetSent {
@@ -1014,15 +1018,7 @@ mod tests {
         rec.t = start;
         let v = rec
             .probes(3, &k, 2.0)
-            .at(
-                1.0,
-                Detail::KeepaliveTimeout {
-                    reason: TimeoutReason::ProbesUnanswered,
-                    probes: 3,
-                },
-                TcpState::Established,
-                Some(k.clone()),
-            )
+            .gave_up(3, &k)
             .at(
                 0.0,
                 Detail::StateChange {

@@ -3,13 +3,15 @@
 //! The pure parts (events, decoding, diagnosis, replay) live in `keepalive-events` and are
 //! re-exported here. This crate is the edges: [`btf`] and [`kernel`] learn about the running
 //! kernel, [`loader`] loads and attaches the programs, [`trace`] runs the live loop,
-//! [`doctor`] reports what the kernel offers, [`snapshot`], [`procs`] and [`sockets`] look at sockets that already exist, [`pipeline`]
-//! and [`output`] decide what to print and print it.
+//! [`doctor`] reports what the kernel offers, [`snapshot`], [`procs`] and [`sockets`] look at
+//! sockets that already exist, [`pipeline`] and [`output`] decide what to print and print it,
+//! [`history`] keeps verdicts for questions asked afterwards.
 pub use keepalive_events::{advice, decode, diagnose, event, replay};
 
 pub mod btf;
 pub mod doctor;
 pub mod enforce;
+pub mod history;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;

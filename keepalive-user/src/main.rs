@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use keepalive_user::{
     diagnose::ConnectionFilter,
     event::Detail,
+    history,
     loader::{LoadOptions, default_btf_path},
     output::{Format, Writer},
     pipeline::{Flow, Mode, Pipeline},
@@ -23,7 +24,8 @@ use keepalive_user::{
         keepalive trace                      # every keepalive probe, reset, error and state change\n  \
         keepalive trace --port 22            # only connections with port 22 at either end\n  \
         keepalive trace --format json        # JSON lines, for jq or a recording\n  \
-        keepalive why --comm ssh             # wait for an ssh connection to die, say why\n\n\
+        keepalive why --comm ssh             # wait for an ssh connection to die, say why\n  \
+        keepalive why --since 12h --comm ssh # why ssh connections died, from the history\n\n\
         Runs as root (or with CAP_BPF and CAP_PERFMON). -v or RUST_LOG=debug shows the tool's own diagnostics."
 )]
 struct Cli {
@@ -39,9 +41,14 @@ enum Command {
     /// Print keepalive probes, answers, timeouts, resets, errors and state changes as they happen.
     #[command(after_help = TRACE_EXAMPLES)]
     Trace(TraceArgs),
-    /// Wait until a matching connection ends, then print its timeline and why it ended.
+    /// Wait until a matching connection ends, then print its timeline and why it ended; with
+    /// --since, say why connections ended earlier, from the history.
     #[command(after_help = WHY_EXAMPLES)]
     Why(WhyArgs),
+    /// List the connections that died in a period, from the history `keepalive trace
+    /// --history` keeps.
+    #[command(after_help = HISTORY_EXAMPLES)]
+    History(HistoryArgs),
     /// Turn keepalive on for the new TCP connections of a cgroup's processes, without
     /// changing the applications, until stopped.
     #[command(after_help = ENFORCE_EXAMPLES)]
@@ -128,10 +135,77 @@ struct SocketsArgs {
     format: Format,
 }
 
+const HISTORY_EXAMPLES: &str = "\
+Examples:
+  keepalive history
+      Connections that died in the last 24 hours: time, local -> remote, owner, verdict.
+  keepalive history --since 2026-11-30T18:00:00Z --until 2026-12-01T08:00:00Z --port 5432
+      PostgreSQL connections that died overnight.
+  keepalive history --since 7d --all --format json
+      Every connection end of the last week, orderly closes included, as JSON lines.
+
+The history is kept by `keepalive trace --history` (the systemd unit and the DaemonSet turn it
+on). Times nobody traced are listed as gaps. `keepalive why --since` shows the timelines.";
+
+#[derive(Args)]
+struct HistoryArgs {
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    #[command(flatten)]
+    period: PeriodArgs,
+    /// Orderly closes too, not only deaths, e.g. --all.
+    #[arg(long)]
+    all: bool,
+    /// Output format, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+/// A period of the history to look at.
+#[derive(Args)]
+struct PeriodArgs {
+    /// From this time: a time ago (90s, 30m, 12h, 2d, 1h30m) or an RFC 3339 time,
+    /// e.g. --since 12h.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Up to this time (the same forms; now when not given), e.g. --until 2h.
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// The store to read: the directory `keepalive trace --history` writes,
+    /// e.g. --history /srv/keepalive.
+    #[arg(long, value_name = "DIR", default_value = history::DEFAULT_DIR)]
+    history: PathBuf,
+}
+
+impl PeriodArgs {
+    /// `[since, until]`, `since` defaulting to `default_ago` before now.
+    fn range(
+        &self,
+        now: time::OffsetDateTime,
+        default_ago: &str,
+    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime)> {
+        let parse = |flag: &str, s: &str| {
+            history::parse_time(s, now).map_err(|e| UsageError(format!("--{flag} {e}")))
+        };
+        let since = parse("since", self.since.as_deref().unwrap_or(default_ago))?;
+        let until = match &self.until {
+            Some(u) => parse("until", u)?,
+            None => now,
+        };
+        if since > until {
+            return Err(UsageError("--since is after --until".into()).into());
+        }
+        Ok((since, until))
+    }
+}
+
 const WHY_EXAMPLES: &str = "\
 Examples:
   keepalive why --comm ssh
       Follows live until an ssh connection dies; prints its events and the verdict.
+  keepalive why --since 12h --comm ssh
+      Why ssh connections ended in the last 12 hours, newest first, from the history
+      `keepalive trace --history` keeps; says when nobody was tracing.
   keepalive why --port 5432 --format json
       The same for a PostgreSQL connection, as JSON lines (events, then the verdict).
   keepalive why --from trace.jsonl --addr 198.18.0.2
@@ -213,8 +287,10 @@ struct WhyArgs {
     connection: ConnectionArgs,
     /// Replay this recording (from `keepalive trace --format json --output FILE`) instead of
     /// tracing live, e.g. --from trace.jsonl.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "since")]
     from: Option<PathBuf>,
+    #[command(flatten)]
+    period: PeriodArgs,
     /// Output format, e.g. --format json.
     #[arg(short, long, value_enum, default_value = "human")]
     format: Format,
@@ -255,6 +331,14 @@ struct TraceArgs {
     /// long-running use, e.g. --quiet.
     #[arg(short, long)]
     quiet: bool,
+    /// Keep every verdict, and the timeline of each connection that did not close normally,
+    /// in DIR (default /var/lib/keepalive, created root-only), for `keepalive why --since`
+    /// and `keepalive history` later, e.g. --history.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = history::DEFAULT_DIR)]
+    history: Option<PathBuf>,
+    /// Size cap of the history in MiB; the oldest entries go first, e.g. --history-size 256.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    history_size: u64,
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
     #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
     kind: Vec<String>,
@@ -310,7 +394,11 @@ fn run(command: Command) -> Result<ExitCode> {
         .build()?;
     match command {
         Command::Trace(args) => runtime.block_on(run_trace(args)),
+        Command::Why(args) if args.period.since.is_some() || args.period.until.is_some() => {
+            run_why_history(args)
+        }
         Command::Why(args) => runtime.block_on(run_why(args)),
+        Command::History(args) => run_history(args),
         Command::Sockets(args) => run_sockets(args),
         Command::Enforce(args) => runtime.block_on(run_enforce(args)),
         Command::Doctor(args) => runtime.block_on(run_doctor(args)),
@@ -397,6 +485,14 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
         args.connection.filter(),
         Writer::new(format, out),
     );
+    if let Some(dir) = &args.history {
+        let store = history::HistoryWriter::open(
+            dir,
+            args.history_size << 20,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        pipeline = pipeline.with_history(store);
+    }
     if let Some(addr) = args.metrics {
         let metrics = std::sync::Arc::new(std::sync::Mutex::new(
             keepalive_user::metrics::Metrics::new(),
@@ -404,7 +500,9 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
         keepalive_user::metrics::serve(addr, metrics.clone()).await?;
         pipeline.metrics = Some(metrics);
     }
-    trace::run(&opts, &mut pipeline).await?;
+    let traced = trace::run(&opts, &mut pipeline).await;
+    pipeline.stop_history()?;
+    traced?;
     pipeline.write_summary()?;
     if args.output.is_some() {
         // The summary went into the file; the operator at the terminal sees the counts too.
@@ -445,6 +543,77 @@ async fn run_why(args: WhyArgs) -> Result<ExitCode> {
     } else {
         eprintln!("keepalive: no matching connection ended");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `keepalive why --since`: the verdicts and timelines the history kept, newest first.
+fn run_why_history(args: WhyArgs) -> Result<ExitCode> {
+    let now = time::OffsetDateTime::now_utc();
+    let (since, until) = args.period.range(now, "24h")?;
+    let h = history::read(&args.period.history)?;
+    let matches = matching(&h, &args.connection, since, until)?;
+    let mut out = Writer::new(args.format, Box::new(io::stdout()));
+    for (from, to) in h.gaps(since, until, now) {
+        out.gap(from, to)?;
+    }
+    for (v, timeline) in &matches {
+        out.verdict_after(v, timeline.iter())?;
+    }
+    out.flush()?;
+    history_notes(&h);
+    if matches.is_empty() {
+        eprintln!("keepalive: no matching connection ended in that period");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keepalive history`: the deaths of a period, a line each.
+fn run_history(args: HistoryArgs) -> Result<ExitCode> {
+    let now = time::OffsetDateTime::now_utc();
+    let (since, until) = args.period.range(now, "24h")?;
+    let h = history::read(&args.period.history)?;
+    let mut out = Writer::new(args.format, Box::new(io::stdout()));
+    for (from, to) in h.gaps(since, until, now) {
+        out.gap(from, to)?;
+    }
+    for (v, _) in matching(&h, &args.connection, since, until)? {
+        if args.all || v.verdict != keepalive_user::diagnose::VerdictKind::Closed {
+            out.history_row(v)?;
+        }
+    }
+    out.flush()?;
+    history_notes(&h);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The history's connection ends in `[since, until]` that the filters select, newest first.
+fn matching<'h>(
+    h: &'h history::History,
+    conn: &ConnectionArgs,
+    since: time::OffsetDateTime,
+    until: time::OffsetDateTime,
+) -> Result<
+    Vec<(
+        &'h keepalive_user::diagnose::Verdict,
+        &'h [keepalive_user::event::Event],
+    )>,
+> {
+    let filter = conn.filter();
+    let netns = conn.netns.as_deref().map(resolve_netns).transpose()?;
+    Ok(h.deaths(since, until)
+        .filter(|(v, _)| filter.matches(&v.socket, v.pid, v.comm.as_deref()))
+        .filter(|(v, _)| netns.is_none_or(|n| v.socket.netns == n))
+        .collect())
+}
+
+/// What the reader of a history should know besides its answer.
+fn history_notes(h: &history::History) {
+    if h.torn > 0 {
+        eprintln!(
+            "keepalive: {} line(s) of the history did not read back (a tracer killed while              writing) and were skipped",
+            h.torn
+        );
     }
 }
 

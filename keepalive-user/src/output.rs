@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, io::Write};
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::{
     diagnose::{ConnectionTimeline, Verdict},
@@ -72,6 +73,13 @@ enum Line<'a> {
     Event(&'a Event),
     Verdict(&'a Verdict),
     Summary(&'a Summary),
+    /// A stretch of time the history has nothing for: no tracer was running.
+    Gap {
+        #[serde(with = "time::serde::rfc3339")]
+        from: OffsetDateTime,
+        #[serde(with = "time::serde::rfc3339")]
+        to: OffsetDateTime,
+    },
 }
 
 /// Output is buffered and flushed by [`Writer::flush`], which the live loop calls after each
@@ -152,10 +160,17 @@ impl Writer {
         v: &Verdict,
         timeline: Option<&ConnectionTimeline>,
     ) -> std::io::Result<()> {
-        if let Some(t) = timeline {
-            for e in t.events() {
-                self.event(e)?;
-            }
+        self.verdict_after(v, timeline.into_iter().flat_map(|t| t.events()))
+    }
+
+    /// A verdict after the events that led to it.
+    pub fn verdict_after<'a>(
+        &mut self,
+        v: &Verdict,
+        events: impl Iterator<Item = &'a Event>,
+    ) -> std::io::Result<()> {
+        for e in events {
+            self.event(e)?;
         }
         match self.format {
             Format::Json => self.json(&Line::Verdict(v)),
@@ -193,6 +208,48 @@ impl Writer {
                 }
                 writeln!(self.out, "{}", "=".repeat(78))?;
                 Ok(())
+            }
+        }
+    }
+
+    /// A time the question covers when no tracer was writing the history.
+    pub fn gap(&mut self, from: OffsetDateTime, to: OffsetDateTime) -> std::io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Line::Gap { from, to }),
+            Format::Human | Format::Journal => writeln!(
+                self.out,
+                "keepalive was not tracing between {} and {}",
+                rfc3339(whole_seconds(from)),
+                rfc3339(whole_seconds(to))
+            ),
+        }
+    }
+
+    /// One line of `keepalive history`: when, which connection, whose, and how it ended.
+    pub fn history_row(&mut self, v: &Verdict) -> std::io::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Line::Verdict(v)),
+            Format::Human | Format::Journal => {
+                if !self.header_done {
+                    self.header_done = true;
+                    writeln!(
+                        self.out,
+                        "{:<20} {:<47} {:<24} VERDICT",
+                        "TIME (UTC)", "LOCAL -> REMOTE", "OWNER"
+                    )?;
+                }
+                let owner = match (&v.comm, v.pid) {
+                    (Some(c), Some(p)) => format!("{c} {p}"),
+                    _ => "-".into(),
+                };
+                writeln!(
+                    self.out,
+                    "{:<20} {:<47} {:<24} {}",
+                    rfc3339(whole_seconds(v.ts)),
+                    v.socket.endpoints(),
+                    owner,
+                    v.verdict.name()
+                )
             }
         }
     }
@@ -279,6 +336,15 @@ impl Writer {
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
+}
+
+fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn owner(pid: Option<u32>, comm: Option<&str>) -> String {

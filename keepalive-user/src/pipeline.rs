@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use crate::{
     diagnose::{ConnectionFilter, ConnectionTimeline, Engine, Verdict},
     event::Event,
+    history::HistoryWriter,
     metrics::Metrics,
     output::{Summary, Writer},
 };
@@ -42,6 +43,8 @@ pub struct Pipeline {
     pub answered: bool,
     /// Counters for `--metrics`, fed every event and verdict whatever is printed.
     pub metrics: Option<Arc<Mutex<Metrics>>>,
+    /// The store of `--history`, given every verdict the filters let through.
+    history: Option<HistoryWriter>,
     out: Writer,
 }
 
@@ -59,7 +62,24 @@ impl Pipeline {
             summary: Summary::default(),
             answered: false,
             metrics: None,
+            history: None,
             out,
+        }
+    }
+
+    /// Keeps verdicts, and the timelines of connections that did not close normally, in
+    /// `history` (call before the first event: timelines are kept from then on).
+    pub fn with_history(mut self, history: HistoryWriter) -> Self {
+        self.engine = Engine::default();
+        self.history = Some(history);
+        self
+    }
+
+    /// Says in the history that tracing stopped.
+    pub fn stop_history(&mut self) -> anyhow::Result<()> {
+        match self.history.take() {
+            Some(h) => h.stop(OffsetDateTime::now_utc()),
+            None => Ok(()),
         }
     }
 
@@ -89,6 +109,9 @@ impl Pipeline {
 
     /// Lets verdicts of connections closed a moment ago out (call it periodically).
     pub fn tick(&mut self, now: OffsetDateTime) -> std::io::Result<Flow> {
+        if let Some(h) = &mut self.history {
+            h.tick(now).map_err(std::io::Error::other)?;
+        }
         let ended = self.engine.settle(now);
         self.verdicts(ended)
     }
@@ -122,6 +145,9 @@ impl Pipeline {
                 continue;
             }
             self.summary.count_verdict(&v);
+            if let Some(h) = &mut self.history {
+                h.death(&v, &timeline).map_err(std::io::Error::other)?;
+            }
             let flow = match self.mode {
                 Mode::Trace | Mode::Verdicts => guard(self.out.verdict(&v, None))?,
                 Mode::Why => {
