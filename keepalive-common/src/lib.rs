@@ -388,3 +388,5 @@ mod pod {
 // The kernel side writes a command name into a record as two words.
 const _: () = assert!(core::mem::offset_of!(Record, comm) % 8 == 0);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
+// ... and zeroes a record a word at a time.
+const _: () = assert!(Record::SIZE % 8 == 0);

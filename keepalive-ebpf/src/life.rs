@@ -6,11 +6,15 @@
 //! so is every transition of a connection that does not fit in [`LIVES`].
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::HashMap,
 };
+use core::mem::MaybeUninit;
+
 use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
+
+const _: () = assert!(core::mem::size_of::<Life>() % 8 == 0);
 
 /// What is kept of a connection until it closes: its life and, when known, its owner.
 #[derive(Clone, Copy)]
@@ -45,11 +49,12 @@ pub fn fold(key: u64, old: i32, new: i32, retransmits: u8) -> bool {
     let now = unsafe { bpf_ktime_get_ns() };
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         // connect(), in the caller's context: the owner.
-        let mut l = empty();
+        let mut slot = MaybeUninit::uninit();
+        let l = empty(&mut slot);
         l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        l.comm = current_comm();
+        crate::current_comm(l.comm.as_mut_ptr().cast());
         l.life.owner_from = owner_from::CONNECT;
-        return LIVES.insert(&key, &l, 0).is_ok();
+        return LIVES.insert(&key, l, 0).is_ok();
     }
     if new == TCP_ESTABLISHED {
         if let Some(l) = LIVES.get_ptr_mut(&key) {
@@ -57,9 +62,10 @@ pub fn fold(key: u64, old: i32, new: i32, retransmits: u8) -> bool {
             return true;
         }
         // An accepted connection (or a connect() that did not fit): its start is here.
-        let mut l = empty();
+        let mut slot = MaybeUninit::uninit();
+        let l = empty(&mut slot);
         l.life.established_ns = now;
-        return LIVES.insert(&key, &l, 0).is_ok();
+        return LIVES.insert(&key, l, 0).is_ok();
     }
     // The application closes (close() or shutdown(), in its context).
     let Some(l) = LIVES.get_ptr_mut(&key) else {
@@ -73,7 +79,7 @@ pub fn fold(key: u64, old: i32, new: i32, retransmits: u8) -> bool {
     l.life.app_closed_from = old as u8;
     if l.life.owner_from == owner_from::UNKNOWN {
         l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        l.comm = current_comm();
+        crate::current_comm(l.comm.as_mut_ptr().cast());
         l.life.owner_from = owner_from::CLOSE;
     }
     true
@@ -92,18 +98,12 @@ pub fn forget(sk: u64) {
     let _ = LIVES.remove(&sk);
 }
 
+/// A zeroed entry in `slot`, zeroed a word at a time and in place (see [`crate::zero`]).
 #[inline(always)]
-fn empty() -> Life {
-    Life {
-        life: ConnectionLife::default(),
-        pid: 0,
-        comm: [0; 2],
-    }
-}
-
-#[inline(always)]
-fn current_comm() -> [u64; 2] {
-    unsafe { core::mem::transmute(bpf_get_current_comm().unwrap_or([0; 16])) }
+fn empty(slot: &mut MaybeUninit<Life>) -> &mut Life {
+    crate::zero(slot.as_mut_ptr());
+    // SAFETY: all zeros is a valid Life.
+    unsafe { slot.assume_init_mut() }
 }
 
 /// Puts the owner kept in `l` on the record `r`.

@@ -22,12 +22,11 @@ mod life;
 mod sock;
 mod timer;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     EbpfContext,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-        generated::bpf_get_socket_cookie,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_socket_cookie},
     macros::{btf_tracepoint, kprobe, kretprobe, map},
     maps::{PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
@@ -124,15 +123,40 @@ fn count(counter: &PerCpuArray<u64>, index: u32) -> u64 {
     }
 }
 
+/// Zeroes a record (or any value of whole, aligned words) a word at a time. The BPF
+/// backend turns zeroing a struct or an array into a call to the library memset, which
+/// stores a byte per instruction: 136 of them for a record, a good part of a state change's
+/// cost. Volatile, or the stores become that call again.
+#[inline(always)]
+fn zero<T>(p: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let words = p as *mut u64;
+    for i in 0..core::mem::size_of::<T>() / 8 {
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+    }
+}
+
+/// The current task's command name, written by the helper straight into `to` (which it
+/// fills whole, zeroes when it fails): no zeroed temporary and copy.
+#[inline(always)]
+fn current_comm(to: *mut [u8; 16]) {
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(to.cast(), 16) };
+}
+
 /// Makes `r` a new record of `kind` in place (map memory: no 136-byte copy on the stack).
 fn fill_new_record(r: &mut Record, kind: u8) {
-    unsafe { core::ptr::write_bytes(r as *mut Record, 0, 1) };
+    zero(r);
     r.kind = kind;
     r.ts_ns = unsafe { bpf_ktime_get_ns() };
 }
 
-fn new_record(kind: u8) -> Record {
-    let mut r: Record = unsafe { core::mem::zeroed() };
+/// Makes a new record of `kind` in `slot` (a program's stack) and returns it there: built in
+/// place, since moving a zeroed value out becomes the byte-loop memset again.
+#[inline(always)]
+fn new_record(slot: &mut MaybeUninit<Record>, kind: u8) -> &mut Record {
+    zero(slot.as_mut_ptr());
+    // SAFETY: every byte is zero now, a valid Record.
+    let r = unsafe { slot.assume_init_mut() };
     r.kind = kind;
     r.ts_ns = unsafe { bpf_ktime_get_ns() };
     r
@@ -140,7 +164,7 @@ fn new_record(kind: u8) -> Record {
 
 fn with_task(r: &mut Record) {
     r.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    r.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    current_comm(&mut r.comm);
 }
 
 #[btf_tracepoint(function = "timer_expire_entry")]
@@ -221,16 +245,17 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if folding && !filtering() && life::fold(sk.addr(), old, new, retransmits) {
         return 0;
     }
-    let mut r = new_record(kind::STATE_CHANGE);
-    read_identity(sk, &mut r);
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::STATE_CHANGE);
+    read_identity(sk, r);
     r.cookie = cookie;
-    if !wanted(&r) {
+    if !wanted(r) {
         return 0;
     }
     if folding && filtering() && life::fold(sk.addr(), old, new, retransmits) {
         return 0;
     }
-    timer::timeout_first(&ctx, sk.addr(), &r);
+    timer::timeout_first(&ctx, sk.addr(), r);
     r.state = old as u8;
     r.arg0 = old as u32;
     r.arg1 = new as u32;
@@ -241,17 +266,17 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         r.keepalive = read_keepalive(sk);
     }
     r.retransmits = retransmits;
-    with_task(&mut r);
+    with_task(r);
     if closes && let Some(l) = life::get(sk.addr()) {
         if l.life.owner_from != owner_from::UNKNOWN {
-            life::name_owner(l, &mut r);
+            life::name_owner(l, r);
         }
         r.kind = kind::CONNECTION_CLOSED;
-        submit_life(&ctx, &r, &l.life);
+        submit_life(&ctx, r, &l.life);
         life::forget(sk.addr());
         return 0;
     }
-    submit(&ctx, &r);
+    submit(&ctx, r);
     0
 }
 
@@ -276,13 +301,14 @@ fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     let Some(sk) = tcp_sock(ctx.arg(0)) else {
         return 0;
     };
-    let mut r = new_record(kind::RETRANSMIT);
-    read_identity(sk, &mut r);
-    if !wanted(&r) {
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::RETRANSMIT);
+    read_identity(sk, r);
+    if !wanted(r) {
         return 0;
     }
     r.arg0 = sk.get::<u8>(config!(offsets.retransmits)) as u32;
-    submit(&ctx, &r);
+    submit(&ctx, r);
     0
 }
 
@@ -293,27 +319,28 @@ fn on_tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
     if skb == 0 && config!(resets_by_kprobe) != 0 {
         return 0;
     }
-    let mut r = new_record(kind::RESET_SENT);
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::RESET_SENT);
     r.arg0 = if config!(send_reset_has_reason) != 0 {
         ctx.arg::<u32>(2)
     } else {
         REASON_UNKNOWN
     };
     if sk != 0 {
-        read_identity(Address(sk), &mut r);
+        read_identity(Address(sk), r);
     } else if skb != 0 {
-        read_reset_packet(skb, &mut r);
+        read_reset_packet(skb, r);
     } else {
         return 0;
     }
-    if !wanted(&r) {
+    if !wanted(r) {
         return 0;
     }
     if sk != 0 {
-        reset_by_socket(&ctx, sk, &mut r);
+        reset_by_socket(&ctx, sk, r);
     }
-    with_task(&mut r);
-    submit(&ctx, &r);
+    with_task(r);
+    submit(&ctx, r);
     0
 }
 
@@ -325,9 +352,10 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
     let Some(sk) = ctx.arg::<u64>(0) else {
         return 0;
     };
-    let mut r = new_record(kind::RESET_SENT);
-    read_identity(Address(sk), &mut r);
-    if !wanted(&r) {
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::RESET_SENT);
+    read_identity(Address(sk), r);
+    if !wanted(r) {
         return 0;
     }
     r.arg0 = if config!(active_reset_has_reason) != 0 {
@@ -337,9 +365,9 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
     };
     // x86-64 kernel text lives in the top 2 GiB: the low half of the address identifies it.
     r.arg1 = caller(&ctx) as u32;
-    reset_by_socket(&ctx, sk, &mut r);
-    with_task(&mut r);
-    submit(&ctx, &r);
+    reset_by_socket(&ctx, sk, r);
+    with_task(r);
+    submit(&ctx, r);
     0
 }
 
@@ -393,12 +421,13 @@ fn read_reset_packet(skb: u64, r: &mut Record) {
 
 fn on_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let mut r = new_record(kind::RESET_RECEIVED);
-    read_identity(Address(sk), &mut r);
-    if !wanted(&r) {
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::RESET_RECEIVED);
+    read_identity(Address(sk), r);
+    if !wanted(r) {
         return 0;
     }
-    submit(&ctx, &r);
+    submit(&ctx, r);
     0
 }
 
@@ -407,19 +436,20 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
         return 0;
     }
-    let mut r = new_record(kind::SOCKET_ERROR);
-    read_identity(Address(sk), &mut r);
-    if !wanted(&r) {
+    let mut slot = MaybeUninit::uninit();
+    let r = new_record(&mut slot, kind::SOCKET_ERROR);
+    read_identity(Address(sk), r);
+    if !wanted(r) {
         return 0;
     }
-    timer::timeout_first(&ctx, sk, &r);
+    timer::timeout_first(&ctx, sk, r);
     // tcp_write_err() and friends set sk_err just before reporting it.
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
     r.flags = timer::in_timer_of(sk) | flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(Address(sk));
     r.retransmits = read(sk, config!(offsets.retransmits));
-    with_task(&mut r);
-    submit(&ctx, &r);
+    with_task(r);
+    submit(&ctx, r);
     0
 }
 
@@ -431,10 +461,11 @@ fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     // says nothing new, and every connection would pay for it.
     if config!(all_states) != 0 {
         if let Some(tp) = tcp_sock(sk) {
-            let mut r = new_record(kind::SOCKET_DESTROYED);
-            read_identity(tp, &mut r);
-            if wanted(&r) {
-                submit(&ctx, &r);
+            let mut slot = MaybeUninit::uninit();
+            let r = new_record(&mut slot, kind::SOCKET_DESTROYED);
+            read_identity(tp, r);
+            if wanted(r) {
+                submit(&ctx, r);
             }
         }
     }

@@ -13,7 +13,7 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    io::{Read, Seek, SeekFrom, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
@@ -111,7 +111,15 @@ impl HistoryWriter {
             .mode(0o600)
             .open(dir.join(LOCK))
             .with_context(|| format!("opening {}", dir.join(LOCK).display()))?;
-        if !try_lock(&lock, libc::LOCK_EX) {
+        // A reader checking whether a tracer is live holds a shared lock for a moment: try
+        // again briefly before calling the store taken.
+        let locked = (0..20).any(|attempt| {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            try_lock(&lock, libc::LOCK_EX)
+        });
+        if !locked {
             let mut pid = String::new();
             let _ = lock.read_to_string(&mut pid);
             bail!(
@@ -282,28 +290,35 @@ pub fn read(dir: &Path) -> Result<History> {
             dir.display()
         );
     }
-    let mut h = History::default();
-    for (n, _) in segments(dir)? {
+    // A shared lock we can take means no writer holds the exclusive one.
+    let live = match File::open(dir.join(LOCK)) {
+        Ok(f) => !try_lock(&f, libc::LOCK_SH),
+        Err(_) => false,
+    };
+    let mut h = History {
+        live,
+        ..Default::default()
+    };
+    let all = segments(dir)?;
+    for (i, (n, _)) in all.iter().enumerate() {
         // A segment the writer deleted since the listing is simply gone.
-        let Ok(f) = File::open(segment_path(dir, n)) else {
+        let Ok(data) = fs::read(segment_path(dir, *n)) else {
             continue;
         };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line?;
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Entry>(&line) {
+        let mut lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+        // What follows the last newline: nothing, or a line being written right now (the
+        // newest segment of a live store), or one a crash tore.
+        let unfinished = lines.pop().filter(|l| !l.is_empty());
+        if unfinished.is_some() && !(live && i + 1 == all.len()) {
+            h.torn += 1;
+        }
+        for line in lines.into_iter().filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<Entry>(line) {
                 Ok(e) => h.entries.push(e),
                 Err(_) => h.torn += 1,
             }
         }
     }
-    // A shared lock we can take means no writer holds the exclusive one.
-    h.live = match File::open(dir.join(LOCK)) {
-        Ok(f) => !try_lock(&f, libc::LOCK_SH),
-        Err(_) => false,
-    };
     Ok(h)
 }
 
