@@ -548,20 +548,16 @@ async fn run_why(args: WhyArgs) -> Result<ExitCode> {
 
 /// `keepalive why --since`: the verdicts and timelines the history kept, newest first.
 fn run_why_history(args: WhyArgs) -> Result<ExitCode> {
-    let now = time::OffsetDateTime::now_utc();
-    let (since, until) = args.period.range(now, "24h")?;
-    let h = history::read(&args.period.history)?;
-    let matches = matching(&h, &args.connection, since, until)?;
-    let mut out = Writer::new(args.format, Box::new(io::stdout()));
-    for (from, to) in h.gaps(since, until, now) {
-        out.gap(from, to)?;
-    }
-    for (v, timeline) in &matches {
-        out.verdict_after(v, timeline.iter())?;
-    }
-    out.flush()?;
-    history_notes(&h);
-    if matches.is_empty() {
+    let shown = from_history(
+        &args.period,
+        &args.connection,
+        args.format,
+        |out, v, timeline| {
+            out.verdict_after(v, timeline.iter())?;
+            Ok(true)
+        },
+    )?;
+    if shown == 0 {
         eprintln!("keepalive: no matching connection ended in that period");
         return Ok(ExitCode::from(1));
     }
@@ -570,21 +566,43 @@ fn run_why_history(args: WhyArgs) -> Result<ExitCode> {
 
 /// `keepalive history`: the deaths of a period, a line each.
 fn run_history(args: HistoryArgs) -> Result<ExitCode> {
+    from_history(&args.period, &args.connection, args.format, |out, v, _| {
+        let shown = args.all || v.verdict != keepalive_user::diagnose::VerdictKind::Closed;
+        if shown {
+            out.history_row(v)?;
+        }
+        Ok(shown)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `why --since` and `history` share: reads the store, prints the period's gaps, then
+/// hands `show` each matching connection end, newest first; returns how many it showed.
+fn from_history(
+    period: &PeriodArgs,
+    conn: &ConnectionArgs,
+    format: Format,
+    mut show: impl FnMut(
+        &mut Writer,
+        &keepalive_user::diagnose::Verdict,
+        &[keepalive_user::event::Event],
+    ) -> io::Result<bool>,
+) -> Result<usize> {
     let now = time::OffsetDateTime::now_utc();
-    let (since, until) = args.period.range(now, "24h")?;
-    let h = history::read(&args.period.history)?;
-    let mut out = Writer::new(args.format, Box::new(io::stdout()));
+    let (since, until) = period.range(now, "24h")?;
+    let h = history::read(&period.history)?;
+    let matches = matching(&h, conn, since, until)?;
+    let mut out = Writer::new(format, Box::new(io::stdout()));
     for (from, to) in h.gaps(since, until, now) {
         out.gap(from, to)?;
     }
-    for (v, _) in matching(&h, &args.connection, since, until)? {
-        if args.all || v.verdict != keepalive_user::diagnose::VerdictKind::Closed {
-            out.history_row(v)?;
-        }
+    let mut shown = 0;
+    for (v, timeline) in matches {
+        shown += show(&mut out, v, timeline)? as usize;
     }
     out.flush()?;
     history_notes(&h);
-    Ok(ExitCode::SUCCESS)
+    Ok(shown)
 }
 
 /// The history's connection ends in `[since, until]` that the filters select, newest first.
