@@ -21,6 +21,8 @@ pub struct Netns {
 impl Netns {
     /// Creates `ka<pid>-<n>-<role>`, with loopback up.
     pub fn new(role: &str) -> Netns {
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(remove_orphans);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("ka{}-{n}-{role}", std::process::id());
         sh("ip", &["netns", "add", &name]);
@@ -85,6 +87,33 @@ impl Netns {
         })
         .join()
         .expect("thread in namespace panicked")
+    }
+}
+
+/// Deletes namespaces of test processes that are gone: Drop deletes a test's namespaces even
+/// when it fails, but not when its process is killed (a timeout, SIGKILL). Namespaces of
+/// running processes (tests in parallel) are left alone.
+fn remove_orphans() {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name
+            .strip_prefix("ka")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", name])
+                .status();
+        }
     }
 }
 
