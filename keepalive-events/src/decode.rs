@@ -1,7 +1,7 @@
 //! Turns kernel records (ring-buffer bytes) into [`Event`]s. Pure: no I/O, no kernel.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
@@ -16,6 +16,7 @@ use crate::event::{
     Closer, Detail, Event, Keepalive, Life, SetBySocket, SocketId, TcpState, TimeoutReason,
     errno_name,
 };
+use crate::table::{Map, mostly_empty, shrink_map};
 
 const AF_INET6: u16 = 10;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
@@ -151,7 +152,7 @@ pub struct Decoder {
     hz: u32,
     /// Add to CLOCK_MONOTONIC nanoseconds to get wall-clock nanoseconds.
     realtime_offset_ns: i128,
-    reset_reasons: HashMap<u32, String>,
+    reset_reasons: Map<u32, String>,
     /// Kprobe mode on kernels without reset reasons: `[start, end)` of kernel functions that
     /// send resets, and the cause each stands for.
     reset_callers: Vec<(u64, u64, String)>,
@@ -159,13 +160,13 @@ pub struct Decoder {
     /// one), and its identity as first seen and last seen with its ports (closing clears
     /// them before the last events). A different cookie at the same address is a new socket:
     /// freed sockets are not reported by default, so this is how reuse is noticed.
-    sockets: HashMap<u64, (u64, SocketId)>,
+    sockets: Map<u64, (u64, SocketId)>,
     /// Owning process, learned where the kernel runs in the owner's context (connect, close).
-    owners: HashMap<u64, (u32, Arc<str>)>,
+    owners: Map<u64, (u32, Arc<str>)>,
     /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
     closed: VecDeque<(u64, u64, u64)>,
     /// Command names seen, shared: a process opening 50,000 connections is one string.
-    comms: HashMap<[u8; 16], Arc<str>>,
+    comms: Map<[u8; 16], Arc<str>>,
 }
 
 impl Decoder {
@@ -175,10 +176,10 @@ impl Decoder {
             realtime_offset_ns,
             reset_reasons: reset_reasons.into_iter().collect(),
             reset_callers: vec![],
-            sockets: HashMap::new(),
-            owners: HashMap::new(),
+            sockets: Map::default(),
+            owners: Map::default(),
             closed: VecDeque::new(),
-            comms: HashMap::new(),
+            comms: Map::default(),
         }
     }
 
@@ -191,9 +192,9 @@ impl Decoder {
 
     /// Gives back table space a burst of sockets left behind (see `Engine::shrink`).
     pub fn shrink(&mut self) {
-        crate::diagnose::shrink_map(&mut self.sockets);
-        crate::diagnose::shrink_map(&mut self.owners);
-        if crate::diagnose::mostly_empty(self.closed.capacity(), self.closed.len()) {
+        shrink_map(&mut self.sockets);
+        shrink_map(&mut self.owners);
+        if mostly_empty(self.closed.capacity(), self.closed.len()) {
             self.closed.shrink_to_fit();
         }
     }

@@ -1,16 +1,13 @@
 //! From events to answers: one timeline per connection, and when it ends, a verdict that says
 //! why in plain words, with numbers and what to change. Pure: events in, verdicts out.
 
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::IpAddr,
-    sync::Arc,
-};
+use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason};
+use crate::table::{Map, Set, mostly_empty, shrink_map};
 
 /// How a connection ended. The names are part of the output contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -127,10 +124,10 @@ const SETTLE: Duration = Duration::milliseconds(100);
 /// Tracks connections and turns their ends into verdicts. Memory is bounded: a connection is
 /// dropped when it ends, and past `capacity` the least recently seen is evicted.
 pub struct Engine {
-    connections: HashMap<u64, ConnectionTimeline>,
+    connections: Map<u64, ConnectionTimeline>,
     /// Connections already judged, so what the kernel does with them afterwards (an orphan
     /// retransmitting its FIN) does not start a second timeline.
-    judged: HashSet<u64>,
+    judged: Set<u64>,
     capacity: usize,
     /// Events kept per connection for its timeline (0 when only verdicts are wanted).
     timeline_events: usize,
@@ -157,8 +154,8 @@ impl Engine {
 
     pub fn new(capacity: usize) -> Self {
         Engine {
-            connections: HashMap::new(),
-            judged: HashSet::new(),
+            connections: Map::default(),
+            judged: Set::default(),
             capacity: capacity.max(1),
             timeline_events: TIMELINE_EVENTS,
             closing: VecDeque::new(),
@@ -294,18 +291,6 @@ impl Engine {
             self.connections.remove(&k);
         }
         self.evicted += n as u64;
-    }
-}
-
-/// A table less than a quarter full (and not small): worth shrinking.
-pub fn mostly_empty(capacity: usize, len: usize) -> bool {
-    capacity > 4 * len + 1024
-}
-
-/// Shrinks a hash table that is [`mostly_empty`].
-pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    if mostly_empty(map.capacity(), map.len()) {
-        map.shrink_to_fit();
     }
 }
 

@@ -95,11 +95,14 @@ impl Pipeline {
                 .connections
                 .matches(&e.socket, e.pid, e.comm.as_deref())
         {
-            *self
-                .summary
-                .by_kind
-                .entry(e.detail.kind().to_string())
-                .or_default() += 1;
+            // Looked up before inserting: a String key per event would be an allocation.
+            let kind = e.detail.kind();
+            match self.summary.by_kind.get_mut(kind) {
+                Some(n) => *n += 1,
+                None => {
+                    self.summary.by_kind.insert(kind.to_string(), 1);
+                }
+            }
             if let Flow::Stop = guard(self.out.event(e))? {
                 return Ok(Flow::Stop);
             }

@@ -39,8 +39,8 @@ impl ProcessTable {
 
     /// Gives back table space left by a scan of a host that had more sockets then.
     pub fn shrink(&mut self) {
-        crate::diagnose::shrink_map(&mut self.sockets);
-        crate::diagnose::shrink_map(&mut self.comms);
+        keepalive_events::table::shrink_map(&mut self.sockets);
+        keepalive_events::table::shrink_map(&mut self.comms);
     }
 
     pub fn lookup(&mut self, ino: u64) -> Option<(u32, Arc<str>)> {

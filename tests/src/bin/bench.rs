@@ -54,6 +54,8 @@ struct Window {
     counter: Option<Box<dyn Fn() -> Counts>>,
     start: std::cell::RefCell<Option<(Instant, Counts)>>,
     end: std::cell::RefCell<Option<(Instant, Counts)>>,
+    /// The whole machine's busy CPU seconds at open and close, with or without a tracer.
+    host: std::cell::RefCell<Option<((Instant, f64), (Instant, f64))>>,
 }
 
 /// A tracer's running totals: records queued and lost by its kernel side, its CPU seconds,
@@ -77,6 +79,8 @@ struct KernelCost {
 
 impl Window {
     fn open(&self) {
+        let now = (Instant::now(), host_busy_seconds());
+        *self.host.borrow_mut() = Some((now, now));
         if let Some(c) = &self.counter {
             let n = c();
             *self.start.borrow_mut() = Some((Instant::now(), n));
@@ -86,6 +90,17 @@ impl Window {
     fn close(&self) {
         if let Some(c) = &self.counter {
             *self.end.borrow_mut() = Some((Instant::now(), c()));
+        }
+        if let Some((_, end)) = &mut *self.host.borrow_mut() {
+            *end = (Instant::now(), host_busy_seconds());
+        }
+    }
+
+    /// The whole machine's busy CPU in the timed part, in seconds per second.
+    fn host_busy_per_s(&self) -> f64 {
+        match *self.host.borrow() {
+            Some(((t0, a), (t1, b))) if t1 > t0 => (b - a) / (t1 - t0).as_secs_f64(),
+            _ => 0.0,
         }
     }
 
@@ -135,6 +150,10 @@ struct Sample {
     lost_in_window: u64,
     /// Kernel-side cost in the timed part (bpf_stats).
     kernel: KernelCost,
+    /// The whole machine's busy CPU per operation in the timed part, in microseconds: what
+    /// the host pays for each operation, the workload, the tracer and its programs together
+    /// (steadier than throughput when the workload waits on wake-ups rather than CPU).
+    host_us_per_op: f64,
 }
 
 struct Settings {
@@ -243,10 +262,12 @@ fn main() {
                 let sample = measure(config, &link, &s, run);
                 // Every sample, so the spread behind each median can be seen.
                 eprintln!(
-                    "  {name} round {} {}: {:.1} {unit}",
+                    "  {name} round {} {}: {:.1} {unit}, {:.2} us host CPU each, {} lost",
                     round + 1,
                     config.name(),
-                    sample.ops_per_s
+                    sample.ops_per_s,
+                    sample.host_us_per_op,
+                    sample.lost_in_window
                 );
                 samples.entry(config.name()).or_default().push(sample);
             }
@@ -262,6 +283,10 @@ fn main() {
         let lost: u64 = ka_samples.iter().map(|x| x.lost_in_window).sum();
         let lost_whole_run: u64 = ka_samples.iter().map(|x| x.lost).sum();
         let cpu_pct = median(ka_samples.iter().map(|x| x.tracer_cpu_percent).collect());
+        let host_us_per_op: BTreeMap<&str, f64> = samples
+            .iter()
+            .map(|(c, v)| (*c, median(v.iter().map(|x| x.host_us_per_op).collect())))
+            .collect();
         let peak_rss = ka_samples
             .iter()
             .map(|x| x.tracer_peak_rss_kib)
@@ -312,6 +337,7 @@ fn main() {
             "keepalive_rss_kib": rss,
             "keepalive_peak_rss_kib": peak_rss,
             "kernel": kernel,
+            "host_us_per_op": host_us_per_op,
             "rounds": s.rounds,
             "seconds": s.seconds,
         });
@@ -363,6 +389,29 @@ fn main() {
                 programs.join(", ")
             );
         }
+    }
+    println!(
+        "\nwhat the host pays per operation (the whole machine's busy CPU in the timed part \
+         over operations; medians): microseconds, and the tracer's share above the baseline"
+    );
+    for (name, unit, _) in &workloads {
+        let op = unit.trim_end_matches("/s");
+        let per_op = &results["workloads"][name]["host_us_per_op"];
+        let Some(base) = per_op["baseline"].as_f64() else {
+            continue;
+        };
+        let others: Vec<String> = per_op
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(c, _)| *c != "baseline")
+            .filter_map(|(c, v)| v.as_f64().map(|v| (c, v)))
+            .map(|(c, v)| format!("{c} {v:.2} ({:+.1} %)", (v / base - 1.0) * 100.0))
+            .collect();
+        println!(
+            "  {name:<16} per {op:<16} baseline {base:.2}, {}",
+            others.join(", ")
+        );
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&dir).unwrap();
@@ -446,6 +495,11 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     let (events_per_s, lost_in_window, tracer_cpu_percent, kernel) = window.rates();
     let mut sample = Sample {
         ops_per_s: ops,
+        host_us_per_op: if ops > 0.0 {
+            window.host_busy_per_s() / ops * 1e6
+        } else {
+            0.0
+        },
         events_per_s,
         lost_in_window,
         tracer_cpu_percent,
@@ -671,6 +725,25 @@ fn spawn_collecting(mut child: Child, ready: impl Fn(&str) -> bool) -> Running {
         stderr,
         reader,
     }
+}
+
+/// Busy CPU seconds of all CPUs since boot: /proc/stat's first line without idle, iowait
+/// and steal (time the hypervisor gave to others is not this machine's work).
+fn host_busy_seconds() -> f64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user already)
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
+    busy / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap() as f64
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
