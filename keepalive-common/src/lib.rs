@@ -389,4 +389,4 @@ mod pod {
 const _: () = assert!(core::mem::offset_of!(Record, comm) % 8 == 0);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
 // ... and zeroes a record a word at a time.
-const _: () = assert!(Record::SIZE % 8 == 0);
+const _: () = assert!(Record::SIZE.is_multiple_of(8));
