@@ -249,6 +249,9 @@ pub struct Offsets {
     pub skb_head: u32,
     pub skb_network_header: u32,
     pub skb_transport_header: u32,
+    /// `sk_buff.dev`, and `net_device.nd_net.net`: the namespace a packet arrived in.
+    pub skb_dev: u32,
+    pub dev_net: u32,
 }
 
 /// Read-only global the user side fills before loading the programs.
@@ -318,6 +321,8 @@ impl KernelConfig {
                 skb_head: 0,
                 skb_network_header: 0,
                 skb_transport_header: 0,
+                skb_dev: 0,
+                dev_net: 0,
             },
             filter_port: 0,
             send_reset_has_reason: 0,

@@ -416,6 +416,12 @@ fn read_reset_packet(skb: u64, r: &mut Record) {
     let tcp = head + th as u64;
     r.dport = u16::from_be(read(tcp, 0));
     r.sport = u16::from_be(read(tcp, 2));
+    // The namespace of the device the packet arrived on: the one that sends the reset, so
+    // `--netns` selects it like a socket's.
+    r.netns = Address(skb)
+        .follow(config!(offsets.skb_dev))
+        .follow(config!(offsets.dev_net))
+        .get(config!(offsets.net_inum));
     r.flags |= flag::NO_SOCKET;
 }
 

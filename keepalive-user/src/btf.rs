@@ -73,6 +73,8 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         skb_head: types.offset("sk_buff", "head", Some(8))?,
         skb_network_header: types.offset("sk_buff", "network_header", Some(2))?,
         skb_transport_header: types.offset("sk_buff", "transport_header", Some(2))?,
+        skb_dev: types.offset("sk_buff", "dev", Some(8))?,
+        dev_net: types.offset("net_device", "nd_net.net", Some(8))?,
     };
     let reset_reasons = types
         .enum_members("sk_rst_reason")

@@ -201,6 +201,11 @@ impl Link {
              tcp dport {port} drop\n }}\n}}\n"
         ));
     }
+
+    /// Ends [`Link::blackhole_b`]: the outage is over.
+    pub fn heal_b(&self) {
+        self.b.nft("delete table inet ka\n");
+    }
 }
 
 /// Client and server namespaces with a router namespace between them:

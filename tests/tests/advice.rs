@@ -1,0 +1,162 @@
+//! Advice proven by applying it: each test lets a connection die the way a verdict explains,
+//! checks the promise the advice makes against the kernel (how soon a death is detected),
+//! then applies the advised change to a new connection under the same conditions and checks
+//! the outcome the advice promises. (The NAT idle-timeout advice is proven in nat.rs.)
+
+use std::{
+    io::{Read, Write},
+    thread,
+    time::{Duration, Instant},
+};
+
+use keepalive_tests::{
+    Link, Tracer, is_root, keepalive,
+    netns::Connection,
+    tracer::{Why, events_of, kinds},
+};
+use serde_json::Value;
+
+/// A path outage the tests ride out: longer than the first settings detect, shorter than
+/// the advised ones.
+const OUTAGE: Duration = Duration::from_secs(5);
+
+fn etimedout() -> i32 {
+    nix::errno::Errno::ETIMEDOUT as i32
+}
+
+/// Reads on `client` until the kernel reports an error; the time it took and the error.
+fn wait_for_error(client: &std::net::TcpStream, limit: Duration) -> (Duration, i32) {
+    let start = Instant::now();
+    client.set_read_timeout(Some(limit)).unwrap();
+    let err = (&*client).read(&mut [0u8; 1]).unwrap_err();
+    (start.elapsed(), err.raw_os_error().unwrap_or(0))
+}
+
+/// After the outage, data goes both ways: the connection survived it.
+fn still_works(conn: &mut Connection) {
+    conn.client.write_all(b"still here").unwrap();
+    let mut buf = [0u8; 10];
+    conn.server
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    conn.server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"still here");
+    conn.server.write_all(b"ok").unwrap();
+    conn.client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    conn.client.read_exact(&mut buf[..2]).unwrap();
+}
+
+fn no_verdict_for(lines: &[Value], port: u16) {
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["type"] == "verdict" && l["sport"] == port),
+        "a verdict for a connection that survived: {lines:?}"
+    );
+}
+
+#[test]
+fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_outage() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+
+    // Idle 1 s, 2 probes 1 s apart: the advice promises detection after 1 + 2 x 1 = 3 s.
+    let why = Why::start(&["--netns", &link.a.name]);
+    let conn = link.connect(keepalive(1, 1, 2));
+    link.blackhole_b(conn.server_port);
+    let (took, err) = wait_for_error(&conn.client, Duration::from_secs(20));
+    assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
+    let (v, _) = why.verdict(Duration::from_secs(20));
+    assert_eq!(v["sport"], conn.client_port, "{v}");
+    assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("idle + count x interval = 3s"), "{advice}");
+    assert!(advice.contains("raise TCP_KEEPCNT"), "{advice}");
+    // The promise, against the kernel: detected 3 s after the last sign of life (timer
+    // slack and the tracer's settling aside).
+    assert!(
+        took >= Duration::from_millis(2500) && took <= Duration::from_millis(5000),
+        "detected after {took:?}, promised 3 s"
+    );
+    assert!(
+        took < OUTAGE,
+        "the outage below would kill the first settings"
+    );
+    drop(conn);
+    link.heal_b();
+
+    // Applied: more probes (idle 1 s + 8 x 1 s = 9 s to detect) ride out the same outage.
+    let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let mut conn = link.connect(keepalive(1, 1, 8));
+    link.blackhole_b(conn.server_port);
+    thread::sleep(OUTAGE);
+    link.heal_b();
+    // The next probe after the outage is answered.
+    thread::sleep(Duration::from_secs(2));
+    still_works(&mut conn);
+    let lines = tracer.stop();
+    let events = events_of(&lines, conn.client_port);
+    let kinds = kinds(&events);
+    let probes = kinds.iter().filter(|k| *k == "keepalive_probe").count();
+    assert!(probes >= 3, "probes went out during the outage: {kinds:?}");
+    assert!(kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
+    no_verdict_for(&lines, conn.client_port);
+}
+
+#[test]
+fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_slow_peer() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    let user_timeout = |ms: u64| {
+        move |s: &socket2::Socket| {
+            s.set_tcp_user_timeout(Some(Duration::from_millis(ms)))
+                .unwrap()
+        }
+    };
+
+    // TCP_USER_TIMEOUT=2000 with data in flight: given up 2 s after the peer went quiet.
+    let why = Why::start(&["--netns", &link.a.name]);
+    let mut conn = link.connect(user_timeout(2000));
+    link.blackhole_b(conn.server_port);
+    conn.client.write_all(b"into the void").unwrap();
+    let (took, err) = wait_for_error(&conn.client, Duration::from_secs(30));
+    assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
+    let (v, _) = why.verdict(Duration::from_secs(20));
+    assert_eq!(v["sport"], conn.client_port, "{v}");
+    assert_eq!(v["verdict"], "user_timeout", "{v}");
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("TCP_USER_TIMEOUT=2000 ms"), "{advice}");
+    assert!(advice.contains("raise it"), "{advice}");
+    assert!(
+        took >= Duration::from_millis(1800) && took <= Duration::from_millis(4000),
+        "gave up after {took:?}, promised 2 s"
+    );
+    drop(conn);
+    link.heal_b();
+
+    // Applied: raised above the outage, the same silence is ridden out and the data arrives.
+    let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let mut conn = link.connect(user_timeout(15_000));
+    link.blackhole_b(conn.server_port);
+    conn.client.write_all(b"slow peer!").unwrap();
+    thread::sleep(OUTAGE);
+    link.heal_b();
+    let mut buf = [0u8; 10];
+    conn.server
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    conn.server.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"slow peer!");
+    still_works(&mut conn);
+    let lines = tracer.stop();
+    let events = events_of(&lines, conn.client_port);
+    let kinds = kinds(&events);
+    assert!(
+        kinds.iter().any(|k| k == "retransmit"),
+        "retransmissions during the outage: {kinds:?}"
+    );
+    no_verdict_for(&lines, conn.client_port);
+}
