@@ -9,6 +9,7 @@ use keepalive_user::{
     event::Detail,
     history,
     loader::{LoadOptions, default_btf_path},
+    netns,
     output::{Format, Writer},
     pipeline::{Flow, Mode, Pipeline},
     replay, trace,
@@ -271,7 +272,7 @@ impl KernelArgs {
             filter_netns: conn
                 .netns
                 .as_deref()
-                .map(resolve_netns)
+                .map(netns::inode)
                 .transpose()?
                 .unwrap_or(0),
             ring_buffer_size: self.ring_buffer_size * 1024,
@@ -434,28 +435,18 @@ async fn run_doctor(args: DoctorArgs) -> Result<ExitCode> {
 fn run_sockets(args: SocketsArgs) -> Result<ExitCode> {
     let entries = match &args.connection.netns {
         Some(ns) => {
-            let inode = resolve_netns(ns)?;
-            let path = if ns.parse::<u32>().is_ok() {
+            let inode = netns::inode(ns)?;
+            if ns.parse::<u32>().is_ok() {
                 bail!("--netns for `sockets` takes a name or a path, not an inode number")
-            } else if ns.contains('/') {
-                ns.clone()
-            } else {
-                format!("/run/netns/{ns}")
-            };
-            keepalive_user::snapshot::tcp_sockets_in(&path, inode)?
+            }
+            let path = netns::path(ns);
+            keepalive_user::snapshot::tcp_sockets_in(&path.to_string_lossy(), inode)?
         }
-        None => keepalive_user::snapshot::tcp_sockets(current_netns())?,
+        None => keepalive_user::snapshot::tcp_sockets(netns::current())?,
     };
     let rows = keepalive_user::sockets::rows(entries, &args.connection.filter(), args.all);
     keepalive_user::sockets::print(&rows, args.format, &mut io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn current_netns() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/net")
-        .map(|m| m.ino() as u32)
-        .unwrap_or(0)
 }
 
 async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
@@ -618,7 +609,7 @@ fn matching<'h>(
     )>,
 > {
     let filter = conn.filter();
-    let netns = conn.netns.as_deref().map(resolve_netns).transpose()?;
+    let netns = conn.netns.as_deref().map(netns::inode).transpose()?;
     Ok(h.deaths(since, until)
         .filter(|(v, _)| filter.matches(&v.socket, v.pid, v.comm.as_deref()))
         .filter(|(v, _)| netns.is_none_or(|n| v.socket.netns == n))
@@ -646,24 +637,3 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
-
-/// A network namespace inode from a number, a path or an `ip netns` name.
-fn resolve_netns(s: &str) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt;
-    if let Ok(inode) = s.parse::<u32>() {
-        return Ok(inode);
-    }
-    let path = if s.contains('/') {
-        PathBuf::from(s)
-    } else {
-        PathBuf::from("/run/netns").join(s)
-    };
-    match std::fs::metadata(&path) {
-        Ok(m) => Ok(m.ino() as u32),
-        Err(e) => bail!(
-            "--netns {s}: {e} ({}); give an `ip netns` name, a path like /proc/PID/ns/net, \
-             or an inode number",
-            path.display()
-        ),
-    }
-}

@@ -20,9 +20,9 @@ use crate::{
     event::{Detail, Event},
 };
 
-/// Remote endpoints given their own label; the rest share `remote="other"`, so a host talking
-/// to many peers cannot blow up the series count.
-pub const MAX_REMOTES: usize = 100;
+// Remote endpoints given their own label: as many as the summary names; the rest share
+// `remote="other"`, so a host talking to many peers cannot blow up the series count.
+use crate::output::MAX_REMOTES;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndLabels {

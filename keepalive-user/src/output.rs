@@ -46,7 +46,8 @@ pub struct Summary {
     pub deaths_by_remote: BTreeMap<String, u64>,
 }
 
-/// Remote endpoints listed in the summary; more are counted under "other".
+/// Remote endpoints named one by one, in the summary and in the metrics' `remote` label;
+/// more are counted under "other".
 pub const MAX_REMOTES: usize = 64;
 
 impl Summary {

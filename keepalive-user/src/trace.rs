@@ -172,9 +172,7 @@ fn lost_by_kind(lost: &PerCpuArray<MapData, u64>) -> std::collections::BTreeMap<
 /// older than the tracer are named by their cookie like the others (and like `ss -e`).
 fn assign_cookies() {
     let mut namespaces = vec![None];
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        namespaces.extend(dir.flatten().map(|e| Some(e.path())));
-    }
+    namespaces.extend(crate::netns::named().into_iter().map(Some));
     for ns in namespaces {
         let result = match &ns {
             None => snapshot::tcp_sockets(0),

@@ -160,3 +160,122 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
     );
     no_verdict_for(&lines, conn.client_port);
 }
+
+#[test]
+fn a_firewall_that_resets_forgotten_flows_and_the_advised_idle_keeps_the_flow() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    // A stateful firewall between client and server: it forgets an established flow after
+    // FORGET_S idle and answers the next packet of a forgotten flow with a RST (conntrack
+    // finds it invalid; nothing picks it up again mid-stream).
+    const FORGET_S: u64 = 3;
+    let topo = keepalive_tests::Routed::new(false);
+    topo.router.nft(
+        "table inet ka-fw {\n chain filter {\n type filter hook forward priority 0; policy accept;\n \
+         ct state invalid reject with tcp reset\n }\n}\n",
+    );
+    topo.router
+        .sysctl("net.netfilter.nf_conntrack_tcp_loose", "0");
+    topo.router.sysctl(
+        "net.netfilter.nf_conntrack_tcp_timeout_established",
+        &FORGET_S.to_string(),
+    );
+
+    // Keepalive idle above the firewall's limit: the first probe draws the RST.
+    let why = Why::start(&["--netns", &topo.client.name]);
+    let conn = topo.connect(keepalive(6, 1, 3));
+    let (v, _) = why.verdict(Duration::from_secs(30));
+    assert_eq!(v["sport"], conn.client_port, "{v}");
+    assert_eq!(v["verdict"], "reset_after_probe", "{v}");
+    let advised = v["recommended_idle_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no recommended_idle_s: {v}"));
+    let advice = v["advice"].to_string();
+    assert!(advice.contains("within 6s of idleness"), "{advice}");
+    assert!(
+        advice.contains(&format!("TCP_KEEPIDLE={advised}")),
+        "{advice}"
+    );
+    assert!(
+        advised < FORGET_S as f64,
+        "advised idle {advised} s is not below the firewall's {FORGET_S} s"
+    );
+    drop(conn);
+
+    // Applied: probes every `advised` seconds keep the flow in the firewall through four of
+    // its idle limits, then data still goes both ways.
+    let tracer = Tracer::trace_netns(&topo.client.name, &[]);
+    let mut conn = topo.connect(keepalive(advised as u64, 1, 3));
+    thread::sleep(Duration::from_secs(4 * FORGET_S));
+    still_works(&mut conn);
+    let lines = tracer.stop();
+    let events = events_of(&lines, conn.client_port);
+    let kinds = kinds(&events);
+    assert!(kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| k == "reset_received" || k == "keepalive_timeout"),
+        "{kinds:?}"
+    );
+    no_verdict_for(&lines, conn.client_port);
+}
+
+#[test]
+fn local_aborts_and_the_advised_close_ends_with_fin() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let link = Link::new("client", "server", false);
+    // Traces a new connection (with SO_LINGER {on, 0} when `linger_zero`) through `close`,
+    // and returns the verdict on the client's side.
+    let ends_with = |verdict: &str, linger_zero: bool, close: &dyn Fn(Connection)| {
+        let why = Why::start(&["--netns", &link.a.name]);
+        let conn = link.connect(move |s: &socket2::Socket| {
+            if linger_zero {
+                s.set_linger(Some(Duration::ZERO)).unwrap()
+            }
+        });
+        let port = conn.client_port;
+        close(conn);
+        let (v, _) = why.verdict(Duration::from_secs(10));
+        assert_eq!(v["sport"], port, "{v}");
+        assert_eq!(v["verdict"], verdict, "{v}");
+        v
+    };
+    // The client closes; the server reads the end of stream (or the reset) and closes too.
+    let close_client = |conn: Connection| {
+        let Connection {
+            client, mut server, ..
+        } = conn;
+        drop(client);
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let _ = server.read(&mut [0u8; 16]);
+    };
+
+    // SO_LINGER {on, 0}: the advice is a non-zero linger time or a plain close().
+    let v = ends_with("local_abort", true, &close_client);
+    assert!(v["advice"].to_string().contains("plain close()"), "{v}");
+
+    // Applied: a plain close() ends with FIN.
+    ends_with("closed", false, &close_client);
+
+    // Close with received data unread: the advice is to read everything before close().
+    let v = ends_with("local_abort", false, &|mut conn| {
+        conn.server.write_all(b"unread").unwrap();
+        thread::sleep(Duration::from_millis(200));
+        close_client(conn);
+    });
+    assert_eq!(v["reason"], "TCP_ABORT_ON_CLOSE", "{v}");
+    assert!(v["advice"].to_string().contains("read everything"), "{v}");
+
+    // Applied: read what arrived, then close(): FIN.
+    ends_with("closed", false, &|mut conn| {
+        conn.server.write_all(b"read me").unwrap();
+        let mut got = [0u8; 7];
+        conn.client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        conn.client.read_exact(&mut got).unwrap();
+        close_client(conn);
+    });
+}

@@ -1,0 +1,51 @@
+//! Network namespaces as users name them: an `ip netns` name, a path such as
+//! /proc/PID/ns/net, or an inode number (what the kernel side filters on).
+
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Result, bail};
+
+/// Where `ip netns add NAME` keeps its namespaces.
+pub const NAMED: &str = "/run/netns";
+
+/// The file of a namespace given by name or path (not by inode: there is no file for that).
+pub fn path(spec: &str) -> PathBuf {
+    if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        Path::new(NAMED).join(spec)
+    }
+}
+
+/// The inode of a namespace given by number, path or name.
+pub fn inode(spec: &str) -> Result<u32> {
+    if let Ok(inode) = spec.parse::<u32>() {
+        return Ok(inode);
+    }
+    let path = path(spec);
+    match std::fs::metadata(&path) {
+        Ok(m) => Ok(m.ino() as u32),
+        Err(e) => bail!(
+            "--netns {spec}: {e} ({}); give an `ip netns` name, a path like /proc/PID/ns/net, \
+             or an inode number",
+            path.display()
+        ),
+    }
+}
+
+/// The inode of this process's namespace (0 when it cannot be read).
+pub fn current() -> u32 {
+    std::fs::metadata("/proc/self/ns/net")
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
+}
+
+/// The namespaces `ip netns` names.
+pub fn named() -> Vec<PathBuf> {
+    std::fs::read_dir(NAMED)
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
