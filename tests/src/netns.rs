@@ -180,6 +180,22 @@ pub struct Connection {
     pub listener: std::net::TcpListener,
 }
 
+impl Connection {
+    /// Data goes both ways, each side reading within `limit`: the connection is alive.
+    pub fn still_works(&mut self, limit: std::time::Duration) {
+        use std::io::{Read, Write};
+        self.client.write_all(b"still here").unwrap();
+        let mut buf = [0u8; 10];
+        self.server.set_read_timeout(Some(limit)).unwrap();
+        self.server.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"still here");
+        self.server.write_all(b"ok").unwrap();
+        self.client.set_read_timeout(Some(limit)).unwrap();
+        self.client.read_exact(&mut buf[..2]).unwrap();
+        assert_eq!(&buf[..2], b"ok");
+    }
+}
+
 impl Link {
     /// Connects `a` to `b`, calling `configure` on the client socket before connect().
     pub fn connect(&self, configure: impl FnOnce(&socket2::Socket) + Send + 'static) -> Connection {

@@ -291,3 +291,21 @@ pub fn wait_tracing_line(err: &mut impl BufRead) -> String {
         eprint!("keepalive: {line}");
     }
 }
+
+/// The keepalive idle time verdict `v` recommends: named in its advice as TCP_KEEPIDLE and
+/// below `limit_s`, the middlebox's real idle limit, which the tool never saw.
+pub fn advised_idle_below(v: &Value, limit_s: u64) -> u64 {
+    let advised = v["recommended_idle_s"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no recommended_idle_s: {v}"));
+    let advice = v["advice"].to_string();
+    assert!(
+        advice.contains(&format!("TCP_KEEPIDLE={advised}")),
+        "{advice}"
+    );
+    assert!(
+        advised < limit_s as f64,
+        "advised idle {advised} s is not below the path's limit of {limit_s} s"
+    );
+    advised as u64
+}

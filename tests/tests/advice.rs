@@ -12,7 +12,7 @@ use std::{
 use keepalive_tests::{
     Link, Tracer, is_root, keepalive,
     netns::Connection,
-    tracer::{Why, events_of, kinds},
+    tracer::{Why, advised_idle_below, events_of, kinds},
 };
 use serde_json::Value;
 
@@ -32,20 +32,20 @@ fn wait_for_error(client: &std::net::TcpStream, limit: Duration) -> (Duration, i
     (start.elapsed(), err.raw_os_error().unwrap_or(0))
 }
 
-/// After the outage, data goes both ways: the connection survived it.
-fn still_works(conn: &mut Connection) {
-    conn.client.write_all(b"still here").unwrap();
-    let mut buf = [0u8; 10];
-    conn.server
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    conn.server.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"still here");
-    conn.server.write_all(b"ok").unwrap();
-    conn.client
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    conn.client.read_exact(&mut buf[..2]).unwrap();
+/// Waits for `conn` to die with ETIMEDOUT after its peer went quiet, and for `why`'s
+/// verdict on it: of kind `verdict`, and given up about `promised` after the last sign of
+/// life (not much sooner; later by timer slack at most). Returns the verdict.
+fn dies_as_promised(why: Why, conn: &Connection, verdict: &str, promised: Duration) -> Value {
+    let (took, err) = wait_for_error(&conn.client, promised * 4 + Duration::from_secs(10));
+    assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
+    let (v, _) = why.verdict(Duration::from_secs(20));
+    assert_eq!(v["sport"], conn.client_port, "{v}");
+    assert_eq!(v["verdict"], verdict, "{v}");
+    assert!(
+        took >= promised.mul_f64(0.8) && took <= promised + Duration::from_secs(2),
+        "gave up after {took:?}, promised {promised:?}"
+    );
+    v
 }
 
 fn no_verdict_for(lines: &[Value], port: u16) {
@@ -66,22 +66,14 @@ fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_
     let why = Why::start(&["--netns", &link.a.name]);
     let conn = link.connect(keepalive(1, 1, 2));
     link.blackhole_b(conn.server_port);
-    let (took, err) = wait_for_error(&conn.client, Duration::from_secs(20));
-    assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
-    let (v, _) = why.verdict(Duration::from_secs(20));
-    assert_eq!(v["sport"], conn.client_port, "{v}");
-    assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
+    // The promise, against the kernel: detected 3 s after the last sign of life.
+    let promised = Duration::from_secs(3);
+    let v = dies_as_promised(why, &conn, "keepalive_timeout", promised);
     let advice = v["advice"].to_string();
     assert!(advice.contains("idle + count x interval = 3s"), "{advice}");
     assert!(advice.contains("raise TCP_KEEPCNT"), "{advice}");
-    // The promise, against the kernel: detected 3 s after the last sign of life (timer
-    // slack and the tracer's settling aside).
     assert!(
-        took >= Duration::from_millis(2500) && took <= Duration::from_millis(5000),
-        "detected after {took:?}, promised 3 s"
-    );
-    assert!(
-        took < OUTAGE,
+        promised < OUTAGE,
         "the outage below would kill the first settings"
     );
     drop(conn);
@@ -95,7 +87,7 @@ fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_
     link.heal_b();
     // The next probe after the outage is answered.
     thread::sleep(Duration::from_secs(2));
-    still_works(&mut conn);
+    conn.still_works(Duration::from_secs(15));
     let lines = tracer.stop();
     let events = events_of(&lines, conn.client_port);
     let kinds = kinds(&events);
@@ -122,18 +114,10 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
     let mut conn = link.connect(user_timeout(2000));
     link.blackhole_b(conn.server_port);
     conn.client.write_all(b"into the void").unwrap();
-    let (took, err) = wait_for_error(&conn.client, Duration::from_secs(30));
-    assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
-    let (v, _) = why.verdict(Duration::from_secs(20));
-    assert_eq!(v["sport"], conn.client_port, "{v}");
-    assert_eq!(v["verdict"], "user_timeout", "{v}");
+    let v = dies_as_promised(why, &conn, "user_timeout", Duration::from_secs(2));
     let advice = v["advice"].to_string();
     assert!(advice.contains("TCP_USER_TIMEOUT=2000 ms"), "{advice}");
     assert!(advice.contains("raise it"), "{advice}");
-    assert!(
-        took >= Duration::from_millis(1800) && took <= Duration::from_millis(4000),
-        "gave up after {took:?}, promised 2 s"
-    );
     drop(conn);
     link.heal_b();
 
@@ -150,7 +134,7 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
         .unwrap();
     conn.server.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"slow peer!");
-    still_works(&mut conn);
+    conn.still_works(Duration::from_secs(15));
     let lines = tracer.stop();
     let events = events_of(&lines, conn.client_port);
     let kinds = kinds(&events);
@@ -186,27 +170,17 @@ fn a_firewall_that_resets_forgotten_flows_and_the_advised_idle_keeps_the_flow() 
     let (v, _) = why.verdict(Duration::from_secs(30));
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "reset_after_probe", "{v}");
-    let advised = v["recommended_idle_s"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no recommended_idle_s: {v}"));
     let advice = v["advice"].to_string();
     assert!(advice.contains("within 6s of idleness"), "{advice}");
-    assert!(
-        advice.contains(&format!("TCP_KEEPIDLE={advised}")),
-        "{advice}"
-    );
-    assert!(
-        advised < FORGET_S as f64,
-        "advised idle {advised} s is not below the firewall's {FORGET_S} s"
-    );
+    let advised = advised_idle_below(&v, FORGET_S);
     drop(conn);
 
     // Applied: probes every `advised` seconds keep the flow in the firewall through four of
     // its idle limits, then data still goes both ways.
     let tracer = Tracer::trace_netns(&topo.client.name, &[]);
-    let mut conn = topo.connect(keepalive(advised as u64, 1, 3));
+    let mut conn = topo.connect(keepalive(advised, 1, 3));
     thread::sleep(Duration::from_secs(4 * FORGET_S));
-    still_works(&mut conn);
+    conn.still_works(Duration::from_secs(15));
     let lines = tracer.stop();
     let events = events_of(&lines, conn.client_port);
     let kinds = kinds(&events);
