@@ -14,8 +14,6 @@ use core::mem::MaybeUninit;
 
 use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
 
-const _: () = assert!(core::mem::size_of::<Life>() % 8 == 0);
-
 /// What is kept of a connection until it closes: its life and, when known, its owner.
 #[derive(Clone, Copy)]
 #[repr(C)]

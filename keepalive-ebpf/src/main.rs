@@ -145,21 +145,26 @@ fn current_comm(to: *mut [u8; 16]) {
 
 /// Makes `r` a new record of `kind` in place (map memory: no 136-byte copy on the stack).
 fn fill_new_record(r: &mut Record, kind: u8) {
-    zero(r);
-    r.kind = kind;
-    r.ts_ns = unsafe { bpf_ktime_get_ns() };
+    init_record(r, kind);
 }
 
 /// Makes a new record of `kind` in `slot` (a program's stack) and returns it there: built in
 /// place, since moving a zeroed value out becomes the byte-loop memset again.
 #[inline(always)]
 fn new_record(slot: &mut MaybeUninit<Record>, kind: u8) -> &mut Record {
-    zero(slot.as_mut_ptr());
-    // SAFETY: every byte is zero now, a valid Record.
-    let r = unsafe { slot.assume_init_mut() };
-    r.kind = kind;
-    r.ts_ns = unsafe { bpf_ktime_get_ns() };
-    r
+    init_record(slot.as_mut_ptr(), kind);
+    // SAFETY: init_record zeroed every byte and set two fields: a valid Record.
+    unsafe { slot.assume_init_mut() }
+}
+
+/// Zeroes the record at `r` a word at a time, then sets its kind and time.
+#[inline(always)]
+fn init_record(r: *mut Record, kind: u8) {
+    zero(r);
+    unsafe {
+        (*r).kind = kind;
+        (*r).ts_ns = bpf_ktime_get_ns();
+    }
 }
 
 fn with_task(r: &mut Record) {

@@ -309,3 +309,13 @@ pub fn advised_idle_below(v: &Value, limit_s: u64) -> u64 {
     );
     advised as u64
 }
+
+/// Asserts the tracer printed no verdict for the connection from `local_port`: it is alive.
+pub fn no_verdict_for(lines: &[Value], local_port: u16) {
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l["type"] == "verdict" && l["sport"] == local_port),
+        "a verdict for a live connection: {lines:?}"
+    );
+}

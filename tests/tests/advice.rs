@@ -12,7 +12,7 @@ use std::{
 use keepalive_tests::{
     Link, Tracer, is_root, keepalive,
     netns::Connection,
-    tracer::{Why, advised_idle_below, events_of, kinds},
+    tracer::{Why, advised_idle_below, events_of, kinds, no_verdict_for},
 };
 use serde_json::Value;
 
@@ -46,15 +46,6 @@ fn dies_as_promised(why: Why, conn: &Connection, verdict: &str, promised: Durati
         "gave up after {took:?}, promised {promised:?}"
     );
     v
-}
-
-fn no_verdict_for(lines: &[Value], port: u16) {
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l["type"] == "verdict" && l["sport"] == port),
-        "a verdict for a connection that survived: {lines:?}"
-    );
 }
 
 #[test]

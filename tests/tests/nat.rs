@@ -5,7 +5,7 @@ use std::{thread, time::Duration};
 
 use keepalive_tests::{
     Routed, is_root, keepalive,
-    tracer::{Tracer, Why, advised_idle_below, events_of, kinds},
+    tracer::{Tracer, Why, advised_idle_below, events_of, kinds, no_verdict_for},
 };
 
 /// Conntrack's idle limit for established connections on the router, seconds.
@@ -39,12 +39,7 @@ fn survives_idle(topo: &Routed, idle: u64, secs: u64) {
         "{answered} answers in {secs} s with idle {idle} s: {kinds:?}"
     );
     assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l["type"] == "verdict" && l["sport"] == conn.client_port),
-        "no verdict for a live connection"
-    );
+    no_verdict_for(&lines, conn.client_port);
 }
 
 #[test]

@@ -741,7 +741,12 @@ fn host_busy_seconds() -> f64 {
         .collect();
     // user nice system idle iowait irq softirq steal (guest time is inside user already)
     let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6];
-    busy / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+    busy / ticks_per_second()
+}
+
+/// The unit of /proc's CPU times (USER_HZ).
+fn ticks_per_second() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .unwrap()
         .unwrap() as f64
 }
@@ -752,7 +757,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15, i.e. 11 and 12 after the command name.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) + ticks(12)) / ticks_per_second()
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {
