@@ -270,6 +270,22 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
         return;
     }
     run.timeout_emitted = 1;
+    // Probes sent in runs we did not see (the kernel skips programs now and then; left()
+    // reports such a probe at the next run, but this run is the last one): first, with
+    // their numbers, so the timeout follows every probe it counts.
+    if run.reported != UNTRACKED && run.probes_before > run.reported {
+        if let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &*k }) {
+            if let Some(p) = timer_record(
+                kind::KEEPALIVE_PROBE,
+                sk,
+                k,
+                run.state_before,
+                run.probes_before,
+            ) {
+                probes(ctx, p, run.reported, run.probes_before);
+            }
+        }
+    }
     let mut t = *r;
     t.kind = kind::KEEPALIVE_TIMEOUT;
     t.state = run.state_before;

@@ -262,14 +262,28 @@ fn closed_stdout_exits_quietly() {
 
 const PROBES: u32 = 3;
 
-/// `n` keepalive connections whose server goes silent all probe in step and time out while a
-/// tracer with a `ring_kib` ring buffer watches. Returns its summary and how many events the
-/// kernel produces for them: per connection, in the client namespace, the probes,
-/// keepalive_timeout, reset_sent, ESTABLISHED->CLOSE (with the connection's start) and
-/// socket_error (freed sockets are not reported by default).
-fn keepalive_burst(n: usize, ring_kib: &str) -> (Value, u64) {
+/// The kinds a keepalive death makes besides its probes.
+const DEATH_KINDS: [&str; 4] = [
+    "keepalive_timeout",
+    "reset_sent",
+    "socket_error",
+    "state_change",
+];
+
+/// Read plus counted lost, of one kind.
+fn total(summary: &Value, kind: &str) -> u64 {
+    summary["by_kind"][kind].as_u64().unwrap_or(0)
+        + summary["lost_by_kind"][kind].as_u64().unwrap_or(0)
+}
+
+/// `n` keepalive connections whose server goes silent all probe in step and time out while
+/// two tracers, with ring buffers of `rings` KiB, watch. Returns their summaries.
+/// Per connection, in the client namespace, the kernel makes the probes, keepalive_timeout,
+/// reset_sent, ESTABLISHED->CLOSE (with the connection's start) and socket_error (freed
+/// sockets are not reported by default): [`burst_events`].
+fn keepalive_burst(n: usize, rings: [&str; 2]) -> [Value; 2] {
     let link = Link::new("client", "server", false);
-    let tracer = Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", ring_kib]);
+    let tracers = rings.map(|kib| Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", kib]));
     let conns: Vec<_> = (0..n)
         .map(|_| link.connect(keepalive(2, 1, PROBES)))
         .collect();
@@ -290,44 +304,83 @@ fn keepalive_burst(n: usize, ring_kib: &str) -> (Value, u64) {
         }
     }
     thread::sleep(Duration::from_millis(500));
-    let lines = tracer.stop();
+    let summaries = tracers.map(|t| {
+        let summary = t.stop().last().unwrap().clone();
+        assert_eq!(summary["type"], "summary");
+        summary
+    });
     // Closed only now: the server sockets' FINs would draw resets for sockets the client
     // namespace no longer has (NO_SOCKET), as many as the blackholed server retransmits.
     drop(conns);
-    let summary = lines.last().unwrap().clone();
-    assert_eq!(summary["type"], "summary");
-    (summary, n as u64 * (PROBES as u64 + 4))
+    summaries
+}
+
+fn burst_events(n: usize) -> u64 {
+    n as u64 * (PROBES as u64 + DEATH_KINDS.len() as u64)
 }
 
 #[test]
 fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
     assert!(is_root(), "needs root (cargo xtask test)");
-    // One page of ring buffer holds about 30 records.
-    let (summary, expected) = keepalive_burst(300, "4");
-    let (events, lost) = (
-        summary["events"].as_u64().unwrap(),
-        summary["lost"].as_u64().unwrap(),
-    );
+    // One page of ring buffer holds about 30 records; the other tracer has room for all.
+    let [small, roomy] = keepalive_burst(300, ["4", "16384"]);
     assert!(
-        lost > 0,
-        "the burst should overflow a one-page ring buffer: {summary}"
+        small["lost"].as_u64().unwrap() > 0,
+        "the burst should overflow a one-page ring buffer: {small}"
     );
     // Every record the kernel queued was read: nothing goes missing between ring and reader.
-    assert_eq!(summary["unread"], 0, "{summary}");
-    // Every record the kernel tried to queue is either read or counted lost, kind by kind.
-    assert_eq!(events + lost, expected, "{summary}");
-    let by_kind = |k: &str| {
-        summary["by_kind"][k].as_u64().unwrap_or(0)
-            + summary["lost_by_kind"][k].as_u64().unwrap_or(0)
-    };
-    assert_eq!(by_kind("keepalive_probe"), 300 * PROBES as u64, "{summary}");
-    assert_eq!(by_kind("keepalive_timeout"), 300, "{summary}");
+    assert_eq!(small["unread"], 0, "{small}");
+    // Every record the kernel tried to queue is either read or counted lost, kind by kind:
+    // as many as the tracer with room read. (Compared with that tracer, not with the
+    // burst's count: the kernel now and then skips every program for a batch of timers,
+    // without counting a miss; both tracers are blind to those alike. The next test
+    // checks the tracer with room against the burst.)
+    assert_eq!(roomy["lost"], 0, "{roomy}");
+    for kind in ["keepalive_probe"].iter().chain(&DEATH_KINDS) {
+        assert_eq!(
+            total(&small, kind),
+            total(&roomy, kind),
+            "{kind}\nsmall ring: {small}\nroomy ring: {roomy}"
+        );
+    }
+    assert_eq!(
+        small["events"].as_u64().unwrap() + small["lost"].as_u64().unwrap(),
+        roomy["events"].as_u64().unwrap(),
+        "{small}\n{roomy}"
+    );
 }
 
 #[test]
 fn with_room_in_the_ring_every_event_of_the_burst_arrives() {
     assert!(is_root(), "needs root (cargo xtask test)");
-    let (summary, expected) = keepalive_burst(300, "16384");
-    assert_eq!(summary["lost"], 0, "{summary}");
-    assert_eq!(summary["events"], expected, "{summary}");
+    // The kernel now and then skips every BPF program for a batch of timers (seen here in
+    // softirqs run on top of the VM agent's thread: ftrace sees the events, no program
+    // runs, no miss is counted). Such a run is told apart from a fault of ours by its
+    // shape: two independent tracers short of the same whole deaths (all four records of
+    // each) and of no probe (a skipped probe run is reported at the next run). It is
+    // retried, twice at most.
+    for attempt in 1..=3 {
+        let [a, b] = keepalive_burst(300, ["16384", "16384"]);
+        for s in [&a, &b] {
+            assert_eq!(s["lost"], 0, "{s}");
+            assert_eq!(s["unread"], 0, "{s}");
+        }
+        if a["events"] == burst_events(300) && b["events"] == burst_events(300) {
+            return;
+        }
+        let deaths = total(&a, "keepalive_timeout");
+        let skipped_whole_deaths = [&a, &b].iter().all(|s| {
+            total(s, "keepalive_probe") == 300 * PROBES as u64
+                && DEATH_KINDS.iter().all(|k| total(s, k) == deaths)
+        });
+        assert!(
+            skipped_whole_deaths && attempt < 3 && a["by_kind"] == b["by_kind"],
+            "attempt {attempt}: expected {} events\n{a}\n{b}",
+            burst_events(300)
+        );
+        eprintln!(
+            "attempt {attempt}: the kernel ran no program for {} of 300 deaths (both tracers); again",
+            300 - deaths
+        );
+    }
 }
