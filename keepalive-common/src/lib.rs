@@ -21,44 +21,85 @@ pub mod names {
     pub const ENFORCE_PIN_DIR: &str = "/sys/fs/bpf/keepalive";
 }
 
-/// What a [`Record`] reports. The numbers are the wire format between the two sides.
-pub mod kind {
-    /// The keepalive timer sent a probe; `arg0` is the count of unanswered probes now.
-    pub const KEEPALIVE_PROBE: u8 = 1;
-    /// Probes were outstanding and the count went back to 0: the peer answered.
-    /// `arg0` is how many probes were outstanding.
-    pub const KEEPALIVE_ANSWERED: u8 = 2;
-    /// The keepalive timer gave up on the connection; `arg0` is the unanswered probe count.
-    pub const KEEPALIVE_TIMEOUT: u8 = 3;
-    /// We sent a RST; `arg0` is the kernel's `enum sk_rst_reason` or [`super::REASON_UNKNOWN`].
-    /// In kprobe mode `arg1` is the low 32 bits of the address `tcp_send_active_reset()` was
-    /// called from (0 otherwise), so user space can name the cause on kernels without reasons.
-    pub const RESET_SENT: u8 = 4;
-    /// A RST arrived for this socket.
-    pub const RESET_RECEIVED: u8 = 5;
-    /// TCP state changed from `arg0` to `arg1`.
-    pub const STATE_CHANGE: u8 = 6;
-    /// An error was reported on the socket; `arg0` is the errno.
-    pub const SOCKET_ERROR: u8 = 7;
-    /// The kernel destroyed the socket; nothing more will be seen of it.
-    pub const SOCKET_DESTROYED: u8 = 8;
-    /// Data was retransmitted; `arg0` is the count of retransmissions without an answer.
-    pub const RETRANSMIT: u8 = 9;
-    /// `keepalive enforce` turned keepalive on for a new connection (`arg0` 1), or would have
-    /// in a dry run (`arg0` 0); `arg1` 1 when the socket had keepalive on already (--force).
-    pub const KEEPALIVE_ENFORCED: u8 = 10;
-    /// The connection reached CLOSE: a [`STATE_CHANGE`] to CLOSE followed by a
-    /// [`super::ConnectionLife`] (a [`super::LifeRecord`]), what the kernel kept of its
-    /// earlier transitions instead of a record each. `pid` and `comm` are its owner's when
-    /// [`super::ConnectionLife::owner_from`] says so.
-    pub const CONNECTION_CLOSED: u8 = 11;
-    /// The highest kind: records above it are malformed.
-    pub const LAST: u8 = CONNECTION_CLOSED;
+/// Declares the record kinds once: the [`Kind`] enum, its wire numbers as `u8` constants in
+/// [`kind`] (what the kernel side writes), the name its events carry, and the conversion
+/// back from a byte. A new kind is one line here (and its decoding and display).
+macro_rules! record_kinds {
+    ($( $(#[$doc:meta])* $variant:ident = $number:literal, $constant:ident, $name:literal; )*) => {
+        /// What a [`Record`] reports. The numbers are the wire format between the two sides.
+        #[repr(u8)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Kind {
+            $( $(#[$doc])* $variant = $number, )*
+        }
+
+        impl Kind {
+            /// Every kind, in wire order.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant),*];
+
+            /// The kind of event it decodes to, as printed (`keepalive_probe`, ...).
+            pub const fn event_name(self) -> &'static str {
+                match self {
+                    $( Kind::$variant => $name, )*
+                }
+            }
+        }
+
+        impl TryFrom<u8> for Kind {
+            /// The byte, which is no kind.
+            type Error = u8;
+
+            fn try_from(byte: u8) -> Result<Kind, u8> {
+                match byte {
+                    $( $number => Ok(Kind::$variant), )*
+                    _ => Err(byte),
+                }
+            }
+        }
+
+        /// [`Kind`]s as the bytes the kernel side writes into [`Record::kind`].
+        pub mod kind {
+            $( pub const $constant: u8 = $number; )*
+        }
+    };
 }
 
-/// Entries of the LOST map: one per record kind (see [`kind`]), so user space can say what
+record_kinds! {
+    /// The keepalive timer sent a probe; `arg0` is the count of unanswered probes now.
+    KeepaliveProbe = 1, KEEPALIVE_PROBE, "keepalive_probe";
+    /// Probes were outstanding and the count went back to 0: the peer answered.
+    /// `arg0` is how many probes were outstanding.
+    KeepaliveAnswered = 2, KEEPALIVE_ANSWERED, "keepalive_answered";
+    /// The keepalive timer gave up on the connection; `arg0` is the unanswered probe count.
+    KeepaliveTimeout = 3, KEEPALIVE_TIMEOUT, "keepalive_timeout";
+    /// We sent a RST; `arg0` is the kernel's `enum sk_rst_reason` or [`REASON_UNKNOWN`].
+    /// In kprobe mode `arg1` is the low 32 bits of the address `tcp_send_active_reset()` was
+    /// called from (0 otherwise), so user space can name the cause on kernels without reasons.
+    ResetSent = 4, RESET_SENT, "reset_sent";
+    /// A RST arrived for this socket.
+    ResetReceived = 5, RESET_RECEIVED, "reset_received";
+    /// TCP state changed from `arg0` to `arg1`.
+    StateChange = 6, STATE_CHANGE, "state_change";
+    /// An error was reported on the socket; `arg0` is the errno.
+    SocketError = 7, SOCKET_ERROR, "socket_error";
+    /// The kernel destroyed the socket; nothing more will be seen of it.
+    SocketDestroyed = 8, SOCKET_DESTROYED, "socket_destroyed";
+    /// Data was retransmitted; `arg0` is the count of retransmissions without an answer.
+    Retransmit = 9, RETRANSMIT, "retransmit";
+    /// `keepalive enforce` turned keepalive on for a new connection (`arg0` 1), or would have
+    /// in a dry run (`arg0` 0); `arg1` 1 when the socket had keepalive on already (--force).
+    KeepaliveEnforced = 10, KEEPALIVE_ENFORCED, "keepalive_enforced";
+    /// The connection reached CLOSE: a state change to CLOSE followed by a
+    /// [`ConnectionLife`] (a [`LifeRecord`]), what the kernel kept of its earlier
+    /// transitions instead of a record each. `pid` and `comm` are its owner's when
+    /// [`ConnectionLife::owner_from`] says so. Printed as a state change.
+    ConnectionClosed = 11, CONNECTION_CLOSED, "state_change";
+}
+
+/// Entries of the LOST map: one per record kind (see [`Kind`]), so user space can say what
 /// was lost.
 pub const LOST_SLOTS: u32 = 16;
+const _: () = assert!(Kind::ALL.len() < LOST_SLOTS as usize);
 
 /// Sockets whose keepalive timer ran that the kernel side keeps a copy of (identity,
 /// settings, probes reported; the KNOWN map, preallocated). Past it, a socket's runs read
@@ -68,10 +109,8 @@ pub const KNOWN_SOCKET_SLOTS: u32 = 1 << 17;
 /// `arg0` of a reset when the kernel does not say why (no reason argument before Linux 6.10).
 pub const REASON_UNKNOWN: u32 = u32::MAX;
 
-/// Bits of [`Record::flags`].
+/// Bits of [`Record::flags`] (bit 0 is free).
 pub mod flag {
-    /// The event happened inside the keepalive timer of this socket.
-    pub const IN_KEEPALIVE_TIMER: u8 = 1 << 0;
     /// [`super::Record::keepalive`] was read for this event.
     pub const HAS_KEEPALIVE: u8 = 1 << 1;
     /// A reset with no socket: addresses come from the packet that provoked it.

@@ -8,7 +8,9 @@ use aya_ebpf::{
     maps::RingBuf,
     programs::SockOpsContext,
 };
-use keepalive_common::{EnforceConfig, Record, flag, kind};
+use keepalive_common::{EnforceConfig, Record, flag, kind, set_by_socket};
+
+use crate::sock::{AF_INET, AF_INET6, tcp_state};
 
 #[unsafe(no_mangle)]
 static ENFORCE: EnforceConfig = EnforceConfig::zeroed();
@@ -30,7 +32,6 @@ const TCP_KEEPIDLE: i32 = 4;
 const TCP_KEEPINTVL: i32 = 5;
 const TCP_KEEPCNT: i32 = 6;
 const TCP_USER_TIMEOUT: i32 = 18;
-const AF_INET6: u32 = 10;
 
 macro_rules! enforce {
     ($($field:ident).+) => {
@@ -46,13 +47,13 @@ pub fn keepalive_enforce(ctx: SockOpsContext) -> u32 {
     }
     let mut r: Record = unsafe { core::mem::zeroed() };
     r.kind = kind::KEEPALIVE_ENFORCED;
-    r.state = 1;
+    r.state = tcp_state::ESTABLISHED;
     r.sport = ctx.local_port() as u16;
     // remote_port holds the port in network order in its upper half.
     r.dport = u16::from_be((ctx.remote_port() >> 16) as u16);
     let family = ctx.family();
-    if family == AF_INET6 {
-        r.family = 10;
+    if family == AF_INET6 as u32 {
+        r.family = AF_INET6;
         // The context allows only 4-byte loads of these fields: one word at a time.
         for i in 0..4 {
             let (l, rm) = unsafe {
@@ -65,7 +66,7 @@ pub fn keepalive_enforce(ctx: SockOpsContext) -> u32 {
             r.daddr[i * 4..i * 4 + 4].copy_from_slice(&rm.to_ne_bytes());
         }
     } else {
-        r.family = 2;
+        r.family = AF_INET;
         r.saddr[..4].copy_from_slice(&ctx.local_ip4().to_ne_bytes());
         r.daddr[..4].copy_from_slice(&ctx.remote_ip4().to_ne_bytes());
     }
@@ -75,7 +76,7 @@ pub fn keepalive_enforce(ctx: SockOpsContext) -> u32 {
     }
     if enforce!(addr_family) != 0 {
         let addr = enforce!(addr);
-        let width = if r.family == 10 { 16 } else { 4 };
+        let width = if r.family == AF_INET6 { 16 } else { 4 };
         if enforce!(addr_family) != r.family
             || (r.saddr[..width] != addr[..width] && r.daddr[..width] != addr[..width])
         {
@@ -120,7 +121,8 @@ pub fn keepalive_enforce(ctx: SockOpsContext) -> u32 {
     r.keepalive.interval_jiffies = enforce!(interval_jiffies);
     r.keepalive.count = enforce!(count) as u8;
     r.keepalive.user_timeout_ms = enforce!(user_timeout_ms);
-    r.keepalive.set_by_socket = 0b111;
+    r.keepalive.set_by_socket =
+        set_by_socket::IDLE | set_by_socket::INTERVAL | set_by_socket::COUNT;
     r.ts_ns = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
     for ring in [&ENFORCE_REPORT, &ENFORCED] {
         if let Some(mut e) = ring.reserve::<Record>(0) {

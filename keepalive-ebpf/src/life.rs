@@ -14,6 +14,10 @@ use core::mem::MaybeUninit;
 
 use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
 
+use crate::sock::tcp_state::{
+    CLOSE as TCP_CLOSE, ESTABLISHED as TCP_ESTABLISHED, SYN_SENT as TCP_SYN_SENT,
+};
+
 /// What is kept of a connection until it closes: its life and, when known, its owner.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -32,10 +36,6 @@ pub struct Life {
 #[map]
 static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLOTS, 0);
 
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_CLOSE: i32 = 7;
-
 /// Folds the transition `old` -> `new` of the socket at `key` (not one to CLOSE), whose
 /// data retransmissions unanswered are `retransmits`, into its entry; false
 /// when it must be sent as a record: no room, or an application close with data still
@@ -43,7 +43,7 @@ const TCP_CLOSE: i32 = 7;
 /// A function of its own: its entry on the stack would otherwise add to the state-change
 /// program's frame, and older kernels (6.1) refuse a call chain past 512 bytes.
 #[inline(never)]
-pub fn fold(key: u64, old: i32, new: i32, retransmits: u8) -> bool {
+pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
     let now = unsafe { bpf_ktime_get_ns() };
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         // connect(), in the caller's context: the owner.

@@ -33,9 +33,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use keepalive_common::{KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from};
+use sock::tcp_state::{
+    CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
+    FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, NEW_SYN_RECV as TCP_NEW_SYN_RECV,
+    SYN_SENT as TCP_SYN_SENT, TIME_WAIT as TCP_TIME_WAIT,
+};
 use sock::{
-    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, Typed,
-    filtering, forget, lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
+    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, forget, lingers_zero, read,
+    read_identity, read_keepalive, tcp_sock, wanted,
 };
 
 #[unsafe(no_mangle)]
@@ -52,16 +57,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(keepalive_common::
 #[map]
 static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-const TCP_ESTABLISHED: i32 = 1;
-const TCP_SYN_SENT: i32 = 2;
-const TCP_FIN_WAIT1: i32 = 4;
-const TCP_CLOSE_WAIT: i32 = 8;
-const TCP_LAST_ACK: i32 = 9;
 // bpf_ringbuf_query / bpf_ringbuf_submit flags (include/uapi/linux/bpf.h).
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const TCP_CLOSE: u8 = 7;
 
 /// Queues `r` for user space.
 fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
@@ -218,18 +217,19 @@ pub fn keepalive_timer_kretprobe(ctx: RetProbeContext) -> u32 {
 /// CLOSE_WAIT, ...) is reported only with `all_states`: a busy server makes
 /// millions of them, and each costs a record.
 #[inline(always)]
-fn wanted_transition(old: i32, new: i32) -> bool {
+fn wanted_transition(old: u8, new: u8) -> bool {
     config!(all_states) != 0
         || new == TCP_ESTABLISHED
-        || new == TCP_CLOSE as i32
-        || (old == TCP_CLOSE as i32 && new == TCP_SYN_SENT)
+        || new == TCP_CLOSE
+        || (old == TCP_CLOSE && new == TCP_SYN_SENT)
         || (old == TCP_ESTABLISHED && new == TCP_FIN_WAIT1)
         || (old == TCP_CLOSE_WAIT && new == TCP_LAST_ACK)
 }
 
 fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
+    // `int` in the tracepoint; states fit a byte, as the socket holds them.
+    let old = ctx.arg::<i32>(1) as u8;
+    let new = ctx.arg::<i32>(2) as u8;
     if !wanted_transition(old, new) {
         return 0;
     }
@@ -242,7 +242,7 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     // same cookie. For tracing programs this helper id is the kernel's
     // bpf_get_socket_ptr_cookie.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
-    let closes = new as u8 == TCP_CLOSE;
+    let closes = new == TCP_CLOSE;
     // Without filters a folded transition reads nothing more; with them, only a connection
     // they match gets an entry, so its identity is read first.
     let folding = config!(all_states) == 0 && !closes;
@@ -261,10 +261,9 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     timer::timeout_first(&ctx, sk.addr(), r);
-    r.state = old as u8;
+    r.state = old;
     r.arg0 = old as u32;
     r.arg1 = new as u32;
-    r.flags = timer::in_timer_of(sk.addr());
     // Settings matter when a connection starts and ends; other transitions skip the reads.
     if closes || new == TCP_ESTABLISHED {
         r.flags |= flag::HAS_KEEPALIVE;
@@ -379,7 +378,6 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
 /// What a reset from a socket needs besides its identity.
 fn reset_by_socket<C: EbpfContext>(ctx: &C, sk: u64, r: &mut Record) {
     timer::timeout_first(ctx, sk, r);
-    r.flags |= timer::in_timer_of(sk);
     if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(Address(sk)) {
         r.flags |= flag::LINGER_ZERO;
     }
@@ -456,7 +454,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     timer::timeout_first(&ctx, sk, r);
     // tcp_write_err() and friends set sk_err just before reporting it.
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
-    r.flags = timer::in_timer_of(sk) | flag::HAS_KEEPALIVE;
+    r.flags = flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(Address(sk));
     r.retransmits = read(sk, config!(offsets.retransmits));
     with_task(r);

@@ -10,8 +10,20 @@ use keepalive_common::{KeepaliveSettings, Record, set_by_socket};
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
-pub const TCP_TIME_WAIT: u8 = 6;
-pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// TCP states (include/net/tcp_states.h), as `skc_state` and the records hold them.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const NEW_SYN_RECV: u8 = 12;
+}
+use tcp_state::{NEW_SYN_RECV as TCP_NEW_SYN_RECV, TIME_WAIT as TCP_TIME_WAIT};
 
 /// Reads a `T` at `base + off`; a fault reads as zero (the helper zeroes the destination).
 /// No branch on the helper's result: with ~30 reads per program, a branch each multiplies

@@ -16,11 +16,9 @@ use keepalive_common::{KeepaliveSettings, Record, flag, kind};
 
 use crate::{
     LOST, count, fill_new_record,
-    sock::{Address, read, read_identity, read_keepalive, wanted},
+    sock::{Address, read, read_identity, read_keepalive, tcp_state, wanted},
     submit,
 };
-
-const TCP_FIN_WAIT2: u8 = 5;
 
 /// A socket whose keepalive timer ran while tracing: what its records repeat on every run,
 /// and the probes reported and not answered yet.
@@ -106,13 +104,20 @@ fn read_fresh(sk: u64) -> Option<&'static mut Record> {
 /// The entry of `sk`, made on its first run from the socket's fields; None when the table
 /// is full.
 fn known(sk: u64) -> Option<&'static mut KnownSocket> {
+    let cookie: u64 = read(sk, config!(offsets.cookie));
     if let Some(k) = KNOWN.get_ptr_mut(&sk) {
         let k = unsafe { &mut *k };
         // A socket found from its timer may not have a cookie yet: take it once it has one.
         if k.cookie == 0 {
-            k.cookie = read(sk, config!(offsets.cookie));
+            k.cookie = cookie;
         }
-        return Some(k);
+        if k.cookie == cookie {
+            return Some(k);
+        }
+        // Another socket at the same address: the old one was freed without its
+        // tcp_destroy_sock seen (the kernel skips programs now and then), and its entry
+        // would hide this one (its filters' decision, its probes).
+        let _ = KNOWN.remove(&sk);
     }
     let s = scratch()?;
     fill_new_record(&mut s.record, 0);
@@ -155,7 +160,7 @@ fn timer_record(
     r.dport = k.dport;
     r.family = k.family;
     r.state = state;
-    r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    r.flags = flag::HAS_KEEPALIVE;
     r.keepalive = k.keepalive;
     r.keepalive.probes_out = probes_out;
     Some(r)
@@ -234,7 +239,7 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         let Some(r) = read_fresh(sk) else { return };
         r.kind = kind::KEEPALIVE_PROBE;
         r.state = run.state_before;
-        r.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+        r.flags = flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(Address(sk));
         probes(ctx, r, run.probes_before, probes_after);
     }
@@ -266,7 +271,7 @@ fn probes<C: EbpfContext>(ctx: &C, r: &mut Record, from: u8, to: u8) {
 /// are read afresh here: the verdict and its advice quote them.
 pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     let Some(run) = timer_run() else { return };
-    if run.sk != sk || run.timeout_emitted != 0 || run.state_before == TCP_FIN_WAIT2 {
+    if run.sk != sk || run.timeout_emitted != 0 || run.state_before == tcp_state::FIN_WAIT2 {
         return;
     }
     run.timeout_emitted = 1;
@@ -291,18 +296,10 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     t.state = run.state_before;
     t.arg0 = run.probes_before as u32;
     t.arg1 = 0;
-    t.flags = flag::IN_KEEPALIVE_TIMER | flag::HAS_KEEPALIVE;
+    t.flags = flag::HAS_KEEPALIVE;
     t.keepalive = read_keepalive(Address(sk));
     let _ = KNOWN.remove(&sk);
     submit(ctx, &t);
-}
-
-/// [`flag::IN_KEEPALIVE_TIMER`] when `sk`'s keepalive timer is running on this CPU.
-pub fn in_timer_of(sk: u64) -> u8 {
-    match timer_run() {
-        Some(run) if run.sk == sk => flag::IN_KEEPALIVE_TIMER,
-        _ => 0,
-    }
 }
 
 /// The socket is freed: its address may be reused by another.
