@@ -1,8 +1,8 @@
 //! The words of a verdict: what happened, with the measured numbers, and what to change.
 
 use crate::{
-    diagnose::{Verdict, VerdictKind},
     event::Keepalive,
+    verdict::{Reason, ResetReason, Verdict, VerdictKind},
 };
 
 /// Fills `summary` and `advice` from the verdict's numbers and the socket's settings.
@@ -96,9 +96,15 @@ pub fn explain(v: &mut Verdict) {
             format!("Connection reset by the peer{lifetime}.")
         }
         VerdictKind::LocalAbort => {
-            let reason = v.reason.clone().unwrap_or_else(|| "UNKNOWN".into());
+            let reason = match &v.reason {
+                Some(Reason::Reset(r)) => r.clone(),
+                _ => ResetReason::Unknown,
+            };
             advice.push(local_abort_advice(&reason).into());
-            format!("This host aborted the connection with RST{lifetime} (reason {reason}).")
+            format!(
+                "This host aborted the connection with RST{lifetime} (reason {}).",
+                reason.name()
+            )
         }
         VerdictKind::RetransmitTimeout => {
             advice.push(
@@ -124,9 +130,7 @@ pub fn explain(v: &mut Verdict) {
                  acknowledging."
             )
         }
-        VerdictKind::Closed
-            if v.reason.as_deref() == Some("application_closed_after_retransmissions") =>
-        {
+        VerdictKind::Closed if v.reason == Some(Reason::ApplicationClosedAfterRetransmissions) => {
             let n = v.retransmits;
             advice.push(
                 "The peer or the path stopped answering while data was in flight; find out why \
@@ -194,8 +198,13 @@ fn settings(k: Option<&Keepalive>) -> (f64, f64, u32) {
         .unwrap_or((7200.0, 75.0, 9))
 }
 
-fn local_abort_advice(reason: &str) -> &'static str {
-    match reason {
+/// What to do about a reset this host sent, by the kernel's reason for it.
+fn local_abort_advice(reason: &ResetReason) -> &'static str {
+    const ANY: &str = "The kernel aborted the connection; see the reason for which path.";
+    let ResetReason::Named(name) = reason else {
+        return ANY;
+    };
+    match name.as_str() {
         "TCP_ABORT_ON_LINGER" => {
             "The application closed the socket with SO_LINGER {on, 0}, which discards unsent \
              data and resets the connection; use a non-zero linger time or plain close() for \
@@ -216,7 +225,7 @@ fn local_abort_advice(reason: &str) -> &'static str {
             "The socket was closed or disconnected in a state that requires a RST (e.g. \
              SO_LINGER 0, or shutdown during the handshake)."
         }
-        _ => "The kernel aborted the connection; see the reason for which path.",
+        _ => ANY,
     }
 }
 

@@ -8,7 +8,8 @@ use std::{
 
 use bytes::Buf;
 use keepalive_common::{
-    ConnectionLife, KeepaliveSettings, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from,
+    ConnectionLife, KeepaliveSettings, Kind, LifeRecord, REASON_UNKNOWN, Record, flag, kind,
+    owner_from,
 };
 use time::OffsetDateTime;
 
@@ -73,10 +74,7 @@ pub fn record_len(b: &[u8]) -> usize {
 
 /// The event kind (as printed) a record kind decodes to; None for kinds that do not exist.
 pub fn kind_name(k: u8) -> Option<&'static str> {
-    match k {
-        kind::CONNECTION_CLOSED => Some("state_change"),
-        _ => Detail::KINDS.get((k as usize).checked_sub(1)?).copied(),
-    }
+    Kind::try_from(k).ok().map(Kind::event_name)
 }
 
 /// Parses one ring-buffer record. Field by field rather than a pointer cast, so any byte
@@ -91,9 +89,7 @@ pub fn parse_record(b: &[u8]) -> Result<Parsed, DecodeError> {
     }
     let (mut head, mut tail) = b.split_at(Record::SIZE);
     let record = parse_head(&mut head);
-    if !(kind::KEEPALIVE_PROBE..=kind::LAST).contains(&record.kind) {
-        return Err(DecodeError::Kind(record.kind));
-    }
+    Kind::try_from(record.kind).map_err(DecodeError::Kind)?;
     let life = (record.kind == kind::CONNECTION_CLOSED).then(|| ConnectionLife {
         established_ns: tail.get_u64_ne(),
         app_closed_ns: tail.get_u64_ne(),

@@ -2,80 +2,11 @@
 //! why in plain words, with numbers and what to change. Pure: events in, verdicts out.
 
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
-
-use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason};
 use crate::table::{Map, Set, mostly_empty, shrink_map};
-
-/// How a connection ended. The names are part of the output contract.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictKind {
-    /// Keepalive probes went unanswered: the peer or a middlebox silently went away.
-    KeepaliveTimeout,
-    /// A keepalive probe was answered with RST: the peer or a NAT forgot the connection.
-    ResetAfterProbe,
-    /// The peer reset the connection otherwise.
-    PeerReset,
-    /// This host sent the RST (linger 0, close with unread data, memory, ...).
-    LocalAbort,
-    /// Data went unacknowledged until retransmissions ran out: not a keepalive problem.
-    RetransmitTimeout,
-    /// TCP_USER_TIMEOUT cut the connection.
-    UserTimeout,
-    /// Orderly close with FIN.
-    Closed,
-}
-
-impl VerdictKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            VerdictKind::KeepaliveTimeout => "keepalive_timeout",
-            VerdictKind::ResetAfterProbe => "reset_after_probe",
-            VerdictKind::PeerReset => "peer_reset",
-            VerdictKind::LocalAbort => "local_abort",
-            VerdictKind::RetransmitTimeout => "retransmit_timeout",
-            VerdictKind::UserTimeout => "user_timeout",
-            VerdictKind::Closed => "closed",
-        }
-    }
-}
-
-/// Why one connection died.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub verdict: VerdictKind,
-    #[serde(with = "time::serde::rfc3339")]
-    pub ts: OffsetDateTime,
-    #[serde(flatten)]
-    pub socket: SocketId,
-    pub pid: Option<u32>,
-    pub comm: Option<Arc<str>>,
-    /// Unanswered keepalive probes when it ended.
-    pub probes_sent: u32,
-    /// Times the peer answered keepalive probes over the connection's life.
-    pub probes_answered: u32,
-    /// Retransmissions in a row without an answer when it ended (or when the application
-    /// closed it).
-    pub retransmits: u32,
-    /// Seconds from establishment to the end, when the start was seen.
-    pub lifetime_s: Option<f64>,
-    /// Seconds the connection was idle before the first unanswered probe.
-    pub idle_s: Option<f64>,
-    /// Error reported to the application, e.g. ETIMEDOUT.
-    pub error: Option<String>,
-    /// The kernel's reason for a reset, or why the keepalive timer gave up.
-    pub reason: Option<String>,
-    pub summary: String,
-    pub advice: Vec<String>,
-    /// The keepalive idle time (TCP_KEEPIDLE, seconds) the advice recommends, when the
-    /// death points at an idle timeout on the path.
-    #[serde(default)]
-    pub recommended_idle_s: Option<f64>,
-    pub keepalive: Option<Keepalive>,
-}
+use crate::verdict::{Reason, ResetReason, Verdict, VerdictKind};
 
 /// Everything known about one connection so far.
 #[derive(Clone, Debug)]
@@ -416,7 +347,9 @@ impl ConnectionTimeline {
                 self.ending().closed.get_or_insert((e.ts, e.state));
             }
             Detail::Retransmit { retransmits } => self.retransmits = *retransmits,
-            Detail::KeepaliveEnforced { .. } => {}
+            // Kinds that say nothing about how a connection ends (keepalive_enforced; a new
+            // kind, until diagnosis has a use for it).
+            _ => {}
         }
     }
 
@@ -426,38 +359,40 @@ impl ConnectionTimeline {
         let (ended, _) = end.closed?;
         let ka = self.keepalive.as_ref();
         let user_timeout_ms = ka.map(|k| k.user_timeout_ms).unwrap_or(0);
-        let (verdict, reason): (VerdictKind, Option<String>) =
-            if let Some((reason, _)) = end.timeout {
-                match reason {
-                    TimeoutReason::UserTimeout => {
-                        (VerdictKind::UserTimeout, Some("user_timeout".into()))
-                    }
-                    TimeoutReason::ProbesUnanswered => (
-                        VerdictKind::KeepaliveTimeout,
-                        Some("probes_unanswered".into()),
-                    ),
-                }
-            } else if let Some(outstanding) = end.reset_received {
-                if outstanding > 0 {
-                    (VerdictKind::ResetAfterProbe, None)
-                } else {
-                    (VerdictKind::PeerReset, None)
-                }
-            } else if let Some(reason) = &end.reset_sent {
-                (VerdictKind::LocalAbort, Some(reason.clone()))
-            } else if end.error.as_deref() == Some("ETIMEDOUT") {
-                if user_timeout_ms != 0 {
-                    (VerdictKind::UserTimeout, Some("user_timeout".into()))
-                } else {
-                    (VerdictKind::RetransmitTimeout, None)
-                }
+        let (verdict, reason): (VerdictKind, Option<Reason>) = if let Some((reason, _)) =
+            end.timeout
+        {
+            match reason {
+                TimeoutReason::UserTimeout => (VerdictKind::UserTimeout, Some(Reason::UserTimeout)),
+                TimeoutReason::ProbesUnanswered => (
+                    VerdictKind::KeepaliveTimeout,
+                    Some(Reason::ProbesUnanswered),
+                ),
+            }
+        } else if let Some(outstanding) = end.reset_received {
+            if outstanding > 0 {
+                (VerdictKind::ResetAfterProbe, None)
             } else {
-                (VerdictKind::Closed, None)
-            };
+                (VerdictKind::PeerReset, None)
+            }
+        } else if let Some(reason) = &end.reset_sent {
+            (
+                VerdictKind::LocalAbort,
+                Some(Reason::Reset(ResetReason::from_name(reason))),
+            )
+        } else if end.error.as_deref() == Some("ETIMEDOUT") {
+            if user_timeout_ms != 0 {
+                (VerdictKind::UserTimeout, Some(Reason::UserTimeout))
+            } else {
+                (VerdictKind::RetransmitTimeout, None)
+            }
+        } else {
+            (VerdictKind::Closed, None)
+        };
         let (verdict, reason) = match (verdict, end.gave_up_after) {
             (VerdictKind::Closed, Some(_)) => (
                 VerdictKind::Closed,
-                Some("application_closed_after_retransmissions".to_string()),
+                Some(Reason::ApplicationClosedAfterRetransmissions),
             ),
             _ => (verdict, reason),
         };
@@ -712,7 +647,12 @@ mod tests {
             )
             .verdict();
         assert_eq!(v.verdict, VerdictKind::LocalAbort);
-        assert_eq!(v.reason.as_deref(), Some("TCP_ABORT_ON_LINGER"));
+        assert_eq!(
+            v.reason,
+            Some(Reason::Reset(ResetReason::Named(
+                "TCP_ABORT_ON_LINGER".into()
+            )))
+        );
         assert!(v.advice[0].contains("SO_LINGER"));
     }
 
@@ -942,8 +882,8 @@ mod tests {
         let v = rec.verdict();
         assert_eq!(v.verdict, VerdictKind::Closed);
         assert_eq!(
-            v.reason.as_deref(),
-            Some("application_closed_after_retransmissions")
+            v.reason,
+            Some(Reason::ApplicationClosedAfterRetransmissions)
         );
         assert_eq!(v.retransmits, 3);
         assert!(

@@ -5,7 +5,7 @@
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
-use keepalive_common::set_by_socket;
+use keepalive_common::{Kind, set_by_socket};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -109,33 +109,37 @@ pub enum Detail {
 }
 
 impl Detail {
-    pub fn kind(&self) -> &'static str {
+    /// The record kind this event is decoded from (a close with its life is a state change).
+    pub fn record_kind(&self) -> Kind {
         match self {
-            Detail::KeepaliveProbe { .. } => "keepalive_probe",
-            Detail::KeepaliveAnswered { .. } => "keepalive_answered",
-            Detail::KeepaliveTimeout { .. } => "keepalive_timeout",
-            Detail::ResetSent { .. } => "reset_sent",
-            Detail::ResetReceived {} => "reset_received",
-            Detail::StateChange { .. } => "state_change",
-            Detail::SocketError { .. } => "socket_error",
-            Detail::SocketDestroyed {} => "socket_destroyed",
-            Detail::Retransmit { .. } => "retransmit",
-            Detail::KeepaliveEnforced { .. } => "keepalive_enforced",
+            Detail::KeepaliveProbe { .. } => Kind::KeepaliveProbe,
+            Detail::KeepaliveAnswered { .. } => Kind::KeepaliveAnswered,
+            Detail::KeepaliveTimeout { .. } => Kind::KeepaliveTimeout,
+            Detail::ResetSent { .. } => Kind::ResetSent,
+            Detail::ResetReceived {} => Kind::ResetReceived,
+            Detail::StateChange { .. } => Kind::StateChange,
+            Detail::SocketError { .. } => Kind::SocketError,
+            Detail::SocketDestroyed {} => Kind::SocketDestroyed,
+            Detail::Retransmit { .. } => Kind::Retransmit,
+            Detail::KeepaliveEnforced { .. } => Kind::KeepaliveEnforced,
         }
     }
 
-    pub const KINDS: &'static [&'static str] = &[
-        "keepalive_probe",
-        "keepalive_answered",
-        "keepalive_timeout",
-        "reset_sent",
-        "reset_received",
-        "state_change",
-        "socket_error",
-        "socket_destroyed",
-        "retransmit",
-        "keepalive_enforced",
-    ];
+    /// Its `kind` as printed.
+    pub fn kind(&self) -> &'static str {
+        self.record_kind().event_name()
+    }
+
+    /// Every event kind as printed, once each (for `--kind` and its help).
+    pub fn kinds() -> Vec<&'static str> {
+        let mut names = Vec::with_capacity(Kind::ALL.len());
+        for kind in Kind::ALL {
+            if !names.contains(&kind.event_name()) {
+                names.push(kind.event_name());
+            }
+        }
+        names
+    }
 }
 
 /// A connection's start and close, reported with its end.

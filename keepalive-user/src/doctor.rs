@@ -12,8 +12,10 @@ use aya::{
 };
 
 use crate::{
-    btf, kernel,
-    loader::{self, LoadOptions, Mode},
+    btf,
+    hooks::{self, Mode, Modes},
+    kernel,
+    loader::{self, LoadOptions},
 };
 
 /// Writes the report; returns false when no mode works here.
@@ -56,18 +58,20 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
             "not mounted (and mounting it failed)"
         }
     )?;
-    match kernel::kprobes_unavailable() {
-        None => writeln!(
-            out,
-            "kprobes:      yes ({})",
-            loader::KPROBE_FUNCTIONS.join(", ")
-        )?,
+    let kprobe_functions = hooks::kprobe_functions();
+    match kernel::kprobes_unavailable(&kprobe_functions) {
+        None => writeln!(out, "kprobes:      yes ({})", kprobe_functions.join(", "))?,
         Some(why) => writeln!(out, "kprobes:      no: {why}")?,
     }
 
     writeln!(out, "\ntracepoints:")?;
-    for (group, name, what) in kernel::TRACEPOINTS {
+    for (group, name, modes, what) in hooks::tracepoints() {
         let have = kernel::has_tracepoint(group, name);
+        // Tracepoint mode's own tracepoints: kprobe mode does without them.
+        let what = match modes {
+            Modes::Tracepoint => format!("{what} in tracepoint mode"),
+            _ => what.to_string(),
+        };
         writeln!(
             out,
             "  {:<32} {}",

@@ -18,19 +18,45 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
-use crate::{decode::Decoder, decode::parse_record, kernel, output::Writer};
+use crate::{
+    decode::{Decoder, parse_record},
+    kernel,
+    output::{Format, Writer},
+};
 
-#[derive(Clone, Debug)]
-pub struct EnforceOptions {
+/// `keepalive enforce`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The cgroup (v2) whose processes' connections get keepalive, e.g. --cgroup user.slice.
+    #[arg(long, value_name = "PATH")]
     pub cgroup: String,
-    pub idle_s: u32,
-    pub interval_s: u32,
+    /// Idle seconds before the first probe (TCP_KEEPIDLE), e.g. --idle 60.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    pub idle: u32,
+    /// Seconds between probes (TCP_KEEPINTVL), e.g. --interval 10.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    pub interval: u32,
+    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT), e.g. --count 6.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
     pub count: u32,
-    pub user_timeout_ms: u32,
+    /// Also set TCP_USER_TIMEOUT, in milliseconds, e.g. --user-timeout 90000.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub user_timeout: u32,
+    /// Also change sockets whose application turned keepalive on itself, e.g. --force.
+    #[arg(long)]
     pub force: bool,
+    /// Change nothing; report the connections that would be changed, e.g. --dry-run.
+    #[arg(long)]
     pub dry_run: bool,
-    pub port: u16,
+    /// Only connections with this local or remote port, e.g. --port 3306.
+    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// Only connections with this local or remote address, e.g. --addr 198.18.0.2.
+    #[arg(short, long, value_name = "IP")]
     pub addr: Option<std::net::IpAddr>,
+    /// Output format, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    pub format: Format,
 }
 
 /// The cgroup v2 hierarchy's mount point, from /proc/self/mountinfo.
@@ -67,7 +93,7 @@ pub fn resolve_cgroup(arg: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-pub async fn run(opts: &EnforceOptions, mut out: Writer) -> Result<()> {
+pub async fn run(opts: &Args, mut out: Writer) -> Result<()> {
     let cgroup = resolve_cgroup(&opts.cgroup)?;
     let hz = kernel::hz()?;
     let (addr, addr_family) = match opts.addr {
@@ -80,13 +106,13 @@ pub async fn run(opts: &EnforceOptions, mut out: Writer) -> Result<()> {
         None => ([0; 16], 0),
     };
     let config = EnforceConfig {
-        idle_s: opts.idle_s,
-        interval_s: opts.interval_s,
+        idle_s: opts.idle,
+        interval_s: opts.interval,
         count: opts.count,
-        user_timeout_ms: opts.user_timeout_ms,
-        idle_jiffies: opts.idle_s * hz,
-        interval_jiffies: opts.interval_s * hz,
-        port: opts.port,
+        user_timeout_ms: opts.user_timeout,
+        idle_jiffies: opts.idle * hz,
+        interval_jiffies: opts.interval * hz,
+        port: opts.port.unwrap_or(0),
         force: opts.force as u8,
         dry_run: opts.dry_run as u8,
         addr,
@@ -133,11 +159,11 @@ pub async fn run(opts: &EnforceOptions, mut out: Writer) -> Result<()> {
         } else {
             "Enforcing"
         },
-        opts.idle_s,
-        opts.interval_s,
+        opts.idle,
+        opts.interval,
         opts.count,
-        if opts.user_timeout_ms > 0 {
-            format!(", user timeout {} ms", opts.user_timeout_ms)
+        if opts.user_timeout > 0 {
+            format!(", user timeout {} ms", opts.user_timeout)
         } else {
             String::new()
         },

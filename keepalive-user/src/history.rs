@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    diagnose::{ConnectionTimeline, Verdict, VerdictKind},
+    diagnose::ConnectionTimeline,
     event::Event,
+    verdict::{Verdict, VerdictKind},
 };
 
 /// Where `--history` keeps its store unless told otherwise.
@@ -395,13 +396,19 @@ pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String
     if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t);
     }
-    let bad = || {
+    let ago = parse_duration(s).map_err(|_| {
         format!(
             "`{s}`: give a time ago such as 90s, 30m, 12h, 2d or 1h30m, or an RFC 3339 time \
              such as 2026-11-30T22:00:00Z"
         )
-    };
-    let mut ago = Duration::ZERO;
+    })?;
+    Ok(now - ago)
+}
+
+/// A duration such as 90s, 30m, 12h, 2d or 1h30m.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}`: give a duration such as 90s, 30m, 12h, 2d or 1h30m");
+    let mut total = Duration::ZERO;
     let mut digits = String::new();
     for c in s.chars() {
         if c.is_ascii_digit() {
@@ -410,7 +417,7 @@ pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String
         }
         let n: i64 = digits.parse().map_err(|_| bad())?;
         digits.clear();
-        ago += match c {
+        total += match c {
             's' => Duration::seconds(n),
             'm' => Duration::minutes(n),
             'h' => Duration::hours(n),
@@ -421,7 +428,7 @@ pub fn parse_time(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String
     if !digits.is_empty() || s.is_empty() {
         return Err(bad());
     }
-    Ok(now - ago)
+    Ok(total)
 }
 
 #[cfg(test)]

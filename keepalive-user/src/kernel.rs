@@ -120,27 +120,6 @@ pub fn ensure_bpffs() -> Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Tracepoints keepalive attaches to, and what is lost without each. The timer ones are
-/// tracepoint mode's only (kprobe mode hooks the keepalive timer itself).
-pub const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    (
-        "timer",
-        "timer_expire_entry",
-        "keepalive probes and timeouts",
-    ),
-    (
-        "timer",
-        "timer_expire_exit",
-        "keepalive probes and timeouts",
-    ),
-    ("sock", "inet_sock_set_state", "state changes"),
-    ("tcp", "tcp_send_reset", "resets sent"),
-    ("tcp", "tcp_receive_reset", "resets received"),
-    ("sock", "inet_sk_error_report", "socket errors"),
-    ("tcp", "tcp_destroy_sock", "socket lifetimes"),
-    ("tcp", "tcp_retransmit_skb", "retransmissions"),
-];
-
 /// Whether this kernel has tracepoint `group:name`.
 pub fn has_tracepoint(group: &str, name: &str) -> bool {
     Path::new(TRACEFS)
@@ -150,26 +129,15 @@ pub fn has_tracepoint(group: &str, name: &str) -> bool {
         .exists()
 }
 
-/// The first tracepoint `mode` needs that this kernel lacks, if any.
-pub fn missing_tracepoint(
-    mode: crate::loader::Mode,
-) -> Option<(&'static str, &'static str, &'static str)> {
-    TRACEPOINTS
-        .iter()
-        .copied()
-        .filter(|(group, _, _)| mode != crate::loader::Mode::Kprobe || *group != "timer")
-        .find(|(group, name, _)| !has_tracepoint(group, name))
-}
-
 /// Why kprobes cannot be used here, or None when they can (as far as can be told before
-/// attaching): the kernel needs CONFIG_KPROBES, and the functions must exist.
-pub fn kprobes_unavailable() -> Option<String> {
+/// attaching): the kernel needs CONFIG_KPROBES, and `functions` must exist.
+pub fn kprobes_unavailable(functions: &[&str]) -> Option<String> {
     // The perf kprobe PMU (Linux 4.17+) is what aya attaches through.
     if !Path::new("/sys/bus/event_source/devices/kprobe/type").exists() {
         return Some("this kernel has no kprobes (CONFIG_KPROBES is off)".into());
     }
     let kallsyms = fs::read_to_string("/proc/kallsyms").unwrap_or_default();
-    crate::loader::KPROBE_FUNCTIONS
+    functions
         .iter()
         .find(|f| parse_kallsyms(&kallsyms, f).is_none())
         .map(|f| format!("kernel function {f} not found in /proc/kallsyms"))

@@ -6,17 +6,20 @@
 //! [`doctor`] reports what the kernel offers, [`netns`] names namespaces, [`snapshot`], [`procs`] and [`sockets`] look at
 //! sockets that already exist, [`pipeline`] and [`output`] decide what to print and print it,
 //! [`history`] keeps verdicts for questions asked afterwards.
-pub use keepalive_events::{advice, decode, diagnose, event, replay};
+pub use keepalive_events::{advice, decode, diagnose, event, replay, verdict};
 
 pub mod btf;
 pub mod doctor;
 pub mod enforce;
 pub mod history;
+pub mod hooks;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;
 pub mod netns;
 pub mod output;
+pub mod path;
+pub mod path_plan;
 pub mod pipeline;
 pub mod procs;
 pub mod snapshot;

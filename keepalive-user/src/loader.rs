@@ -9,96 +9,11 @@ use aya::{
 };
 use keepalive_common::{KernelConfig, names};
 
-use crate::{btf, kernel};
-
-/// How the keepalive timer and the resets sockets send are hooked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Kprobe mode where the kernel has kprobes, else tracepoint mode.
-    Auto,
-    /// Kprobes on tcp_keepalive_timer and tcp_send_active_reset: only the keepalive timer
-    /// pays, and resets name their cause on kernels before 6.10. Tracepoints for the rest.
-    Kprobe,
-    /// BTF tracepoints only: the keepalive timer is found among all timers by its address.
-    Tracepoint,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Kprobe => "kprobe",
-            Mode::Tracepoint => "tracepoint",
-        }
-    }
-}
-
-/// Where a program attaches.
-#[derive(Clone, Copy, Debug)]
-enum Hook {
-    /// A BTF tracepoint.
-    Tracepoint(&'static str),
-    /// A kprobe (or kretprobe, by program type) on a kernel function.
-    Kprobe(&'static str),
-}
-
-/// Programs both modes use, in attach order: a `_nested` program runs after its primary and
-/// covers events the kernel skipped for it (see `guarded!` in keepalive-ebpf).
-const COMMON_PROGRAMS: &[(&str, Hook)] = &[
-    (
-        "inet_sock_set_state",
-        Hook::Tracepoint("inet_sock_set_state"),
-    ),
-    (
-        "inet_sock_set_state_nested",
-        Hook::Tracepoint("inet_sock_set_state"),
-    ),
-    ("tcp_send_reset", Hook::Tracepoint("tcp_send_reset")),
-    ("tcp_send_reset_nested", Hook::Tracepoint("tcp_send_reset")),
-    ("tcp_receive_reset", Hook::Tracepoint("tcp_receive_reset")),
-    (
-        "tcp_receive_reset_nested",
-        Hook::Tracepoint("tcp_receive_reset"),
-    ),
-    (
-        "inet_sk_error_report",
-        Hook::Tracepoint("inet_sk_error_report"),
-    ),
-    (
-        "inet_sk_error_report_nested",
-        Hook::Tracepoint("inet_sk_error_report"),
-    ),
-    ("tcp_destroy_sock", Hook::Tracepoint("tcp_destroy_sock")),
-    (
-        "tcp_destroy_sock_nested",
-        Hook::Tracepoint("tcp_destroy_sock"),
-    ),
-    ("tcp_retransmit_skb", Hook::Tracepoint("tcp_retransmit_skb")),
-    (
-        "tcp_retransmit_skb_nested",
-        Hook::Tracepoint("tcp_retransmit_skb"),
-    ),
-];
-
-/// Tracepoint mode's keepalive timer: every timer expiry, filtered by function address.
-const TRACEPOINT_PROGRAMS: &[(&str, Hook)] = &[
-    ("timer_expire_entry", Hook::Tracepoint("timer_expire_entry")),
-    ("timer_expire_exit", Hook::Tracepoint("timer_expire_exit")),
-];
-
-/// Kprobe mode's hooks: the keepalive timer's entry and return, and active resets.
-pub const KPROBE_FUNCTIONS: &[&str] = &["tcp_keepalive_timer", "tcp_send_active_reset"];
-const KPROBE_PROGRAMS: &[(&str, Hook)] = &[
-    (
-        "keepalive_timer_kprobe",
-        Hook::Kprobe("tcp_keepalive_timer"),
-    ),
-    (
-        "keepalive_timer_kretprobe",
-        Hook::Kprobe("tcp_keepalive_timer"),
-    ),
-    ("active_reset_kprobe", Hook::Kprobe("tcp_send_active_reset")),
-];
+use crate::{
+    btf,
+    hooks::{self, Hook, Mode},
+    kernel,
+};
 
 /// The compiled kernel programs, embedded in the binary.
 static PROGRAM_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/keepalive"));
@@ -160,11 +75,11 @@ fn prepare(opts: &LoadOptions) -> Result<btf::KernelTypes> {
 
 /// Says what `mode` lacks on this kernel (a tracepoint, kprobes) before trying to load it.
 fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<Loaded> {
-    if let Some((group, name, what)) = kernel::missing_tracepoint(mode) {
+    if let Some((group, name, what)) = missing_tracepoint(mode) {
         bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
     }
     if mode == Mode::Kprobe {
-        if let Some(why) = kernel::kprobes_unavailable() {
+        if let Some(why) = kernel::kprobes_unavailable(&hooks::kprobe_functions()) {
             bail!("{why}");
         }
     }
@@ -195,21 +110,17 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
     }
     let aya_btf = Btf::parse_file(&opts.btf_path, Default::default())
         .with_context(|| format!("parsing {}", opts.btf_path.display()))?;
-    let timer_programs = match mode {
-        Mode::Kprobe => KPROBE_PROGRAMS,
-        _ => TRACEPOINT_PROGRAMS,
-    };
-    for (program, hook) in timer_programs.iter().chain(COMMON_PROGRAMS) {
+    for program in hooks::programs(mode) {
         let p = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the object"))?;
-        match *hook {
-            Hook::Tracepoint(tracepoint) => {
+            .program_mut(program.name)
+            .with_context(|| format!("program {} missing from the object", program.name))?;
+        match program.hook {
+            Hook::Tracepoint { name, .. } => {
                 let p: &mut BtfTracePoint = p.try_into()?;
-                p.load(tracepoint, &aya_btf)
-                    .map_err(|e| explain_program_error(e, "tracepoint", tracepoint))?;
+                p.load(name, &aya_btf)
+                    .map_err(|e| explain_program_error(e, "tracepoint", name))?;
                 p.attach()
-                    .map_err(|e| explain_program_error(e, "tracepoint", tracepoint))?;
+                    .map_err(|e| explain_program_error(e, "tracepoint", name))?;
             }
             Hook::Kprobe(function) => {
                 let p: &mut KProbe = p.try_into()?;
@@ -222,6 +133,16 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
     }
     log::info!("{} mode: programs attached", mode.name());
     Ok(Loaded { ebpf, types, mode })
+}
+
+/// The first tracepoint `mode` needs that this kernel lacks, with what is lost without it.
+pub fn missing_tracepoint(mode: Mode) -> Option<(&'static str, &'static str, &'static str)> {
+    hooks::programs(mode).find_map(|p| match p.hook {
+        Hook::Tracepoint { group, name } if !kernel::has_tracepoint(group, name) => {
+            Some((group, name, p.lost_without))
+        }
+        _ => None,
+    })
 }
 
 fn require_privileges() -> Result<()> {

@@ -53,13 +53,41 @@ enum Command {
     /// Turn keepalive on for the new TCP connections of a cgroup's processes, without
     /// changing the applications, until stopped.
     #[command(after_help = ENFORCE_EXAMPLES)]
-    Enforce(EnforceArgs),
+    Enforce(keepalive_user::enforce::Args),
     /// List TCP connections now, with keepalive settings, timer, probes and owner (like `ss -o`).
     #[command(after_help = SOCKETS_EXAMPLES)]
     Sockets(SocketsArgs),
+    /// Measure how long the path to a service keeps an idle TCP connection (a NAT's or
+    /// firewall's idle timeout), with keepalive's own probes, and what to set.
+    #[command(after_help = PATH_EXAMPLES)]
+    Path(PathArgs),
     /// Check this system: kernel, BTF, kprobes, tracepoints, program types, which mode `auto`
     /// picks and why, and what the other mode lacks.
     Doctor(DoctorArgs),
+}
+
+const PATH_EXAMPLES: &str = "\
+Examples:
+  keepalive path db.example.net:5432
+      Idle connections to PostgreSQL, each probing after its own idle time (15 s ... 2 h);
+      prints what the path kept and forgot, how (silent drop, RST), and what to set.
+  keepalive path [2001:db8::1]:22 --max 30m --format json
+      The same over IPv6 up to 30 minutes, as one JSON line: kept_s, forgotten_s, how
+      (silent, rst, server_closed), recommended_idle_s and the settings.
+  keepalive path 198.19.0.1:80 --netns blue --min 2s --max 60s
+      From network namespace `blue`, between 2 s and 1 min.
+
+Any service that holds idle TCP connections will do; nothing is sent but keepalive probes.
+A server that closes idle connections itself (FIN) is reported as that, not as the path.
+Exit status: 0 a limit was measured, 1 none found up to --max, 2 usage error.
+Ctrl-C prints what is known so far.";
+
+#[derive(Args)]
+struct PathArgs {
+    #[command(flatten)]
+    path: keepalive_user::path::Args,
+    #[command(flatten)]
+    kernel: KernelArgs,
 }
 
 #[derive(Args)]
@@ -79,40 +107,6 @@ Examples:
 The cgroup is a path in the cgroup v2 hierarchy (found in /proc/self/mountinfo), absolute or
 relative to it. Sockets that turned keepalive on themselves are left alone unless --force.
 Each change is printed here and appears in `keepalive trace` as kind keepalive_enforced.";
-
-#[derive(Args)]
-struct EnforceArgs {
-    /// The cgroup (v2) whose processes' connections get keepalive, e.g. --cgroup user.slice.
-    #[arg(long, value_name = "PATH")]
-    cgroup: String,
-    /// Idle seconds before the first probe (TCP_KEEPIDLE), e.g. --idle 60.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
-    idle: u32,
-    /// Seconds between probes (TCP_KEEPINTVL), e.g. --interval 10.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
-    interval: u32,
-    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT), e.g. --count 6.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
-    count: u32,
-    /// Also set TCP_USER_TIMEOUT, in milliseconds, e.g. --user-timeout 90000.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
-    user_timeout: u32,
-    /// Also change sockets whose application turned keepalive on itself, e.g. --force.
-    #[arg(long)]
-    force: bool,
-    /// Change nothing; report the connections that would be changed, e.g. --dry-run.
-    #[arg(long)]
-    dry_run: bool,
-    /// Only connections with this local or remote port, e.g. --port 3306.
-    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
-    port: Option<u16>,
-    /// Only connections with this local or remote address, e.g. --addr 198.18.0.2.
-    #[arg(short, long, value_name = "IP")]
-    addr: Option<std::net::IpAddr>,
-    /// Output format, e.g. --format json.
-    #[arg(short, long, value_enum, default_value = "human")]
-    format: Format,
-}
 
 const SOCKETS_EXAMPLES: &str = "\
 Examples:
@@ -261,7 +255,7 @@ struct KernelArgs {
     /// BTF tracepoints, or auto (kprobes when they work, else tracepoints; `keepalive
     /// doctor` says which and why), e.g. --mode tracepoint.
     #[arg(long, value_enum, default_value = "auto", env = "KEEPALIVE_MODE")]
-    mode: keepalive_user::loader::Mode,
+    mode: keepalive_user::hooks::Mode,
 }
 
 impl KernelArgs {
@@ -341,7 +335,7 @@ struct TraceArgs {
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     history_size: u64,
     /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
-    #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::KINDS))]
+    #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::kinds()))]
     kind: Vec<String>,
     /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT2, CLOSE_WAIT, ...) as it
     /// happens and every socket freed, as tcpstates shows them. By default a connection is
@@ -402,24 +396,40 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::History(args) => run_history(args),
         Command::Sockets(args) => run_sockets(args),
         Command::Enforce(args) => runtime.block_on(run_enforce(args)),
+        Command::Path(args) => runtime.block_on(run_path(args)),
         Command::Doctor(args) => runtime.block_on(run_doctor(args)),
     }
 }
 
-async fn run_enforce(args: EnforceArgs) -> Result<ExitCode> {
-    let opts = keepalive_user::enforce::EnforceOptions {
-        cgroup: args.cgroup,
-        idle_s: args.idle,
-        interval_s: args.interval,
-        count: args.count,
-        user_timeout_ms: args.user_timeout,
-        force: args.force,
-        dry_run: args.dry_run,
-        port: args.port.unwrap_or(0),
-        addr: args.addr,
-    };
-    keepalive_user::enforce::run(&opts, Writer::new(args.format, Box::new(io::stdout()))).await?;
+async fn run_enforce(args: keepalive_user::enforce::Args) -> Result<ExitCode> {
+    let out = Writer::new(args.format, Box::new(io::stdout()));
+    keepalive_user::enforce::run(&args, out).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_path(args: PathArgs) -> Result<ExitCode> {
+    let target = &args.path.target;
+    let port = target.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+    if !matches!(port, Some(Ok(p)) if p > 0) {
+        return Err(UsageError(format!(
+            "{target}: give HOST:PORT, e.g. db.example.net:5432 or [2001:db8::1]:22"
+        ))
+        .into());
+    }
+    if args.path.min > args.path.max {
+        return Err(UsageError("--min is above --max".into()).into());
+    }
+    let load = args.kernel.load_options(&ConnectionArgs::default())?;
+    let result = keepalive_user::path::run(&args.path, load).await?;
+    match args.path.format {
+        Format::Json => println!("{}", serde_json::to_string(&result)?),
+        _ => print!("{}", result.human()),
+    }
+    Ok(if result.found() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn run_doctor(args: DoctorArgs) -> Result<ExitCode> {
@@ -489,7 +499,7 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
             keepalive_user::metrics::Metrics::new(),
         ));
         keepalive_user::metrics::serve(addr, metrics.clone()).await?;
-        pipeline.metrics = Some(metrics);
+        pipeline = pipeline.with_metrics(metrics);
     }
     let traced = trace::run(&opts, &mut pipeline).await;
     pipeline.stop_history()?;
@@ -497,7 +507,7 @@ async fn run_trace(args: TraceArgs) -> Result<ExitCode> {
     pipeline.write_summary()?;
     if args.output.is_some() {
         // The summary went into the file; the operator at the terminal sees the counts too.
-        let s = &pipeline.summary;
+        let s = pipeline.summary();
         eprintln!("keepalive: {} events, {} lost", s.events, s.lost);
     }
     Ok(ExitCode::SUCCESS)
@@ -520,7 +530,7 @@ async fn run_why(args: WhyArgs) -> Result<ExitCode> {
                     break;
                 }
             }
-            if !pipeline.answered {
+            if !pipeline.answered() {
                 pipeline.finish()?;
             }
         }
@@ -529,7 +539,7 @@ async fn run_why(args: WhyArgs) -> Result<ExitCode> {
             trace::run(&opts, &mut pipeline).await?;
         }
     }
-    if pipeline.answered {
+    if pipeline.answered() {
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("keepalive: no matching connection ended");
@@ -558,7 +568,7 @@ fn run_why_history(args: WhyArgs) -> Result<ExitCode> {
 /// `keepalive history`: the deaths of a period, a line each.
 fn run_history(args: HistoryArgs) -> Result<ExitCode> {
     from_history(&args.period, &args.connection, args.format, |out, v, _| {
-        let shown = args.all || v.verdict != keepalive_user::diagnose::VerdictKind::Closed;
+        let shown = args.all || v.verdict != keepalive_user::verdict::VerdictKind::Closed;
         if shown {
             out.history_row(v)?;
         }
@@ -575,7 +585,7 @@ fn from_history(
     format: Format,
     mut show: impl FnMut(
         &mut Writer,
-        &keepalive_user::diagnose::Verdict,
+        &keepalive_user::verdict::Verdict,
         &[keepalive_user::event::Event],
     ) -> io::Result<bool>,
 ) -> Result<usize> {
@@ -604,7 +614,7 @@ fn matching<'h>(
     until: time::OffsetDateTime,
 ) -> Result<
     Vec<(
-        &'h keepalive_user::diagnose::Verdict,
+        &'h keepalive_user::verdict::Verdict,
         &'h [keepalive_user::event::Event],
     )>,
 > {

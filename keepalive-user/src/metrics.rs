@@ -16,8 +16,8 @@ use prometheus_client::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
-    diagnose::Verdict,
     event::{Detail, Event},
+    verdict::Verdict,
 };
 
 // Remote endpoints given their own label: as many as the summary names; the rest share

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    diagnose::{ConnectionTimeline, Verdict},
+    diagnose::ConnectionTimeline,
     event::{Closer, Detail, Event, TimeoutReason},
+    verdict::Verdict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -53,7 +54,7 @@ pub const MAX_REMOTES: usize = 64;
 impl Summary {
     pub fn count_verdict(&mut self, v: &Verdict) {
         *self.verdicts.entry(v.verdict.name().into()).or_default() += 1;
-        if v.verdict != crate::diagnose::VerdictKind::Closed {
+        if v.verdict != crate::verdict::VerdictKind::Closed {
             let remote = std::net::SocketAddr::new(v.socket.daddr, v.socket.dport).to_string();
             let key = if self.deaths_by_remote.len() < MAX_REMOTES
                 || self.deaths_by_remote.contains_key(&remote)

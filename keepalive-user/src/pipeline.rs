@@ -1,17 +1,20 @@
 //! Events to output: filtering, diagnosis and printing, the same for live tracing and replay.
 
-use std::io::ErrorKind;
-
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    io::ErrorKind,
+    sync::{Arc, Mutex},
+};
 
 use time::OffsetDateTime;
 
 use crate::{
-    diagnose::{ConnectionFilter, ConnectionTimeline, Engine, Verdict},
+    diagnose::{ConnectionFilter, ConnectionTimeline, Engine},
     event::Event,
     history::HistoryWriter,
     metrics::Metrics,
     output::{Summary, Writer},
+    verdict::Verdict,
 };
 
 /// What the pipeline prints.
@@ -34,15 +37,16 @@ pub enum Flow {
 }
 
 pub struct Pipeline {
-    pub mode: Mode,
+    mode: Mode,
     /// Event kinds to print (all when empty); trace mode only.
-    pub kinds: Vec<String>,
-    pub connections: ConnectionFilter,
-    pub engine: Engine,
-    pub summary: Summary,
-    pub answered: bool,
+    kinds: Vec<String>,
+    connections: ConnectionFilter,
+    engine: Engine,
+    summary: Summary,
+    /// `why` printed its connection.
+    answered: bool,
     /// Counters for `--metrics`, fed every event and verdict whatever is printed.
-    pub metrics: Option<Arc<Mutex<Metrics>>>,
+    metrics: Option<Arc<Mutex<Metrics>>>,
     /// The store of `--history`, given every verdict the filters let through.
     history: Option<HistoryWriter>,
     out: Writer,
@@ -73,6 +77,44 @@ impl Pipeline {
         self.engine = Engine::default();
         self.history = Some(history);
         self
+    }
+
+    /// Feeds `metrics` every event and verdict, whatever is printed.
+    pub fn with_metrics(mut self, metrics: Arc<Mutex<Metrics>>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The counts so far (the summary printed at the end).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Whether `why` has printed the connection it was asked about.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// What the kernel side counted: records lost for want of room (in all and by kind) and
+    /// records queued that were never read.
+    pub fn kernel_counts(&mut self, lost: u64, lost_by_kind: BTreeMap<String, u64>, unread: u64) {
+        self.summary.lost = lost;
+        self.summary.lost_by_kind = lost_by_kind;
+        self.summary.unread = unread;
+    }
+
+    /// Updates the metrics' gauges (`lost` is asked for only when metrics are served).
+    pub fn update_gauges(&mut self, lost: impl FnOnce() -> u64) {
+        if let Some(m) = &self.metrics {
+            let mut m = m.lock().unwrap();
+            m.set_lost(lost());
+            m.set_tracked(self.engine.tracked());
+        }
+    }
+
+    /// Gives back memory the engine's tables no longer need.
+    pub fn shrink(&mut self) {
+        self.engine.shrink();
     }
 
     /// Says in the history that tracing stopped.

@@ -14,6 +14,7 @@ use tokio::{
 
 use crate::{
     decode::{Decoder, parse_record},
+    hooks::Mode,
     kernel,
     loader::{self, LoadOptions},
     pipeline::{Flow, Pipeline},
@@ -29,7 +30,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     } = loader::load(opts)?;
     let hz = kernel::hz()?;
     let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
-    if mode == loader::Mode::Kprobe && !types.active_reset_has_reason {
+    if mode == Mode::Kprobe && !types.active_reset_has_reason {
         decoder = decoder.with_reset_callers(kernel::reset_callers());
     }
     let mut procs = ProcessTable::default();
@@ -48,15 +49,16 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
     // polled; verdicts wait a moment after a close for the reset and error that follow it.
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut poll = tokio::time::interval(POLL);
+    let mut look_for_enforce = tokio::time::interval(LOOK_FOR_ENFORCE);
+    let mut shrink = tokio::time::interval_at(tokio::time::Instant::now() + SHRINK, SHRINK);
     eprintln!(
         "Tracing TCP keepalive, resets and timeouts ({} mode, HZ={hz}). Ctrl-C to stop.",
         mode.name()
     );
 
-    // Streams of running `keepalive enforce`s, found pinned (checked about once a second).
+    // Streams of running `keepalive enforce`s, found pinned.
     let mut enforced: Vec<(std::path::PathBuf, RingBuf<MapData>)> = vec![];
-    let mut ticks = 0u64;
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
         tokio::select! {
@@ -65,18 +67,8 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
+            _ = poll.tick() => {
                 flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
-                ticks += 1;
-                if ticks % 20 == 1 {
-                    adopt_enforce_streams(&mut enforced);
-                }
-                if ticks % 200 == 0 {
-                    decoder.shrink();
-                    pipeline.engine.shrink();
-                    procs.shrink();
-                    return_freed_memory();
-                }
                 for (_, stream) in &mut enforced {
                     if flow == Flow::Continue {
                         flow = drain(stream, &mut decoder, &mut procs, pipeline, &mut 0)?;
@@ -85,11 +77,14 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
                 if flow == Flow::Continue {
                     flow = pipeline.tick(OffsetDateTime::now_utc())?;
                 }
-                if let Some(m) = &pipeline.metrics {
-                    let mut m = m.lock().unwrap();
-                    m.set_lost(counter_total(&lost_map));
-                    m.set_tracked(pipeline.engine.tracked());
-                }
+                pipeline.update_gauges(|| counter_total(&lost_map));
+            }
+            _ = look_for_enforce.tick() => adopt_enforce_streams(&mut enforced),
+            _ = shrink.tick() => {
+                decoder.shrink();
+                pipeline.shrink();
+                procs.shrink();
+                return_freed_memory();
             }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
@@ -108,14 +103,24 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
             &mut received,
         )?;
         pipeline.finish()?;
-        // Everything the kernel queued has been read by now; a difference would be records
-        // lost between the ring and us, which must not pass silently either.
-        pipeline.summary.unread = counter_total(&emitted_map).saturating_sub(received);
     }
-    pipeline.summary.lost = counter_total(&lost_map);
-    pipeline.summary.lost_by_kind = lost_by_kind(&lost_map);
+    // Everything the kernel queued has been read by now (when the run was not cut short); a
+    // difference would be records lost between the ring and us, which must not pass
+    // silently either.
+    let unread = match flow {
+        Flow::Continue => counter_total(&emitted_map).saturating_sub(received),
+        Flow::Stop => 0,
+    };
+    pipeline.kernel_counts(counter_total(&lost_map), lost_by_kind(&lost_map), unread);
     Ok(())
 }
+
+/// How often the ring buffer is read without a wake-up, and verdicts are let out.
+const POLL: Duration = Duration::from_millis(50);
+/// How often pinned streams of `keepalive enforce`s are looked for.
+const LOOK_FOR_ENFORCE: Duration = Duration::from_secs(1);
+/// How often tables give back memory they no longer need.
+const SHRINK: Duration = Duration::from_secs(10);
 
 /// Gives freed heap back to the system. glibc keeps it unless asked: startup frees tens of
 /// megabytes (the kernel's BTF, /proc/kallsyms), and tables that grew with the number of

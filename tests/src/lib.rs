@@ -9,7 +9,7 @@ pub mod netns;
 pub mod ssh;
 pub mod tracer;
 
-pub use netns::{Link, Netns, Routed};
+pub use netns::{IdleServer, Link, Netns, Routed};
 pub use tracer::Tracer;
 
 /// Runs a command and panics with its output if it fails: test setup must not half-work.

@@ -354,3 +354,53 @@ fn connect_between(
         listener,
     }
 }
+
+/// A server that accepts connections and holds them without a word (sshd before login, a
+/// database pool), in a namespace of the test's; with `close_after`, it closes each that
+/// long after accepting it (an application's idle timeout). Stops on drop, and after
+/// ten minutes whatever happens.
+pub struct IdleServer {
+    pub addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl IdleServer {
+    pub fn start(ns: &Netns, ip: IpAddr, close_after: Option<std::time::Duration>) -> IdleServer {
+        use std::sync::{Arc, atomic::AtomicBool};
+        use std::time::{Duration, Instant};
+        let listener =
+            ns.run(move || std::net::TcpListener::bind(std::net::SocketAddr::new(ip, 0)).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(600);
+            let mut held: Vec<(std::net::TcpStream, Instant)> = vec![];
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < end {
+                while let Ok((s, _)) = listener.accept() {
+                    held.push((s, Instant::now()));
+                }
+                if let Some(limit) = close_after {
+                    held.retain(|(_, at)| at.elapsed() < limit);
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        });
+        IdleServer {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for IdleServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -175,11 +175,7 @@ fn install_missing(packages: &[&str]) -> Result<()> {
 
 fn step(what: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("setup: {what}");
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("setup failed while {what}: {cmd:?} exited with {status}");
-    }
-    Ok(())
+    crate::run_checked(cmd, what).context("setup failed")
 }
 
 fn euid() -> u32 {

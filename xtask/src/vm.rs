@@ -62,13 +62,26 @@ const MODULES: &[&str] = &["veth", "nf_tables", "nft_reject_inet"];
 /// The whole guest run must finish in this time (software emulation is slow, not stuck).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
-pub struct Options {
-    /// A shell command to run in each guest instead of the scenarios (for investigating).
-    pub command: Option<String>,
-    /// Only kernels whose label contains this.
-    pub kernel: Option<String>,
-    /// Skip the host kernel.
-    pub no_host: bool,
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only the guest kernel whose label ends with this, e.g. --kernel 6.1 (debian-6.1).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Skip the scenarios on the host kernel.
+    #[arg(long)]
+    no_host: bool,
+    /// Run this shell command in each guest instead of the scenarios, e.g.
+    /// --command 'keepalive trace --mode kprobe & sleep 5'.
+    #[arg(long)]
+    command: Option<String>,
+}
+
+/// The task: the packages QEMU needs, the binary, then [`run`].
+pub fn task(args: Args) -> Result<()> {
+    crate::setup::run()?;
+    crate::setup::vm_packages()?;
+    let bin = crate::build()?;
+    run(&bin, &args)
 }
 
 /// One run of one scenario binary in one mode on one kernel.
@@ -84,7 +97,7 @@ struct KernelRun {
     verdicts: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-pub fn run(keepalive: &Path, opts: &Options) -> Result<()> {
+fn run(keepalive: &Path, opts: &Args) -> Result<()> {
     let tests = build_scenarios()?;
     let work = target_dir().join("vm");
     std::fs::create_dir_all(&work)?;
@@ -344,25 +357,20 @@ fn fetch_kernel(work: &Path, pattern: &str) -> Result<GuestKernel> {
     if !root.join("boot").exists() {
         std::fs::create_dir_all(&dir)?;
         println!("== downloading {package}");
-        let status = Command::new("apt-get")
-            .current_dir(&dir)
-            .args(["download", &package])
-            .status()?;
-        if !status.success() {
-            bail!("apt-get download {package} failed");
-        }
+        crate::run_checked(
+            Command::new("apt-get")
+                .current_dir(&dir)
+                .args(["download", &package]),
+            &format!("apt-get download {package}"),
+        )?;
         let deb = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "deb"))
             .context("downloaded .deb not found")?;
-        let status = Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(&deb)
-            .arg(&root)
-            .status()?;
-        if !status.success() {
-            bail!("dpkg-deb -x {} failed", deb.display());
-        }
+        crate::run_checked(
+            Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
+            &format!("dpkg-deb -x {}", deb.display()),
+        )?;
         std::fs::remove_file(deb)?;
     }
     let vmlinuz = std::fs::read_dir(root.join("boot"))?

@@ -1,0 +1,376 @@
+//! `keepalive path HOST:PORT`: how long the path to a service keeps an idle TCP connection.
+//! A ladder of idle connections, each with its own keepalive idle time, while keepalive's
+//! kernel programs watch each one's first keepalive probe: answered, the path still held the
+//! flow; no answer or a RST, it had forgotten it. The plan and the judgement are pure
+//! ([`crate::path_plan`]); this module is the I/O: sockets, the programs, the clock.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    net::{SocketAddr, TcpStream, ToSocketAddrs},
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use keepalive_common::names;
+use socket2::{Domain, Socket, TcpKeepalive, Type};
+use time::OffsetDateTime;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    decode::{Decoder, parse_record},
+    event::{Detail, Event, TcpState},
+    kernel,
+    loader::{self, LoadOptions},
+    netns,
+    output::Format,
+    path_plan::{Findings, How, Outcome, PathResult, first_round, next_round},
+};
+
+/// `keepalive path`'s own arguments (main adds how to load the kernel programs).
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The service to measure the path to: HOST:PORT, any server that holds idle TCP
+    /// connections (sshd, a database, a web server with keep-alive), e.g. db.example.net:5432
+    /// or [2001:db8::1]:22.
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+    /// The longest idle time to try, e.g. --max 30m (90s, 30m, 2h, 1h30m).
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_seconds)]
+    pub max: u32,
+    /// The shortest idle time to try, e.g. --min 5s.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_seconds)]
+    pub min: u32,
+    /// Connections open at once, at most (each round opens up to this many), e.g.
+    /// --connections 8.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub connections: u16,
+    /// Output format: words and progress, or one JSON line with the result, e.g. --format json.
+    #[arg(short, long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Connect from this network namespace: a name from `ip netns` or a path such as
+    /// /proc/PID/ns/net, e.g. --netns blue.
+    #[arg(short = 'n', long, value_name = "NETNS")]
+    pub netns: Option<String>,
+}
+
+fn parse_seconds(s: &str) -> Result<u32, String> {
+    let d = crate::history::parse_duration(s)?;
+    let secs = d.whole_seconds();
+    if !(1..=i64::from(MAX_IDLE_S)).contains(&secs) {
+        return Err(format!("`{s}`: from 1s to 32767s (TCP_KEEPIDLE's limit)"));
+    }
+    Ok(secs as u32)
+}
+
+/// TCP_KEEPIDLE's upper bound in the kernel (MAX_TCP_KEEPIDLE).
+const MAX_IDLE_S: u32 = 32767;
+/// Seconds between a connection's probes: a first probe unanswered this long was lost.
+const PROBE_INTERVAL_S: u32 = 2;
+/// Probes before the kernel gives up (we decide at the second one already).
+const PROBE_COUNT: u32 = 2;
+/// Rounds at most: the first spans min..max, the next ones bisect.
+const MAX_ROUNDS: usize = 4;
+/// Done when kept and forgotten are this close (seconds).
+const RESOLUTION_S: u32 = 2;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `HOST:PORT` to the address to connect to (the first the name resolves to).
+pub fn resolve(target: &str) -> Result<SocketAddr, String> {
+    target
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("{target}: {e} (give HOST:PORT, e.g. db.example.net:5432 or [2001:db8::1]:22)")
+        })?
+        .next()
+        .ok_or_else(|| format!("{target}: resolves to no address"))
+}
+
+/// One connection of the ladder.
+struct Rung {
+    idle_s: u32,
+    stream: TcpStream,
+    opened: Instant,
+    /// The same moment on the events' clock.
+    opened_at: OffsetDateTime,
+    probed: bool,
+    /// Seconds of silence when the first probe went out, as the kernel reported it: the
+    /// timer fires later than set (by up to an eighth for long idles), and this is the
+    /// idle time the path was actually tested with.
+    probe_idle_s: Option<f64>,
+    outcome: Option<Outcome>,
+}
+
+impl Rung {
+    /// The idle time this rung tested, in whole seconds: rounded down when the path kept the
+    /// flow (it kept it at least that long), up when it forgot it (by then it had).
+    fn tested_s(&self, outcome: Outcome) -> u32 {
+        let Some(idle) = self.probe_idle_s else {
+            return self.idle_s;
+        };
+        match outcome {
+            Outcome::Kept => idle.floor() as u32,
+            _ => idle.ceil() as u32,
+        }
+    }
+
+    fn after_s(&self) -> u32 {
+        self.opened.elapsed().as_secs_f64().round() as u32
+    }
+
+    /// What an event of this connection says about its first probe.
+    fn observe(&mut self, e: &Event) {
+        if self.outcome.is_some() {
+            return;
+        }
+        self.outcome = match &e.detail {
+            Detail::KeepaliveProbe { probes } if *probes >= 2 => Some(Outcome::Silent),
+            Detail::KeepaliveProbe { .. } => {
+                self.probed = true;
+                self.probe_idle_s = Some((e.ts - self.opened_at).as_seconds_f64());
+                None
+            }
+            Detail::KeepaliveAnswered { .. } => Some(Outcome::Kept),
+            Detail::KeepaliveTimeout { .. } => Some(Outcome::Silent),
+            Detail::ResetReceived {} => Some(self.reset()),
+            Detail::StateChange {
+                to: TcpState::CloseWait,
+                ..
+            } => Some(Outcome::ServerClosed {
+                after_s: self.after_s(),
+            }),
+            _ => None,
+        };
+    }
+
+    /// A RST after our probe answers it; before any probe, the server aborted the connection.
+    /// (Past the idle time the probe has gone out even if its event was missed.)
+    fn reset(&self) -> Outcome {
+        if self.probed || self.opened.elapsed() >= Duration::from_secs(self.idle_s.into()) {
+            Outcome::Rst
+        } else {
+            Outcome::ServerClosed {
+                after_s: self.after_s(),
+            }
+        }
+    }
+
+    /// The socket's own view, for when the programs missed the event (the kernel sometimes
+    /// runs no program for one): end of stream, a reset, or a timeout.
+    fn check_socket(&mut self) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: a valid socket fd and a buffer of the length given.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        self.outcome = match n {
+            0 => Some(Outcome::ServerClosed {
+                after_s: self.after_s(),
+            }),
+            // Data from the server (a banner): read and forgotten.
+            1.. => None,
+            _ => match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::ECONNRESET) => Some(self.reset()),
+                Some(libc::ETIMEDOUT) => Some(Outcome::Silent),
+                _ => None,
+            },
+        };
+    }
+}
+
+/// Opens a connection with keepalive after `idle_s` of silence and nothing else to send.
+fn open(target: SocketAddr, idle_s: u32) -> Result<TcpStream> {
+    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    s.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(Duration::from_secs(idle_s.into()))
+            .with_interval(Duration::from_secs(PROBE_INTERVAL_S.into()))
+            .with_retries(PROBE_COUNT),
+    )?;
+    s.connect_timeout(&target.into(), CONNECT_TIMEOUT)
+        .with_context(|| format!("connecting to {target}"))?;
+    let stream: TcpStream = s.into();
+    stream.set_nonblocking(true)?;
+    Ok(stream)
+}
+
+/// Moves this thread (the whole run: a current-thread runtime) into namespace `spec`.
+fn enter_netns(spec: &str) -> Result<()> {
+    let path = netns::path(spec);
+    let file = File::open(&path).with_context(|| format!("--netns {spec}: {}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {spec}"))?;
+    Ok(())
+}
+
+/// Measures; Ctrl-C stops early with what is known.
+pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
+    if let Some(ns) = &args.netns {
+        enter_netns(ns)?;
+    }
+    let target = resolve(&args.target).map_err(anyhow::Error::msg)?;
+    let (min_s, max_s) = (args.min.min(args.max), args.max);
+    load.filter_port = target.port();
+    load.filter_netns = netns::current();
+    // A server's FIN shows as ESTABLISHED -> CLOSE_WAIT, which is folded away by default.
+    load.all_states = true;
+    let loader::Loaded {
+        mut ebpf, types, ..
+    } = loader::load(&load)?;
+    let mut decoder = Decoder::new(
+        kernel::hz()?,
+        kernel::monotonic_to_realtime_ns(),
+        types.reset_reasons,
+    );
+    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
+    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let progress = args.format == Format::Human;
+    let started = Instant::now();
+    let mut findings = Findings::default();
+    let mut idles = first_round(min_s, max_s, args.connections.into());
+    let mut interrupted = false;
+
+    for round in 1..=MAX_ROUNDS {
+        if idles.is_empty() || interrupted {
+            break;
+        }
+        let longest = *idles.iter().max().unwrap();
+        if progress {
+            eprintln!(
+                "round {round}: {} connections to {target}, idle {} ... {} s (this round takes at most {} s)",
+                idles.len(),
+                idles[0],
+                longest,
+                longest + PROBE_INTERVAL_S * (PROBE_COUNT + 1)
+            );
+        }
+        let known_before = (findings.kept_s, findings.forgotten_s);
+        let mut rungs: HashMap<u16, Rung> = HashMap::new();
+        for &idle_s in &idles {
+            let stream = open(target, idle_s)?;
+            let port = stream.local_addr()?.port();
+            rungs.insert(
+                port,
+                Rung {
+                    idle_s,
+                    stream,
+                    opened: Instant::now(),
+                    opened_at: OffsetDateTime::now_utc(),
+                    probed: false,
+                    probe_idle_s: None,
+                    outcome: None,
+                },
+            );
+            findings.connections += 1;
+        }
+        let deadline = Instant::now()
+            + Duration::from_secs((longest + PROBE_INTERVAL_S * (PROBE_COUNT + 1) + 5).into());
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        while !rungs.is_empty() && Instant::now() < deadline {
+            tokio::select! {
+                guard = ring.readable_mut() => {
+                    let mut guard = guard?;
+                    drain(guard.get_inner_mut(), &mut decoder, target, &mut rungs);
+                    guard.clear_ready();
+                }
+                _ = tick.tick() => {
+                    drain(ring.get_mut(), &mut decoder, target, &mut rungs);
+                    for r in rungs.values_mut() {
+                        r.check_socket();
+                    }
+                }
+                _ = sigint.recv() => interrupted = true,
+                _ = sigterm.recv() => interrupted = true,
+            }
+            if interrupted {
+                break;
+            }
+            settle(&mut rungs, &mut findings, progress);
+        }
+        // Settled, or a round that taught nothing (the kernel's timer fires long idles late,
+        // up to an eighth: the idle times left to try all test the same, measured, one).
+        if findings.settled(RESOLUTION_S)
+            || (round > 1 && (findings.kept_s, findings.forgotten_s) == known_before)
+        {
+            break;
+        }
+        idles = next_round(&findings, min_s, args.connections.into());
+    }
+    Ok(PathResult::new(
+        args.target.clone(),
+        &findings,
+        max_s,
+        started.elapsed().as_secs(),
+        interrupted,
+        target.port(),
+    ))
+}
+
+/// Decided connections are recorded and closed; so are those longer than a flow already
+/// forgotten (the path will not keep them either).
+fn settle(rungs: &mut HashMap<u16, Rung>, findings: &mut Findings, progress: bool) {
+    let mut decided: Vec<(u32, Outcome)> = rungs
+        .values()
+        .filter_map(|r| r.outcome.map(|o| (r.tested_s(o), o)))
+        .collect();
+    decided.sort_by_key(|(idle, _)| *idle);
+    for (idle_s, outcome) in decided {
+        findings.record(idle_s, outcome);
+        if progress {
+            eprintln!("  idle {idle_s} s: {}", words(outcome));
+        }
+    }
+    rungs.retain(|_, r| r.outcome.is_none());
+    if findings.how != Some(How::ServerClosed) {
+        if let Some(f) = findings.forgotten_s {
+            rungs.retain(|_, r| r.idle_s < f);
+        }
+    }
+}
+
+fn words(o: Outcome) -> String {
+    match o {
+        Outcome::Kept => "kept (the probe was answered)".into(),
+        Outcome::Silent => "forgotten (the probe went unanswered)".into(),
+        Outcome::Rst => "forgotten (the probe drew a RST)".into(),
+        Outcome::ServerClosed { after_s } => format!("closed by the server after {after_s} s"),
+    }
+}
+
+/// Events of our connections, to their rungs (matched by local port and the target).
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    decoder: &mut Decoder,
+    target: SocketAddr,
+    rungs: &mut HashMap<u16, Rung>,
+) {
+    while let Some(item) = ring.next() {
+        let Ok(record) = parse_record(&item) else {
+            continue;
+        };
+        drop(item);
+        let e = decoder.decode_parsed(&record);
+        if e.socket.daddr != target.ip() || e.socket.dport != target.port() {
+            continue;
+        }
+        if let Some(r) = rungs.get_mut(&e.socket.sport) {
+            r.observe(&e);
+        }
+    }
+}
