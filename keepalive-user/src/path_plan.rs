@@ -291,16 +291,16 @@ mod tests {
     fn bisection_narrows_to_the_resolution() {
         // A NAT that forgets after 6 s: the first round brackets it, the second pins it.
         let limit = 6;
+        let nat = |idle: u32| {
+            if idle <= limit {
+                Outcome::Kept
+            } else {
+                Outcome::Silent
+            }
+        };
         let mut f = Findings::default();
         for idle in first_round(2, 20, 8) {
-            f.record(
-                idle,
-                if idle <= limit {
-                    Outcome::Kept
-                } else {
-                    Outcome::Silent
-                },
-            );
+            f.record(idle, nat(idle));
         }
         assert!(
             f.kept_s.unwrap() <= limit && f.forgotten_s.unwrap() > limit,
@@ -309,14 +309,7 @@ mod tests {
         let next = next_round(&f, 2, 16);
         assert!(!next.is_empty());
         for idle in next {
-            f.record(
-                idle,
-                if idle <= limit {
-                    Outcome::Kept
-                } else {
-                    Outcome::Silent
-                },
-            );
+            f.record(idle, nat(idle));
         }
         assert_eq!((f.kept_s, f.forgotten_s), (Some(6), Some(7)));
         assert!(f.settled(2));
