@@ -49,3 +49,15 @@ pub fn named() -> Vec<PathBuf> {
         .map(|dir| dir.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
+
+/// Moves the calling thread into namespace `spec` (a name or a path): sockets it creates
+/// from then on belong to that namespace.
+pub fn enter(spec: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let path = path(spec);
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("--netns {spec}: {}", path.display()))?;
+    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering network namespace {spec}"))?;
+    Ok(())
+}

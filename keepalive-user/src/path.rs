@@ -6,7 +6,6 @@
 
 use std::{
     collections::HashMap,
-    fs::File,
     net::{SocketAddr, TcpStream, ToSocketAddrs},
     os::fd::AsRawFd,
     time::{Duration, Instant},
@@ -207,19 +206,11 @@ fn open(target: SocketAddr, idle_s: u32) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// Moves this thread (the whole run: a current-thread runtime) into namespace `spec`.
-fn enter_netns(spec: &str) -> Result<()> {
-    let path = netns::path(spec);
-    let file = File::open(&path).with_context(|| format!("--netns {spec}: {}", path.display()))?;
-    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-        .with_context(|| format!("entering network namespace {spec}"))?;
-    Ok(())
-}
-
 /// Measures; Ctrl-C stops early with what is known.
 pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
     if let Some(ns) = &args.netns {
-        enter_netns(ns)?;
+        // The whole run is this thread (a current-thread runtime).
+        netns::enter(ns)?;
     }
     let target = resolve(&args.target).map_err(anyhow::Error::msg)?;
     let (min_s, max_s) = (args.min.min(args.max), args.max);
