@@ -187,6 +187,9 @@ pub struct Record {
     /// Inode of the socket's file (as in /proc/PID/fd: `socket:[ino]`), 0 when it has none:
     /// how user space finds the owning process of sockets it did not see connect.
     pub ino: u64,
+    /// Cgroup (v2) id of the task in `pid`: the directory's inode number in the cgroup
+    /// filesystem, which names the service, container or pod that owns the connection.
+    pub cgroup: u64,
 }
 
 impl Record {

@@ -6,7 +6,7 @@
 //! so is every transition of a connection that does not fit in [`LIVES`].
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::HashMap,
 };
@@ -28,6 +28,8 @@ pub struct Life {
     /// the shared memmove the identity's addresses go through from the socket, and the
     /// verifier refuses one instruction loading from two kinds of pointer.
     pub comm: [u64; 2],
+    /// The owner's cgroup id.
+    pub cgroup: u64,
 }
 
 /// By socket address; an entry goes when the connection closes or the socket is freed.
@@ -51,6 +53,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
         let l = empty(&mut slot);
         l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         crate::current_comm(l.comm.as_mut_ptr().cast());
+        l.cgroup = unsafe { bpf_get_current_cgroup_id() };
         l.life.owner_from = owner_from::CONNECT;
         return LIVES.insert(&key, l, 0).is_ok();
     }
@@ -78,6 +81,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
     if l.life.owner_from == owner_from::UNKNOWN {
         l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
         crate::current_comm(l.comm.as_mut_ptr().cast());
+        l.cgroup = unsafe { bpf_get_current_cgroup_id() };
         l.life.owner_from = owner_from::CLOSE;
     }
     true
@@ -108,6 +112,7 @@ fn empty(slot: &mut MaybeUninit<Life>) -> &mut Life {
 #[inline(always)]
 pub fn name_owner(l: &Life, r: &mut keepalive_common::Record) {
     r.pid = l.pid;
+    r.cgroup = l.cgroup;
     // Record::comm is 8-byte aligned (keepalive-common asserts it): word stores. Volatile,
     // or the compiler turns the pair back into a call to the shared memmove.
     let to = r.comm.as_mut_ptr() as *mut u64;

@@ -26,7 +26,10 @@ use core::mem::MaybeUninit;
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_get_socket_cookie},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        generated::bpf_get_socket_cookie,
+    },
     macros::{btf_tracepoint, kprobe, kretprobe, map},
     maps::{PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
@@ -64,13 +67,20 @@ const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Queues `r` for user space.
 fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
-    match EVENTS.reserve::<Record>(0) {
+    submit_with(ctx, r.kind, |p: *mut Record| unsafe { p.write(*r) });
+}
+
+/// Reserves a `T` in the ring, has `fill` write it in place and queues it, or counts a
+/// record of `kind` lost when the ring is full.
+#[inline(always)]
+fn submit_with<C: EbpfContext, T: 'static>(ctx: &C, kind: u8, fill: impl FnOnce(*mut T)) {
+    match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            entry.write(*r);
-            entry.submit(wakeup_flags(Record::SIZE));
+            fill(entry.as_mut_ptr());
+            entry.submit(wakeup_flags(core::mem::size_of::<T>()));
             count(&EMITTED, 0);
         }
-        None => lost(ctx, r.kind),
+        None => lost(ctx, kind),
     }
 }
 
@@ -169,6 +179,7 @@ fn init_record(r: *mut Record, kind: u8) {
 fn with_task(r: &mut Record) {
     r.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     current_comm(&mut r.comm);
+    r.cgroup = unsafe { bpf_get_current_cgroup_id() };
 }
 
 #[btf_tracepoint(function = "timer_expire_entry")]
@@ -287,18 +298,10 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 /// A connection's CLOSE with what was kept of its life, written straight into the ring (a
 /// [`LifeRecord`] on the stack would not fit next to the record on older kernels' 512 bytes).
 fn submit_life(ctx: &BtfTracePointContext, r: &Record, life: &keepalive_common::ConnectionLife) {
-    match EVENTS.reserve::<LifeRecord>(0) {
-        Some(mut entry) => {
-            let p = entry.as_mut_ptr();
-            unsafe {
-                core::ptr::addr_of_mut!((*p).record).write(*r);
-                core::ptr::addr_of_mut!((*p).life).write(*life);
-            }
-            entry.submit(wakeup_flags(LifeRecord::SIZE));
-            count(&EMITTED, 0);
-        }
-        None => lost(ctx, r.kind),
-    }
+    submit_with(ctx, r.kind, |p: *mut LifeRecord| unsafe {
+        core::ptr::addr_of_mut!((*p).record).write(*r);
+        core::ptr::addr_of_mut!((*p).life).write(*life);
+    });
 }
 
 fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {

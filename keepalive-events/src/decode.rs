@@ -18,6 +18,7 @@ use crate::event::{
     errno_name,
 };
 use crate::table::{Map, mostly_empty, shrink_map};
+use crate::workload::Workload;
 
 const AF_INET6: u16 = 10;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
@@ -139,6 +140,7 @@ fn parse_head(b: &mut &[u8]) -> Record {
             set_by_socket: b.get_u8(),
         },
         ino: b.get_u64_ne(),
+        cgroup: b.get_u64_ne(),
     }
 }
 
@@ -158,11 +160,25 @@ pub struct Decoder {
     /// freed sockets are not reported by default, so this is how reuse is noticed.
     sockets: Map<u64, (u64, SocketId)>,
     /// Owning process, learned where the kernel runs in the owner's context (connect, close).
-    owners: Map<u64, (u32, Arc<str>)>,
+    owners: Map<u64, Owner>,
     /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
     closed: VecDeque<(u64, u64, u64)>,
     /// Command names seen, shared: a process opening 50,000 connections is one string.
     comms: Map<[u8; 16], Arc<str>>,
+    /// Names an owner's cgroup (given by id): its unit, container, pod. Asked once per
+    /// socket, when its owner is learned.
+    workloads: Option<WorkloadNames>,
+}
+
+/// Names a cgroup by its id (reading the cgroup filesystem is the caller's business).
+pub type WorkloadNames = Box<dyn FnMut(u64) -> Option<Arc<Workload>> + Send>;
+
+/// A socket's owner as the decoder keeps it.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: Arc<str>,
+    pub workload: Option<Arc<Workload>>,
 }
 
 impl Decoder {
@@ -176,7 +192,14 @@ impl Decoder {
             owners: Map::default(),
             closed: VecDeque::new(),
             comms: Map::default(),
+            workloads: None,
         }
+    }
+
+    /// Names owners' cgroups with `names` (without it, events carry no workload).
+    pub fn with_workloads(mut self, names: WorkloadNames) -> Self {
+        self.workloads = Some(names);
+        self
     }
 
     /// Names the cause of resets that carry no kernel reason by the function that sent them
@@ -248,7 +271,20 @@ impl Decoder {
             if self.owners.len() >= MAX_SOCKETS {
                 self.owners.clear();
             }
-            self.owners.entry(r.skaddr).or_insert((r.pid, comm));
+            if !self.owners.contains_key(&r.skaddr) {
+                let workload = match (&mut self.workloads, r.cgroup) {
+                    (Some(names), id) if id != 0 => names(id),
+                    _ => None,
+                };
+                self.owners.insert(
+                    r.skaddr,
+                    Owner {
+                        pid: r.pid,
+                        comm,
+                        workload,
+                    },
+                );
+            }
         }
         let owner = self.owners.get(&r.skaddr).cloned();
         if r.kind == kind::SOCKET_DESTROYED {
@@ -259,8 +295,9 @@ impl Decoder {
             ts: self.time(r.ts_ns),
             socket,
             state: TcpState::from_kernel(r.state as u32),
-            pid: owner.as_ref().map(|o| o.0),
-            comm: owner.map(|o| o.1),
+            pid: owner.as_ref().map(|o| o.pid),
+            comm: owner.as_ref().map(|o| o.comm.clone()),
+            workload: owner.and_then(|o| o.workload),
             detail,
             keepalive: (r.flags & flag::HAS_KEEPALIVE != 0).then(|| self.keepalive(&r.keepalive)),
         }
@@ -307,11 +344,11 @@ impl Decoder {
     }
 
     /// Records the owner of a socket found another way (its inode in /proc).
-    pub fn set_owner(&mut self, skaddr: u64, pid: u32, comm: Arc<str>) {
+    pub fn set_owner(&mut self, skaddr: u64, owner: Owner) {
         if self.owners.len() >= MAX_SOCKETS {
             self.owners.clear();
         }
-        self.owners.insert(skaddr, (pid, comm));
+        self.owners.insert(skaddr, owner);
     }
 
     fn socket_id(&mut self, r: &Record) -> SocketId {

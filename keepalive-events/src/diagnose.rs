@@ -7,6 +7,7 @@ use time::{Duration, OffsetDateTime};
 use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason};
 use crate::table::{Map, Set, mostly_empty, shrink_map};
 use crate::verdict::{Reason, ResetReason, Verdict, VerdictKind};
+use crate::workload::{Workload, WorkloadFilter};
 
 /// Everything known about one connection so far.
 #[derive(Clone, Debug)]
@@ -14,6 +15,7 @@ pub struct ConnectionTimeline {
     pub socket: SocketId,
     pub pid: Option<u32>,
     pub comm: Option<Arc<str>>,
+    pub workload: Option<Arc<Workload>>,
     pub established: Option<OffsetDateTime>,
     pub last_seen: OffsetDateTime,
     /// Probes outstanding now, and the idle time before the first of them.
@@ -246,6 +248,7 @@ impl ConnectionTimeline {
             socket: e.socket.clone(),
             pid: None,
             comm: None,
+            workload: None,
             established: None,
             last_seen: e.ts,
             probes_out: 0,
@@ -277,6 +280,7 @@ impl ConnectionTimeline {
         if e.pid.is_some() {
             self.pid = e.pid;
             self.comm = e.comm.clone();
+            self.workload = e.workload.clone();
         }
         if let Some(k) = &e.keepalive {
             self.keepalive = Some(k.clone());
@@ -402,6 +406,7 @@ impl ConnectionTimeline {
             socket: self.socket.clone(),
             pid: self.pid,
             comm: self.comm.clone(),
+            workload: self.workload.clone(),
             probes_sent: self.probes_out,
             probes_answered: self.probes_answered,
             retransmits: end.gave_up_after.unwrap_or(self.retransmits),
@@ -427,21 +432,30 @@ impl ConnectionTimeline {
     }
 }
 
-/// Which connections a user asks about (`--port`, `--addr`, `--pid`, `--comm`).
+/// Which connections a user asks about (`--port`, `--addr`, `--pid`, `--comm`, `--unit`,
+/// `--container`, `--pod`).
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionFilter {
     pub port: Option<u16>,
     pub addr: Option<IpAddr>,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    pub workload: WorkloadFilter,
 }
 
 impl ConnectionFilter {
-    pub fn matches(&self, s: &SocketId, pid: Option<u32>, comm: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        s: &SocketId,
+        pid: Option<u32>,
+        comm: Option<&str>,
+        workload: Option<&Workload>,
+    ) -> bool {
         self.port.is_none_or(|p| s.sport == p || s.dport == p)
             && self.addr.is_none_or(|a| s.saddr == a || s.daddr == a)
             && self.pid.is_none_or(|p| pid == Some(p))
             && self.comm.as_deref().is_none_or(|c| comm == Some(c))
+            && self.workload.matches(workload)
     }
 }
 
@@ -490,6 +504,7 @@ mod tests {
                 state,
                 pid: Some(100),
                 comm: Some("ssh".into()),
+                workload: None,
                 detail,
                 keepalive: k,
             });
@@ -826,7 +841,7 @@ mod tests {
     fn filters_match_port_address_pid_and_comm() {
         let rec = Recording::new().established();
         let e = &rec.events[0];
-        let f = |f: ConnectionFilter| f.matches(&e.socket, e.pid, e.comm.as_deref());
+        let f = |f: ConnectionFilter| f.matches(&e.socket, e.pid, e.comm.as_deref(), None);
         assert!(f(ConnectionFilter::default()));
         assert!(f(ConnectionFilter {
             port: Some(22),

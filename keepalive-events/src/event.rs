@@ -5,6 +5,7 @@
 
 use std::{fmt, net::IpAddr, sync::Arc};
 
+use crate::workload::Workload;
 use keepalive_common::{Kind, set_by_socket};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -46,6 +47,9 @@ pub struct Event {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<Arc<str>>,
+    /// The owner's cgroup, unit, container and pod, when known.
+    #[serde(flatten, with = "crate::workload::flat")]
+    pub workload: Option<Arc<Workload>>,
     #[serde(flatten)]
     pub detail: Detail,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,6 +334,9 @@ mod tests {
             state: TcpState::Established,
             pid: Some(7),
             comm: Some("ssh".into()),
+            workload: Some(Arc::new(crate::workload::Workload::from_cgroup(
+                "/system.slice/ssh.service",
+            ))),
             detail: Detail::KeepaliveTimeout {
                 reason: TimeoutReason::ProbesUnanswered,
                 probes: 3,

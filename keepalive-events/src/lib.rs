@@ -11,3 +11,4 @@ pub mod event;
 pub mod replay;
 pub mod table;
 pub mod verdict;
+pub mod workload;

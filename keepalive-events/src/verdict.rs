@@ -7,7 +7,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::event::{Keepalive, SocketId};
+use crate::{
+    event::{Keepalive, SocketId},
+    workload::Workload,
+};
 
 /// How a connection ended. The names are part of the output contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -53,6 +56,9 @@ pub struct Verdict {
     pub socket: SocketId,
     pub pid: Option<u32>,
     pub comm: Option<Arc<str>>,
+    /// The owner's cgroup, unit, container and pod, when known.
+    #[serde(flatten, with = "crate::workload::flat")]
+    pub workload: Option<Arc<Workload>>,
     /// Unanswered keepalive probes when it ended.
     pub probes_sent: u32,
     /// Times the peer answered keepalive probes over the connection's life.

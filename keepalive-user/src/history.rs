@@ -70,6 +70,16 @@ pub enum Entry {
     },
 }
 
+/// [`Entry::Death`] as written, borrowing what it shows: a verdict is serialized, not
+/// copied first.
+#[derive(Serialize)]
+#[serde(tag = "type", rename = "death")]
+struct DeathLine<'a> {
+    verdict: &'a Verdict,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    timeline: Vec<&'a Event>,
+}
+
 impl Entry {
     pub fn ts(&self) -> OffsetDateTime {
         match self {
@@ -161,10 +171,10 @@ impl HistoryWriter {
         let timeline = if v.verdict == VerdictKind::Closed {
             vec![]
         } else {
-            timeline.events().cloned().collect()
+            timeline.events().collect()
         };
-        self.write(&Entry::Death {
-            verdict: Box::new(v.clone()),
+        self.write(&DeathLine {
+            verdict: v,
             timeline,
         })
     }
@@ -187,7 +197,7 @@ impl HistoryWriter {
         Ok(())
     }
 
-    fn write(&mut self, e: &Entry) -> Result<()> {
+    fn write(&mut self, e: &impl Serialize) -> Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, e)?;
         self.line.push(b'\n');
@@ -454,6 +464,7 @@ mod tests {
             },
             pid: Some(100),
             comm: Some("ssh".into()),
+            workload: None,
             probes_sent: 3,
             probes_answered: 0,
             retransmits: 0,
@@ -523,6 +534,72 @@ mod tests {
         for (n, _) in segments(&dir.0).unwrap() {
             assert_eq!(mode(&segment_path(&dir.0, n)), 0o600);
         }
+    }
+
+    #[test]
+    fn a_death_reads_back_with_its_verdict_and_timeline() {
+        use crate::{
+            diagnose::Engine,
+            event::{Detail, Event, TcpState, TimeoutReason},
+        };
+        let socket = verdict(VerdictKind::Closed, at(0)).socket;
+        let event = |s: i64, state: TcpState, detail: Detail| Event {
+            ts: at(s),
+            socket: socket.clone(),
+            state,
+            pid: Some(100),
+            comm: Some("ssh".into()),
+            workload: Some(std::sync::Arc::new(crate::workload::Workload::from_cgroup(
+                "/system.slice/ssh.service",
+            ))),
+            detail,
+            keepalive: None,
+        };
+        let change = |from, to| Detail::StateChange {
+            from,
+            to,
+            retransmits: None,
+            life: None,
+        };
+        let events = [
+            event(
+                1,
+                TcpState::SynSent,
+                change(TcpState::SynSent, TcpState::Established),
+            ),
+            event(
+                3,
+                TcpState::Established,
+                Detail::KeepaliveProbe { probes: 1 },
+            ),
+            event(
+                4,
+                TcpState::Established,
+                Detail::KeepaliveTimeout {
+                    reason: TimeoutReason::ProbesUnanswered,
+                    probes: 1,
+                },
+            ),
+            event(
+                4,
+                TcpState::Established,
+                change(TcpState::Established, TcpState::Close),
+            ),
+        ];
+        let mut engine = Engine::default();
+        let mut ends: Vec<_> = events.iter().flat_map(|e| engine.observe(e)).collect();
+        ends.extend(engine.finish());
+        let [(v, timeline)] = &ends[..] else {
+            panic!("one connection, one end: {ends:?}")
+        };
+        assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
+        let dir = store();
+        let mut w = HistoryWriter::open(&dir.0, DEFAULT_SIZE, at(0)).unwrap();
+        w.death(v, timeline).unwrap();
+        drop(w);
+        let h = read(&dir.0).unwrap();
+        let back: Vec<_> = h.deaths(at(0), at(9)).collect();
+        assert_eq!(back, [(v, &events[..])]);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub mod path;
 pub mod path_plan;
 pub mod pipeline;
 pub mod procs;
+pub mod records;
 pub mod snapshot;
 pub mod sockets;
 pub mod trace;
+pub mod workload;

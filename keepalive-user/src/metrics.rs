@@ -24,10 +24,42 @@ use crate::{
 // `remote="other"`, so a host talking to many peers cannot blow up the series count.
 use crate::output::MAX_REMOTES;
 
+/// Units and pods given their own label value; past these the rest share "other". Empty
+/// when the owner's unit or pod is not known.
+const MAX_UNITS: usize = 64;
+const MAX_PODS: usize = 128;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndLabels {
     verdict: String,
     remote: String,
+    unit: String,
+    pod: String,
+}
+
+/// Label values seen, at most `max` of them: past it, new ones become "other", so a host
+/// with many peers, units or pods cannot blow up the number of series.
+struct Bounded {
+    seen: HashSet<String>,
+    max: usize,
+}
+
+impl Bounded {
+    fn new(max: usize) -> Self {
+        Bounded {
+            seen: HashSet::new(),
+            max,
+        }
+    }
+
+    fn value(&mut self, v: String) -> String {
+        if v.is_empty() || self.seen.contains(&v) || self.seen.len() < self.max {
+            self.seen.insert(v.clone());
+            v
+        } else {
+            "other".into()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,7 +78,9 @@ pub struct Metrics {
     lost_seen: u64,
     tracked: Gauge,
     idle_before_death: Histogram,
-    remotes: HashSet<String>,
+    remotes: Bounded,
+    units: Bounded,
+    pods: Bounded,
 }
 
 impl Default for Metrics {
@@ -85,7 +119,8 @@ impl Metrics {
         registry.register("events", "Events seen, by kind", events.clone());
         registry.register(
             "connection_ends",
-            "Connections that ended, by verdict and remote endpoint (\"other\" past the limit)",
+            "Connections that ended, by verdict, remote endpoint and the owner's systemd unit \
+             and Kubernetes pod (\"other\" past each limit, empty when not known)",
             ends.clone(),
         );
         registry.register(
@@ -114,7 +149,9 @@ impl Metrics {
             lost_seen: 0,
             tracked,
             idle_before_death,
-            remotes: HashSet::new(),
+            remotes: Bounded::new(MAX_REMOTES),
+            units: Bounded::new(MAX_UNITS),
+            pods: Bounded::new(MAX_PODS),
         }
     }
 
@@ -140,16 +177,17 @@ impl Metrics {
 
     pub fn verdict(&mut self, v: &Verdict) {
         let remote = SocketAddr::new(v.socket.daddr, v.socket.dport).to_string();
-        let remote = if self.remotes.contains(&remote) || self.remotes.len() < MAX_REMOTES {
-            self.remotes.insert(remote.clone());
-            remote
-        } else {
-            "other".into()
-        };
+        let w = v.workload.as_deref();
+        let unit = w.and_then(|w| w.unit.clone()).unwrap_or_default();
+        let pod = w
+            .and_then(|w| w.pod.clone().or(w.pod_uid.clone()))
+            .unwrap_or_default();
         self.ends
             .get_or_create(&EndLabels {
                 verdict: v.verdict.name().into(),
-                remote,
+                remote: self.remotes.value(remote),
+                unit: self.units.value(unit),
+                pod: self.pods.value(pod),
             })
             .inc();
         if let (Some(idle), true) = (v.idle_s, v.probes_sent > 0) {

@@ -9,6 +9,7 @@ use crate::{
     diagnose::ConnectionTimeline,
     event::{Closer, Detail, Event, TimeoutReason},
     verdict::Verdict,
+    workload::Workload,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -120,7 +121,7 @@ impl Writer {
                     e.socket.endpoints(),
                     e.state,
                     describe(e),
-                    owner(e.pid, e.comm.as_deref())
+                    owner(e.pid, e.comm.as_deref(), e.workload.as_deref())
                 )?;
                 Ok(())
             }
@@ -134,9 +135,9 @@ impl Writer {
                     )?;
                 }
                 let time = e.ts.time();
-                let owner = match (&e.pid, &e.comm) {
-                    (Some(pid), Some(comm)) => format!("  [{comm} {pid}]"),
-                    _ => String::new(),
+                let owner = match owner(e.pid, e.comm.as_deref(), e.workload.as_deref()) {
+                    o if o.is_empty() => o,
+                    o => format!(" {o}"),
                 };
                 writeln!(
                     self.out,
@@ -182,7 +183,7 @@ impl Writer {
                     "verdict={} {}{}: {}{}",
                     v.verdict.name(),
                     v.socket.endpoints(),
-                    owner(v.pid, v.comm.as_deref()),
+                    owner(v.pid, v.comm.as_deref(), v.workload.as_deref()),
                     v.summary,
                     if v.advice.is_empty() {
                         String::new()
@@ -193,8 +194,10 @@ impl Writer {
                 Ok(())
             }
             Format::Human => {
-                let owner = match (&v.comm, v.pid) {
-                    (Some(c), Some(p)) => format!(" ({c}, pid {p})"),
+                let label = v.workload.as_ref().and_then(|w| w.label());
+                let owner = match (&v.comm, v.pid, label) {
+                    (Some(c), Some(p), Some(l)) => format!(" ({c}, pid {p}, {l})"),
+                    (Some(c), Some(p), None) => format!(" ({c}, pid {p})"),
                     _ => String::new(),
                 };
                 writeln!(self.out, "{}", "=".repeat(78))?;
@@ -240,8 +243,10 @@ impl Writer {
                         "TIME (UTC)", "LOCAL -> REMOTE", "OWNER"
                     )?;
                 }
-                let owner = match (&v.comm, v.pid) {
-                    (Some(c), Some(p)) => format!("{c} {p}"),
+                let label = v.workload.as_ref().and_then(|w| w.label());
+                let owner = match (&v.comm, v.pid, label) {
+                    (Some(c), Some(p), Some(l)) => format!("{c} {p} ({l})"),
+                    (Some(c), Some(p), None) => format!("{c} {p}"),
                     _ => "-".into(),
                 };
                 writeln!(
@@ -349,9 +354,11 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
-fn owner(pid: Option<u32>, comm: Option<&str>) -> String {
-    match (pid, comm) {
-        (Some(p), Some(c)) => format!(" [{c} {p}]"),
+/// ` [comm pid]`, with the unit, container or pod when known; empty when the owner is not.
+fn owner(pid: Option<u32>, comm: Option<&str>, workload: Option<&Workload>) -> String {
+    match (pid, comm, workload.and_then(|w| w.label())) {
+        (Some(p), Some(c), Some(l)) => format!(" [{c} {p} {l}]"),
+        (Some(p), Some(c), None) => format!(" [{c} {p}]"),
         _ => String::new(),
     }
 }

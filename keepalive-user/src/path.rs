@@ -12,23 +12,18 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, RingBuf};
-use keepalive_common::names;
 use socket2::{Domain, Socket, TcpKeepalive, Type};
 use time::OffsetDateTime;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    decode::{Decoder, parse_record},
     event::{Detail, Event, TcpState},
-    kernel,
-    loader::{self, LoadOptions},
+    loader::LoadOptions,
     netns,
     output::Format,
     path_plan::{Findings, How, Outcome, PathResult, first_round, next_round},
+    pipeline::Flow,
+    records::KernelEvents,
 };
 
 /// `keepalive path`'s own arguments (main adds how to load the kernel programs).
@@ -218,17 +213,7 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
     load.filter_netns = netns::current();
     // A server's FIN shows as ESTABLISHED -> CLOSE_WAIT, which is folded away by default.
     load.all_states = true;
-    let loader::Loaded {
-        mut ebpf, types, ..
-    } = loader::load(&load)?;
-    let mut decoder = Decoder::new(
-        kernel::hz()?,
-        kernel::monotonic_to_realtime_ns(),
-        types.reset_reasons,
-    );
-    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
-    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let mut kernel = KernelEvents::open(&load, None)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let progress = args.format == Format::Human;
@@ -275,13 +260,12 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         while !rungs.is_empty() && Instant::now() < deadline {
             tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard?;
-                    drain(guard.get_inner_mut(), &mut decoder, target, &mut rungs);
-                    guard.clear_ready();
+                woken = kernel.woken() => {
+                    woken?;
+                    watch(&mut kernel, target, &mut rungs)?;
                 }
                 _ = tick.tick() => {
-                    drain(ring.get_mut(), &mut decoder, target, &mut rungs);
+                    watch(&mut kernel, target, &mut rungs)?;
                     for r in rungs.values_mut() {
                         r.check_socket();
                     }
@@ -345,23 +329,19 @@ fn words(o: Outcome) -> String {
 }
 
 /// Events of our connections, to their rungs (matched by local port and the target).
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    decoder: &mut Decoder,
+fn watch(
+    kernel: &mut KernelEvents,
     target: SocketAddr,
     rungs: &mut HashMap<u16, Rung>,
-) {
-    while let Some(item) = ring.next() {
-        let Ok(record) = parse_record(&item) else {
-            continue;
-        };
-        drop(item);
-        let e = decoder.decode_parsed(&record);
-        if e.socket.daddr != target.ip() || e.socket.dport != target.port() {
-            continue;
-        }
-        if let Some(r) = rungs.get_mut(&e.socket.sport) {
+) -> Result<()> {
+    kernel.drain(|_, _, e| {
+        if e.socket.daddr == target.ip()
+            && e.socket.dport == target.port()
+            && let Some(r) = rungs.get_mut(&e.socket.sport)
+        {
             r.observe(&e);
         }
-    }
+        Ok(Flow::Continue)
+    })?;
+    Ok(())
 }

@@ -135,7 +135,7 @@ impl Pipeline {
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.detail.kind()))
             && self
                 .connections
-                .matches(&e.socket, e.pid, e.comm.as_deref())
+                .matches(&e.socket, e.pid, e.comm.as_deref(), e.workload.as_deref())
         {
             // Looked up before inserting: a String key per event would be an allocation.
             let kind = e.detail.kind();
@@ -185,7 +185,7 @@ impl Pipeline {
             }
             if !self
                 .connections
-                .matches(&v.socket, v.pid, v.comm.as_deref())
+                .matches(&v.socket, v.pid, v.comm.as_deref(), v.workload.as_deref())
             {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! `keepalive sockets`: the TCP connections that exist now, with their keepalive settings,
 //! timer and probes, and the process that owns each (sock_diag + /proc + getsockopt).
 
-use std::io::Write;
+use std::{io::Write, sync::Arc};
 
 use anyhow::Result;
 use serde::Serialize;
@@ -12,6 +12,7 @@ use crate::{
     output::Format,
     procs::{ProcessTable, SocketOptions},
     snapshot::SocketEntry,
+    workload::{Workload, Workloads},
 };
 
 #[derive(Debug, Serialize)]
@@ -20,12 +21,20 @@ pub struct SocketRow {
     pub entry: SocketEntry,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The owner's cgroup, unit, container and pod, when known.
+    #[serde(flatten, with = "keepalive_events::workload::flat")]
+    pub workload: Option<Arc<Workload>>,
     /// Keepalive options read from the socket itself; absent when no process holds it.
     pub keepalive: Option<SocketOptions>,
 }
 
 /// Joins sockets with their owners and options, keeping those the filter and `all` select.
-pub fn rows(entries: Vec<SocketEntry>, filter: &ConnectionFilter, all: bool) -> Vec<SocketRow> {
+pub fn rows(
+    entries: Vec<SocketEntry>,
+    filter: &ConnectionFilter,
+    workloads: &Workloads,
+    all: bool,
+) -> Vec<SocketRow> {
     let mut procs = ProcessTable::default();
     let mut rows: Vec<SocketRow> = entries
         .into_iter()
@@ -36,7 +45,8 @@ pub fn rows(entries: Vec<SocketEntry>, filter: &ConnectionFilter, all: bool) -> 
                 Some((p, c)) => (Some(p), Some(c.to_string())),
                 None => (None, None),
             };
-            if !filter.matches(&entry.socket, pid, comm.as_deref()) {
+            let workload = pid.and_then(|p| workloads.of_pid(p));
+            if !filter.matches(&entry.socket, pid, comm.as_deref(), workload.as_deref()) {
                 return None;
             }
             let keepalive = procs.keepalive_settings(entry.inode as u64);
@@ -44,6 +54,7 @@ pub fn rows(entries: Vec<SocketEntry>, filter: &ConnectionFilter, all: bool) -> 
                 entry,
                 pid,
                 comm,
+                workload,
                 keepalive,
             })
         })

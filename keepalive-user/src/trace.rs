@@ -3,48 +3,31 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use keepalive_common::names;
 use time::OffsetDateTime;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    decode::{Decoder, parse_record},
-    hooks::Mode,
-    kernel,
-    loader::{self, LoadOptions},
+    decode::{Decoder, Owner, Parsed},
+    event::Event,
+    loader::LoadOptions,
     pipeline::{Flow, Pipeline},
     procs::ProcessTable,
+    records::{KernelEvents, drain_ring},
     snapshot,
+    workload::Workloads,
 };
 
-pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
-    let loader::Loaded {
-        mut ebpf,
-        types,
-        mode,
-    } = loader::load(opts)?;
-    let hz = kernel::hz()?;
-    let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
-    if mode == Mode::Kprobe && !types.active_reset_has_reason {
-        decoder = decoder.with_reset_callers(kernel::reset_callers());
-    }
+pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipeline) -> Result<()> {
+    let mut kernel = KernelEvents::open(opts, Some(workloads))?;
     let mut procs = ProcessTable::default();
     assign_cookies();
     return_freed_memory();
-    let ring = RingBuf::try_from(ebpf.take_map(names::EVENTS).context("map EVENTS")?)?;
-    let lost_map: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(ebpf.take_map(names::LOST).context("map LOST")?)?;
+    let lost_map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(kernel.take_map(names::LOST)?)?;
     let emitted_map: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(ebpf.take_map(names::EMITTED).context("map EMITTED")?)?;
-    let mut received = 0u64;
-    // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd, so the fd stays open
-    // for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        PerCpuArray::try_from(kernel.take_map(names::EMITTED)?)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
@@ -53,8 +36,9 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let mut look_for_enforce = tokio::time::interval(LOOK_FOR_ENFORCE);
     let mut shrink = tokio::time::interval_at(tokio::time::Instant::now() + SHRINK, SHRINK);
     eprintln!(
-        "Tracing TCP keepalive, resets and timeouts ({} mode, HZ={hz}). Ctrl-C to stop.",
-        mode.name()
+        "Tracing TCP keepalive, resets and timeouts ({} mode, HZ={}). Ctrl-C to stop.",
+        kernel.mode().name(),
+        kernel.hz()
     );
 
     // Streams of running `keepalive enforce`s, found pinned.
@@ -62,16 +46,15 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     let mut flow = Flow::Continue;
     while flow == Flow::Continue {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                flow = drain(guard.get_inner_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
-                guard.clear_ready();
+            woken = kernel.woken() => {
+                woken?;
+                flow = kernel.drain(|d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?;
             }
             _ = poll.tick() => {
-                flow = drain(ring.get_mut(), &mut decoder, &mut procs, pipeline, &mut received)?;
+                flow = kernel.drain(|d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?;
                 for (_, stream) in &mut enforced {
                     if flow == Flow::Continue {
-                        flow = drain(stream, &mut decoder, &mut procs, pipeline, &mut 0)?;
+                        flow = drain_ring(stream, kernel.decoder(), |d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?.0;
                     }
                 }
                 if flow == Flow::Continue {
@@ -81,7 +64,7 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
             }
             _ = look_for_enforce.tick() => adopt_enforce_streams(&mut enforced),
             _ = shrink.tick() => {
-                decoder.shrink();
+                kernel.decoder().shrink();
                 pipeline.shrink();
                 procs.shrink();
                 return_freed_memory();
@@ -95,24 +78,44 @@ pub async fn run(opts: &LoadOptions, pipeline: &mut Pipeline) -> Result<()> {
     }
     if flow == Flow::Continue {
         // Whatever the kernel queued before we stopped still counts.
-        let _ = drain(
-            ring.get_mut(),
-            &mut decoder,
-            &mut procs,
-            pipeline,
-            &mut received,
-        )?;
+        let _ = kernel.drain(|d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?;
         pipeline.finish()?;
     }
     // Everything the kernel queued has been read by now (when the run was not cut short); a
     // difference would be records lost between the ring and us, which must not pass
     // silently either.
     let unread = match flow {
-        Flow::Continue => counter_total(&emitted_map).saturating_sub(received),
+        Flow::Continue => counter_total(&emitted_map).saturating_sub(kernel.received()),
         Flow::Stop => 0,
     };
     pipeline.kernel_counts(counter_total(&lost_map), lost_by_kind(&lost_map), unread);
     Ok(())
+}
+
+/// Hands an event to the pipeline, its owner looked up in /proc when the kernel could not
+/// tell (a connection older than the trace), and taught to the decoder for its next events.
+fn deliver(
+    procs: &mut ProcessTable,
+    workloads: &Workloads,
+    pipeline: &mut Pipeline,
+    decoder: &mut Decoder,
+    record: &Parsed,
+    mut event: Event,
+) -> Result<Flow> {
+    if event.pid.is_none()
+        && let Some((pid, comm)) = procs.lookup(record.record.ino)
+    {
+        let owner = Owner {
+            pid,
+            comm,
+            workload: workloads.of_pid(pid),
+        };
+        event.pid = Some(owner.pid);
+        event.comm = Some(owner.comm.clone());
+        event.workload = owner.workload.clone();
+        decoder.set_owner(record.record.skaddr, owner);
+    }
+    Ok(pipeline.event(&event)?)
 }
 
 /// How often the ring buffer is read without a wake-up, and verdicts are let out.
@@ -188,36 +191,4 @@ fn assign_cookies() {
             Err(e) => log::info!("no snapshot of {ns:?}: {e:#}"),
         }
     }
-}
-
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    decoder: &mut Decoder,
-    procs: &mut ProcessTable,
-    pipeline: &mut Pipeline,
-    received: &mut u64,
-) -> Result<Flow> {
-    while let Some(item) = ring.next() {
-        *received += 1;
-        let record = match parse_record(&item) {
-            Ok(r) => r,
-            Err(e) => {
-                log::warn!("skipping a malformed kernel record: {e}");
-                continue;
-            }
-        };
-        drop(item);
-        let mut event = decoder.decode_parsed(&record);
-        if event.pid.is_none() {
-            if let Some((pid, comm)) = procs.lookup(record.record.ino) {
-                decoder.set_owner(record.record.skaddr, pid, comm.clone());
-                event.pid = Some(pid);
-                event.comm = Some(comm);
-            }
-        }
-        if pipeline.event(&event)? == Flow::Stop {
-            return Ok(Flow::Stop);
-        }
-    }
-    Ok(Flow::Continue)
 }

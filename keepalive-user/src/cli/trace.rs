@@ -1,0 +1,123 @@
+//! `keepalive trace`.
+
+use std::{fs::File, io, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use keepalive_user::{
+    event::Detail,
+    history,
+    metrics::{self, Metrics},
+    output::{Format, Writer},
+    pipeline::{Mode, Pipeline},
+};
+
+use super::{ConnectionArgs, KernelArgs};
+
+pub const EXAMPLES: &str = "\
+Examples:
+  keepalive trace
+      Everything, in columns, until Ctrl-C; then how many events were seen and lost.
+  keepalive trace --port 5432 --kind keepalive_probe,keepalive_timeout
+      Keepalive activity of PostgreSQL connections only.
+  keepalive trace --netns blue --format json --output trace.jsonl
+      Sockets of network namespace `blue` (ip netns), as JSON lines into a file.
+  keepalive trace --quiet --metrics 127.0.0.1:9477
+      Only how connections end, and Prometheus metrics, for a long-running service.
+
+The event kinds are listed under --kind (from the event model itself).";
+
+#[derive(Args)]
+pub struct TraceArgs {
+    /// Output format: columns for reading, JSON lines for jq and recordings, or one line per
+    /// event and verdict for the systemd journal (the default when stdout is the journal),
+    /// e.g. --format json.
+    #[arg(short, long, value_enum)]
+    format: Option<Format>,
+    /// Serve Prometheus metrics (probes, answers, timeouts, connection ends by verdict and
+    /// remote, lost events) on this address, e.g. --metrics 127.0.0.1:9477.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Write events to FILE instead of stdout (e.g. a recording: --format json --output rec.jsonl).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    connection: ConnectionArgs,
+    /// No per-event lines: only verdicts (how each connection ended) and the summary, for
+    /// long-running use, e.g. --quiet.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Keep every verdict, and the timeline of each connection that did not close normally,
+    /// in DIR (default /var/lib/keepalive, created root-only), for `keepalive why --since`
+    /// and `keepalive history` later, e.g. --history.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = history::DEFAULT_DIR)]
+    history: Option<PathBuf>,
+    /// Size cap of the history in MiB; the oldest entries go first, e.g. --history-size 256.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    history_size: u64,
+    /// Only these event kinds, comma-separated, e.g. --kind keepalive_probe,keepalive_timeout.
+    #[arg(short, long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(Detail::kinds()))]
+    kind: Vec<String>,
+    /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT2, CLOSE_WAIT, ...) as it
+    /// happens and every socket freed, as tcpstates shows them. By default a connection is
+    /// one state_change when it closes (-> CLOSE), carrying when it was established and who
+    /// closed first: the kernel keeps its start until then, which is all diagnosis needs
+    /// and much cheaper on busy hosts.
+    #[arg(long)]
+    all_states: bool,
+    #[command(flatten)]
+    kernel: KernelArgs,
+}
+
+pub async fn run(args: TraceArgs) -> Result<ExitCode> {
+    let mut opts = args.kernel.load_options(&args.connection)?;
+    opts.all_states = args.all_states || args.kind.iter().any(|k| k == "socket_destroyed");
+    let out: Box<dyn io::Write> = match &args.output {
+        Some(path) => Box::new(io::BufWriter::new(
+            File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(io::stdout()),
+    };
+    // systemd sets JOURNAL_STREAM when stdout goes to the journal.
+    let format = args
+        .format
+        .unwrap_or(if std::env::var_os("JOURNAL_STREAM").is_some() {
+            Format::Journal
+        } else {
+            Format::Human
+        });
+    let mut pipeline = Pipeline::new(
+        if args.quiet {
+            Mode::Verdicts
+        } else {
+            Mode::Trace
+        },
+        args.kind,
+        args.connection.filter(),
+        Writer::new(format, out),
+    );
+    if let Some(dir) = &args.history {
+        let store = history::HistoryWriter::open(
+            dir,
+            args.history_size << 20,
+            time::OffsetDateTime::now_utc(),
+        )?;
+        pipeline = pipeline.with_history(store);
+    }
+    if let Some(addr) = args.metrics {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Metrics::new()));
+        metrics::serve(addr, shared.clone()).await?;
+        pipeline = pipeline.with_metrics(shared);
+    }
+    let traced =
+        keepalive_user::trace::run(&opts, &args.connection.workloads(), &mut pipeline).await;
+    pipeline.stop_history()?;
+    traced?;
+    pipeline.write_summary()?;
+    if args.output.is_some() {
+        // The summary went into the file; the operator at the terminal sees the counts too.
+        let s = pipeline.summary();
+        eprintln!("keepalive: {} events, {} lost", s.events, s.lost);
+    }
+    Ok(ExitCode::SUCCESS)
+}

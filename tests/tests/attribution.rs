@@ -1,0 +1,155 @@
+//! Whose connection died: three clients, in cgroups named as a systemd unit, a docker
+//! container and a Kubernetes pod (whose name the kubelet's pod log directory gives), die
+//! by silent drop; each verdict names its owner's unit, container or pod, and a filter by
+//! each selects that connection only, live and in a replayed recording.
+
+use std::{collections::HashMap, time::Duration};
+
+use keepalive_tests::{
+    IdleServer, Link, Tracer,
+    cgroup::Cgroup,
+    is_root,
+    ssh::TempDir,
+    tracer::{binary, events_of},
+};
+use serde_json::Value;
+
+#[test]
+fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
+    assert!(
+        is_root(),
+        "end-to-end tests load BPF programs: run as root (cargo xtask test)"
+    );
+    let me = std::process::id();
+    let container = format!("{:016x}", 0x4b41_0000_0000_0000u64 | me as u64).repeat(4);
+    let pod_container = format!("{:016x}", 0x504f_0000_0000_0000u64 | me as u64).repeat(4);
+    let uid = format!("{me:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
+    let (namespace, pod_name) = ("shop", format!("web-{me}"));
+    let unit = format!("ka-web-{me}.service");
+
+    let cgroups = [
+        ("unit", Cgroup::new(&format!("ka-test.slice/{unit}"))),
+        (
+            "container",
+            Cgroup::new(&format!("system.slice/docker-{container}.scope")),
+        ),
+        (
+            "pod",
+            Cgroup::new(&format!(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{pod_container}.scope",
+                uid.replace('-', "_")
+            )),
+        ),
+    ];
+    // The kubelet's log directory for the pod: how a node names a pod UID.
+    let pod_logs = TempDir::new("pods");
+    std::fs::create_dir_all(pod_logs.0.join(format!("{namespace}_{pod_name}_{uid}"))).unwrap();
+    let pod_logs_dir = pod_logs.0.to_str().unwrap().to_string();
+
+    let link = Link::new("client", "server", false);
+    let server = IdleServer::start(&link.b, link.b_addr, None);
+    let ns = link.a.name.clone();
+    let with = |extra: &[&str]| {
+        let mut args = vec!["--pod-logs", &pod_logs_dir];
+        args.extend_from_slice(extra);
+        Tracer::trace_netns(&ns, &args)
+    };
+    let all = with(&[]);
+    let pod_filter = format!("{namespace}/{pod_name}");
+    let filtered = [
+        ("unit", with(&["--unit", unit.trim_end_matches(".service")])),
+        ("container", with(&["--container", &container[..12]])),
+        ("pod", with(&["--pod", &pod_filter])),
+    ];
+
+    let mut clients: Vec<_> = cgroups
+        .iter()
+        .map(|(role, cg)| (*role, cg.client(&ns, server.addr, (2, 1, 2))))
+        .collect();
+    let port_of: HashMap<&str, u16> = clients.iter().map(|(r, c)| (*r, c.port)).collect();
+    link.blackhole_b_all();
+    for (role, client) in &mut clients {
+        let how = client.ended(Duration::from_secs(30));
+        assert_eq!(
+            how, "error 110",
+            "the {role} client's connection: ETIMEDOUT"
+        );
+    }
+
+    let lines = all.stop();
+    let verdict = |lines: &[Value], port: u16| -> Value {
+        let found: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["type"] == "verdict" && l["sport"] == port)
+            .collect();
+        assert_eq!(found.len(), 1, "one verdict for port {port}: {found:?}");
+        found[0].clone()
+    };
+    for (role, cg) in &cgroups {
+        let v = verdict(&lines, port_of[role]);
+        assert_eq!(v["verdict"], "keepalive_timeout", "{role}: {v}");
+        assert_eq!(v["comm"], "keepalive-test-", "{role}: {v}");
+        assert_eq!(v["cgroup"], cg.path.as_str(), "{role}: {v}");
+        let named = |field: &str| v.get(field).and_then(Value::as_str).map(str::to_string);
+        match *role {
+            "unit" => {
+                assert_eq!(named("unit"), Some(unit.clone()), "{v}");
+                assert_eq!((named("container"), named("pod")), (None, None), "{v}");
+            }
+            "container" => {
+                assert_eq!(named("container"), Some(container.clone()), "{v}");
+                assert_eq!((named("unit"), named("pod")), (None, None), "{v}");
+            }
+            _ => {
+                assert_eq!(named("pod"), Some(pod_filter.clone()), "{v}");
+                assert_eq!(named("pod_uid"), Some(uid.clone()), "{v}");
+                assert_eq!(named("container"), Some(pod_container.clone()), "{v}");
+            }
+        }
+        // Its probes name the owner too, though they run in no process's context.
+        let probes: Vec<Value> = events_of(&lines, port_of[role])
+            .into_iter()
+            .filter(|e| e["kind"] == "keepalive_probe")
+            .collect();
+        assert!(!probes.is_empty(), "{role}: no probes");
+        assert!(
+            probes.iter().all(|p| p["cgroup"] == cg.path.as_str()),
+            "{role}: {probes:?}"
+        );
+    }
+
+    for (role, tracer) in filtered {
+        let lines = tracer.stop();
+        verdict(&lines, port_of[role]);
+        for (other, port) in &port_of {
+            if *other != role {
+                assert!(
+                    events_of(&lines, *port).is_empty()
+                        && !lines
+                            .iter()
+                            .any(|l| l["type"] == "verdict" && l["sport"] == *port),
+                    "--{role} let the {other} connection through"
+                );
+            }
+        }
+    }
+
+    // The morning after: a recording replayed, filtered by pod, in words.
+    let recording = TempDir::new("rec");
+    let file = recording.0.join("trace.jsonl");
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["why", "--from", file.to_str().unwrap(), "--pod", &pod_name])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "why --from: {human}");
+    assert!(
+        human.contains(">>> KEEPALIVE_TIMEOUT")
+            && human.contains(&format!(":{} ->", port_of["pod"]))
+            && human.contains(&format!("pod {pod_filter}")),
+        "{human}"
+    );
+    drop(server);
+}
