@@ -1,9 +1,10 @@
-//! `cargo xtask setup|build|run|test|bench|fuzz|soak|vm-test`: the project's own commands,
+//! `cargo xtask setup|build|run|test|bench|fuzz|soak|vm-test|image`: the project's own commands,
 //! from a fresh machine on. One module per task.
 
 mod bench;
 mod cpio;
 mod fuzz;
+mod image;
 mod setup;
 mod soak;
 mod test;
@@ -54,6 +55,9 @@ enum Task {
     VmTest(vm::Args),
     /// Run every test: unit tests and the end-to-end scenarios in network namespaces (as root).
     Test(test::Args),
+    /// Build the OCI image the DaemonSet runs (a static binary from scratch, with buildah),
+    /// into target/image/, and run its binary's --version and doctor.
+    Image(image::Args),
 }
 
 fn main() -> Result<()> {
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
         Task::Soak(args) => soak::run(args),
         Task::VmTest(args) => vm::task(args),
         Task::Test(args) => test::run(args),
+        Task::Image(args) => image::run(args),
     }
 }
 

@@ -213,6 +213,23 @@ pub fn bench_packages() -> Result<()> {
     install_missing(&["bpftrace"])
 }
 
+/// buildah for `cargo xtask image`, and Rust's musl target for its static binary.
+pub fn image_tools() -> Result<()> {
+    install_missing(&["buildah"])?;
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("x86_64-unknown-linux-musl"))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step(
+        "adding Rust's musl target",
+        Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]),
+    )
+}
+
 /// QEMU, objcopy and xz for `cargo xtask vm-test`'s guests (busybox comes with setup).
 pub fn vm_packages() -> Result<()> {
     install_missing(&["qemu-system-x86", "binutils", "xz-utils"])

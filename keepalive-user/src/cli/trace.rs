@@ -24,6 +24,9 @@ Examples:
       Sockets of network namespace `blue` (ip netns), as JSON lines into a file.
   keepalive trace --quiet --metrics 127.0.0.1:9477
       Only how connections end, and Prometheus metrics, for a long-running service.
+  keepalive trace --pod shop/web-0 --quiet
+      How the connections of one Kubernetes pod end (--unit and --container work alike);
+      each line names the owner's unit, container or pod.
 
 The event kinds are listed under --kind (from the event model itself).";
 
