@@ -54,7 +54,9 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         args.extend_from_slice(extra);
         Tracer::trace_netns(&ns, &args)
     };
-    let all = with(&[]);
+    let metrics_port = keepalive_tests::metrics::free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let mut all = with(&["--metrics", &metrics_addr]);
     let pod_filter = format!("{namespace}/{pod_name}");
     let filtered = [
         ("unit", with(&["--unit", unit.trim_end_matches(".service")])),
@@ -76,6 +78,30 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         );
     }
 
+    // The metrics label each end with its owner's unit or pod.
+    for role in ["unit", "container", "pod"] {
+        let port = port_of[role];
+        all.wait_for(Duration::from_secs(10), |l| {
+            l["type"] == "verdict" && l["sport"] == port
+        })
+        .unwrap_or_else(|| panic!("no verdict for the {role} client"));
+    }
+    let metrics = keepalive_tests::metrics::scrape(metrics_port);
+    let ends = |label: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("keepalive_connection_ends_total{verdict=\"keepalive_timeout\"")
+                    && l.contains(label)
+            })
+            .count()
+    };
+    assert_eq!(ends(&format!("unit=\"{unit}\"")), 1, "{metrics}");
+    assert_eq!(
+        ends(&format!("pod=\"{namespace}/{pod_name}\"")),
+        1,
+        "{metrics}"
+    );
     let lines = all.stop();
     let verdict = |lines: &[Value], port: u16| -> Value {
         let found: Vec<&Value> = lines
