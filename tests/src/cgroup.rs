@@ -49,6 +49,29 @@ impl Cgroup {
     /// `netns`, connected to `to` with keepalive `idle`/`interval`/`count`; returns it with
     /// its local port.
     pub fn client(&self, netns: &str, to: std::net::SocketAddr, ka: (u64, u64, u32)) -> Client {
+        self.start(netns, &to.to_string(), ka, |_| {})
+    }
+
+    /// Starts the test program as a server in this cgroup and namespace `netns`, listening
+    /// on `ip`; `connect` is called with its port and must connect to it. Returns it with
+    /// the accepted connection's local port, keepalive `idle`/`interval`/`count` on it.
+    pub fn server(
+        &self,
+        netns: &str,
+        ip: std::net::IpAddr,
+        ka: (u64, u64, u32),
+        connect: impl FnOnce(u16),
+    ) -> Client {
+        self.start(netns, &format!("listen@{ip}"), ka, connect)
+    }
+
+    fn start(
+        &self,
+        netns: &str,
+        target: &str,
+        ka: (u64, u64, u32),
+        connect: impl FnOnce(u16),
+    ) -> Client {
         // Built with the tests, next to their own directory (target/<profile>/deps).
         let exe = std::env::current_exe().unwrap();
         let client = exe
@@ -60,7 +83,7 @@ impl Cgroup {
         let mut child = Command::new(&client)
             .arg(&self.dir)
             .arg(format!("/run/netns/{netns}"))
-            .arg(to.to_string())
+            .arg(target)
             .args([ka.0.to_string(), ka.1.to_string(), ka.2.to_string()])
             .stdout(Stdio::piped())
             .spawn()
@@ -68,6 +91,11 @@ impl Cgroup {
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
+        if let Some(port) = line.strip_prefix("listening ") {
+            connect(port.trim().parse().expect("a port"));
+            line.clear();
+            out.read_line(&mut line).unwrap();
+        }
         let port = line
             .strip_prefix("port ")
             .and_then(|p| p.trim().parse().ok())

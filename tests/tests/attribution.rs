@@ -1,7 +1,8 @@
 //! Whose connection died: three clients, in cgroups named as a systemd unit, a docker
-//! container and a Kubernetes pod (whose name the kubelet's pod log directory gives), die
-//! by silent drop; each verdict names its owner's unit, container or pod, and a filter by
-//! each selects that connection only, live and in a replayed recording.
+//! container and a Kubernetes pod (whose name the kubelet's pod log directory gives), and a
+//! server in a unit's cgroup (an accepted connection), die by silent drop; each verdict names
+//! its owner's unit, container or pod, and a filter by each selects that connection only,
+//! live and in a replayed recording.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -26,6 +27,8 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
     let uid = format!("{me:08x}-1c2d-4e5f-8a9b-0c1d2e3f4a5b");
     let (namespace, pod_name) = ("shop", format!("web-{me}"));
     let unit = format!("ka-web-{me}.service");
+    let server_unit = format!("ka-db-{me}.service");
+    let server_cgroup = Cgroup::new(&format!("ka-test.slice/{server_unit}"));
 
     let cgroups = [
         ("unit", Cgroup::new(&format!("ka-test.slice/{unit}"))),
@@ -68,6 +71,17 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         .iter()
         .map(|(role, cg)| (*role, cg.client(&ns, server.addr, (2, 1, 2))))
         .collect();
+    // A server in a unit's cgroup whose accepted connection dies: no connect() of its own,
+    // its owner is found through the socket's file.
+    let mut peer = None;
+    let accepting = server_cgroup.server(&ns, link.a_addr, (2, 1, 2), |port| {
+        let to = std::net::SocketAddr::new(link.a_addr, port);
+        peer = Some(
+            link.b
+                .run(move || std::net::TcpStream::connect(to).unwrap()),
+        );
+    });
+    clients.push(("accepting", accepting));
     let port_of: HashMap<&str, u16> = clients.iter().map(|(r, c)| (*r, c.port)).collect();
     link.blackhole_b_all();
     for (role, client) in &mut clients {
@@ -79,7 +93,7 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
     }
 
     // The metrics label each end with its owner's unit or pod.
-    for role in ["unit", "container", "pod"] {
+    for role in ["unit", "container", "pod", "accepting"] {
         let port = port_of[role];
         all.wait_for(Duration::from_secs(10), |l| {
             l["type"] == "verdict" && l["sport"] == port
@@ -111,7 +125,8 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         assert_eq!(found.len(), 1, "one verdict for port {port}: {found:?}");
         found[0].clone()
     };
-    for (role, cg) in &cgroups {
+    let accepting = ("accepting", server_cgroup);
+    for (role, cg) in cgroups.iter().chain([&accepting]) {
         let v = verdict(&lines, port_of[role]);
         assert_eq!(v["verdict"], "keepalive_timeout", "{role}: {v}");
         assert_eq!(v["comm"], "keepalive-test-", "{role}: {v}");
@@ -125,6 +140,10 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
             "container" => {
                 assert_eq!(named("container"), Some(container.clone()), "{v}");
                 assert_eq!((named("unit"), named("pod")), (None, None), "{v}");
+            }
+            "accepting" => {
+                assert_eq!(named("unit"), Some(server_unit.clone()), "{v}");
+                assert_eq!(v["sport"], port_of["accepting"], "{v}");
             }
             _ => {
                 assert_eq!(named("pod"), Some(pod_filter.clone()), "{v}");
@@ -177,5 +196,5 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
             && human.contains(&format!("pod {pod_filter}")),
         "{human}"
     );
-    drop(server);
+    drop((server, peer));
 }

@@ -1,9 +1,11 @@
-//! A client in a cgroup of the test's choosing: moves itself into CGROUP, enters network
-//! namespace NETNS, connects to ADDR:PORT with keepalive IDLE/INTERVAL/COUNT seconds, prints
-//! `port <local port>`, then waits (at most 60 s) for the connection to end and prints how:
-//! `error <errno>` or `eof`. The owner a tracer should name is this process, in that cgroup.
+//! A client or server in a cgroup of the test's choosing: moves itself into CGROUP, enters
+//! network namespace NETNS, then either connects to ADDR:PORT, or (`listen@ADDR`) listens on
+//! ADDR, prints `port <port>` and accepts one connection; keepalive IDLE/INTERVAL/COUNT
+//! seconds on its socket. It prints `port <local port>` once connected, then waits (at most
+//! 60 s) for the connection to end and prints how: `error <errno>` or `eof`. The owner a
+//! tracer should name is this process, in that cgroup.
 //!
-//! usage: keepalive-test-client CGROUP NETNS ADDR:PORT IDLE INTERVAL COUNT
+//! usage: keepalive-test-client CGROUP NETNS ADDR:PORT|listen@ADDR IDLE INTERVAL COUNT
 
 use std::{
     fs::File,
@@ -18,7 +20,9 @@ use socket2::{Domain, Socket, TcpKeepalive, Type};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [cgroup, netns, addr, idle, interval, count] = &args[..] else {
-        eprintln!("usage: keepalive-test-client CGROUP NETNS ADDR:PORT IDLE INTERVAL COUNT");
+        eprintln!(
+            "usage: keepalive-test-client CGROUP NETNS ADDR:PORT|listen@ADDR IDLE INTERVAL COUNT"
+        );
         std::process::exit(2);
     };
     let secs = |s: &String| Duration::from_secs(s.parse().expect("seconds"));
@@ -26,18 +30,36 @@ fn main() {
     std::fs::write(format!("{cgroup}/cgroup.procs"), "0").expect("joining the cgroup");
     let ns = File::open(netns).expect("opening the namespace");
     setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
-    let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
-    socket
-        .set_tcp_keepalive(
-            &TcpKeepalive::new()
-                .with_time(secs(idle))
-                .with_interval(secs(interval))
-                .with_retries(count.parse().expect("count")),
-        )
-        .expect("keepalive");
-    socket.set_keepalive(true).expect("SO_KEEPALIVE");
-    socket.connect(&addr.into()).expect("connect");
+    let keepalive = TcpKeepalive::new()
+        .with_time(secs(idle))
+        .with_interval(secs(interval))
+        .with_retries(count.parse().expect("count"));
+    let configure = |s: &Socket| {
+        s.set_tcp_keepalive(&keepalive).expect("keepalive");
+        s.set_keepalive(true).expect("SO_KEEPALIVE");
+    };
+    let socket = match addr.strip_prefix("listen@") {
+        // Accepted: the kernel sees no connect() of ours; the owner is found another way.
+        Some(ip) => {
+            let at = SocketAddr::new(ip.parse().expect("listen@ADDR"), 0);
+            let listener = Socket::new(Domain::for_address(at), Type::STREAM, None).unwrap();
+            listener.bind(&at.into()).expect("bind");
+            listener.listen(1).unwrap();
+            let port = listener.local_addr().unwrap().as_socket().unwrap().port();
+            println!("listening {port}");
+            std::io::stdout().flush().unwrap();
+            let (accepted, _) = listener.accept().expect("accept");
+            configure(&accepted);
+            accepted
+        }
+        None => {
+            let addr: SocketAddr = addr.parse().expect("ADDR:PORT");
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+            configure(&socket);
+            socket.connect(&addr.into()).expect("connect");
+            socket
+        }
+    };
     let mut stream: std::net::TcpStream = socket.into();
     let port = stream.local_addr().unwrap().port();
     println!("port {port}");
