@@ -5,7 +5,7 @@ use std::{io, process::ExitCode};
 use anyhow::Result;
 use clap::Args;
 
-use super::{ConnectionArgs, KernelArgs};
+use super::args::{ConnectionArgs, KernelArgs};
 
 #[derive(Args)]
 pub struct DoctorArgs {

@@ -12,7 +12,7 @@ use keepalive_user::{
     verdict::{Verdict, VerdictKind},
 };
 
-use super::{ConnectionArgs, PeriodArgs};
+use super::args::{ConnectionArgs, PeriodArgs};
 
 pub const EXAMPLES: &str = "\
 Examples:

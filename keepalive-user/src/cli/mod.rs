@@ -1,6 +1,7 @@
 //! The `keepalive` command line: one module per command, each with its arguments, examples
-//! and what it runs; the arguments several commands share live here.
+//! and what it runs; the arguments several commands share are in [`args`].
 
+mod args;
 mod doctor;
 mod enforce;
 mod history;
@@ -9,17 +10,12 @@ mod sockets;
 mod trace;
 mod why;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
-use keepalive_user::{
-    diagnose::ConnectionFilter,
-    history as store,
-    loader::{LoadOptions, default_btf_path},
-    netns,
-    workload::{self, WorkloadFilter, Workloads},
-};
+use clap::{Parser, Subcommand};
+
+pub use args::UsageError;
 
 #[derive(Parser)]
 #[command(
@@ -90,165 +86,3 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Doctor(args) => runtime.block_on(doctor::run(args)),
     }
 }
-
-/// Which connections to look at.
-#[derive(Args, Default)]
-pub struct ConnectionArgs {
-    /// Only connections with this local or remote port, e.g. --port 22 (filtered in the kernel).
-    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
-    /// Only connections with this local or remote address, e.g. --addr 2001:db8::2.
-    #[arg(short, long, value_name = "IP")]
-    pub addr: Option<std::net::IpAddr>,
-    /// Only connections owned by this process id, e.g. --pid 4242.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Only connections owned by processes with this command name, e.g. --comm ssh.
-    #[arg(short, long)]
-    pub comm: Option<String>,
-    /// Only sockets of this network namespace: a name from `ip netns`, a path such as
-    /// /proc/PID/ns/net, or an inode number as printed in `netns` (filtered in the kernel).
-    #[arg(short = 'n', long, value_name = "NETNS")]
-    pub netns: Option<String>,
-    /// Only connections owned by processes of this systemd unit (its cgroup), with or
-    /// without .service, e.g. --unit ssh or --unit user@1000.service.
-    #[arg(long, value_name = "UNIT")]
-    pub unit: Option<String>,
-    /// Only connections owned by processes of this container: its id or a prefix (docker's
-    /// 12 digits), from the cgroup path of docker, containerd, cri-o or podman,
-    /// e.g. --container 4f1b2c3d4e5f.
-    #[arg(long, value_name = "ID")]
-    pub container: Option<String>,
-    /// Only connections owned by processes of this Kubernetes pod: namespace/name, name or
-    /// UID (names come from the kubelet's pod log directories), e.g. --pod shop/web-0.
-    #[arg(long, value_name = "POD")]
-    pub pod: Option<String>,
-    /// The cgroup v2 hierarchy that names owners' cgroups (default: where it is mounted,
-    /// from /proc/self/mountinfo), e.g. --cgroup-root /host/sys/fs/cgroup in a container.
-    #[arg(long, value_name = "DIR")]
-    pub cgroup_root: Option<PathBuf>,
-    /// Where the kubelet keeps pod logs, whose directories name pods by UID,
-    /// e.g. --pod-logs /host/var/log/pods.
-    #[arg(long, value_name = "DIR", default_value = workload::DEFAULT_POD_LOGS)]
-    pub pod_logs: PathBuf,
-}
-
-impl ConnectionArgs {
-    pub fn filter(&self) -> ConnectionFilter {
-        ConnectionFilter {
-            port: self.port,
-            addr: self.addr,
-            pid: self.pid,
-            comm: self.comm.clone(),
-            workload: WorkloadFilter {
-                unit: self.unit.clone(),
-                container: self.container.clone(),
-                pod: self.pod.clone(),
-            },
-        }
-    }
-
-    /// Names for owners' cgroups: units, containers, pods.
-    pub fn workloads(&self) -> Workloads {
-        Workloads::new(self.cgroup_root.clone(), self.pod_logs.clone())
-    }
-}
-
-/// How to load the kernel programs.
-#[derive(Args)]
-pub struct KernelArgs {
-    /// Kernel BTF to read struct layouts from, e.g. --btf /sys/kernel/btf/vmlinux (the default).
-    #[arg(long, value_name = "PATH", default_value_os_t = default_btf_path().to_path_buf())]
-    btf: PathBuf,
-    /// Ring buffer size in KiB (a power of two); larger loses fewer events under bursts,
-    /// e.g. --ring-buffer-size 16384.
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
-    ring_buffer_size: u32,
-    /// How to hook the keepalive timer and resets: kprobes (cheapest; needs CONFIG_KPROBES),
-    /// BTF tracepoints, or auto (kprobes when they work, else tracepoints; `keepalive
-    /// doctor` says which and why), e.g. --mode tracepoint.
-    #[arg(long, value_enum, default_value = "auto", env = "KEEPALIVE_MODE")]
-    mode: keepalive_user::hooks::Mode,
-}
-
-impl KernelArgs {
-    /// How to load the programs for the connections `conn` selects (the port and the
-    /// namespace are filtered in the kernel).
-    pub fn load_options(&self, conn: &ConnectionArgs) -> Result<LoadOptions> {
-        Ok(LoadOptions {
-            btf_path: self.btf.clone(),
-            filter_port: conn.port.unwrap_or(0),
-            filter_netns: conn
-                .netns
-                .as_deref()
-                .map(netns::inode)
-                .transpose()?
-                .unwrap_or(0),
-            ring_buffer_size: self.ring_buffer_size * 1024,
-            mode: self.mode,
-            all_states: false,
-        })
-    }
-}
-
-fn parse_ring_kib(s: &str) -> Result<u32, String> {
-    let kib: u32 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of KiB"))?;
-    if !(4..=1 << 20).contains(&kib) || !kib.is_power_of_two() {
-        return Err(format!(
-            "{kib} KiB: must be a power of two from 4 to 1048576"
-        ));
-    }
-    Ok(kib)
-}
-
-/// A period of the history to look at.
-#[derive(Args)]
-pub struct PeriodArgs {
-    /// From this time: a time ago (90s, 30m, 12h, 2d, 1h30m) or an RFC 3339 time,
-    /// e.g. --since 12h.
-    #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
-    /// Up to this time (the same forms; now when not given), e.g. --until 2h.
-    #[arg(long, value_name = "WHEN")]
-    pub until: Option<String>,
-    /// The store to read: the directory `keepalive trace --history` writes,
-    /// e.g. --history /srv/keepalive.
-    #[arg(long, value_name = "DIR", default_value = store::DEFAULT_DIR)]
-    pub history: PathBuf,
-}
-
-impl PeriodArgs {
-    /// `[since, until]`, `since` defaulting to `default_ago` before now.
-    pub fn range(
-        &self,
-        now: time::OffsetDateTime,
-        default_ago: &str,
-    ) -> Result<(time::OffsetDateTime, time::OffsetDateTime)> {
-        let parse = |flag: &str, s: &str| {
-            store::parse_time(s, now).map_err(|e| UsageError(format!("--{flag} {e}")))
-        };
-        let since = parse("since", self.since.as_deref().unwrap_or(default_ago))?;
-        let until = match &self.until {
-            Some(u) => parse("until", u)?,
-            None => now,
-        };
-        if since > until {
-            return Err(UsageError("--since is after --until".into()).into());
-        }
-        Ok((since, until))
-    }
-}
-
-/// Bad input from the user (exit code 2, like a bad flag).
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}

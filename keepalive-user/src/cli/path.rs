@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use keepalive_user::output::Format;
 
-use super::{ConnectionArgs, KernelArgs, UsageError};
+use super::args::{ConnectionArgs, KernelArgs, UsageError};
 
 pub const EXAMPLES: &str = "\
 Examples:

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use keepalive_user::{netns, output::Format, snapshot};
 
-use super::ConnectionArgs;
+use super::args::ConnectionArgs;
 
 pub const EXAMPLES: &str = "\
 Examples:

@@ -12,7 +12,7 @@ use keepalive_user::{
     pipeline::{Mode, Pipeline},
 };
 
-use super::{ConnectionArgs, KernelArgs};
+use super::args::{ConnectionArgs, KernelArgs};
 
 pub const EXAMPLES: &str = "\
 Examples:

@@ -10,7 +10,10 @@ use keepalive_user::{
     replay,
 };
 
-use super::{ConnectionArgs, KernelArgs, PeriodArgs, UsageError, history};
+use super::{
+    args::{ConnectionArgs, KernelArgs, PeriodArgs, UsageError},
+    history,
+};
 
 pub const EXAMPLES: &str = "\
 Examples:
