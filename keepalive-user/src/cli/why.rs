@@ -22,10 +22,11 @@ Examples:
   keepalive why --since 12h --comm ssh
       Why ssh connections ended in the last 12 hours, newest first, from the history
       `keepalive trace --history` keeps; says when nobody was tracing.
-  keepalive why --unit postgresql
-      The first connection of the postgresql.service unit's processes that dies.
   keepalive why --port 5432 --format json
       The same for a PostgreSQL connection, as JSON lines (events, then the verdict).
+  keepalive why --unit postgresql
+      The first connection of the postgresql.service unit's processes that dies (--container
+      and --pod work alike).
   keepalive why --from trace.jsonl --addr 198.18.0.2
       Replays a recording made by `keepalive trace --format json --output trace.jsonl`.
 
