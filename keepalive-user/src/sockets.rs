@@ -106,8 +106,10 @@ pub fn print(rows: &[SocketRow], format: Format, out: &mut dyn Write) -> Result<
             (Some(t), None) => t.clone(),
             _ => "-".into(),
         };
-        let owner = match (&r.comm, r.pid) {
-            (Some(c), Some(p)) => format!("{c} {p}"),
+        let label = r.workload.as_ref().and_then(|w| w.label());
+        let owner = match (&r.comm, r.pid, label) {
+            (Some(c), Some(p), Some(l)) => format!("{c} {p} ({l})"),
+            (Some(c), Some(p), None) => format!("{c} {p}"),
             _ => "-".into(),
         };
         writeln!(
