@@ -297,13 +297,32 @@ impl TcpState {
             _ => Unknown,
         }
     }
+
+    /// As in JSON (a test keeps the two the same) and in `ss`.
+    pub fn name(self) -> &'static str {
+        use TcpState::*;
+        match self {
+            Established => "ESTABLISHED",
+            SynSent => "SYN_SENT",
+            SynRecv => "SYN_RECV",
+            FinWait1 => "FIN_WAIT1",
+            FinWait2 => "FIN_WAIT2",
+            TimeWait => "TIME_WAIT",
+            Close => "CLOSE",
+            CloseWait => "CLOSE_WAIT",
+            LastAck => "LAST_ACK",
+            Listen => "LISTEN",
+            Closing => "CLOSING",
+            NewSynRecv => "NEW_SYN_RECV",
+            BoundInactive => "BOUND_INACTIVE",
+            Unknown => "UNKNOWN",
+        }
+    }
 }
 
 impl fmt::Display for TcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Same spelling as in JSON.
-        let s = serde_json::to_value(self).ok();
-        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("UNKNOWN"))
+        f.write_str(self.name())
     }
 }
 
@@ -318,6 +337,14 @@ pub fn errno_name(errno: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_names_are_their_json() {
+        for v in 0..=16 {
+            let state = TcpState::from_kernel(v);
+            assert_eq!(serde_json::to_value(state).unwrap(), state.name(), "{v}");
+        }
+    }
 
     #[test]
     fn json_round_trip_keeps_every_field() {

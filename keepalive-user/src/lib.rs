@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod enforce;
 pub mod history;
 pub mod hooks;
+pub mod json_line;
 pub mod kernel;
 pub mod loader;
 pub mod metrics;

@@ -72,7 +72,9 @@ impl Summary {
 /// A line of JSON output.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Line<'a> {
+pub(crate) enum Line<'a> {
+    /// Written by [`crate::json_line::event`], byte for byte this (its tests compare them).
+    #[cfg_attr(not(test), allow(dead_code))]
     Event(&'a Event),
     Verdict(&'a Verdict),
     Summary(&'a Summary),
@@ -112,7 +114,12 @@ impl Writer {
 
     pub fn event(&mut self, e: &Event) -> std::io::Result<()> {
         match self.format {
-            Format::Json => self.json(&Line::Event(e)),
+            Format::Json => {
+                self.line.clear();
+                crate::json_line::event(&mut self.line, e)?;
+                self.line.push(b'\n');
+                self.out.write_all(&self.line)
+            }
             Format::Journal => {
                 writeln!(
                     self.out,
