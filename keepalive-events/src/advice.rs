@@ -64,7 +64,7 @@ pub fn explain(v: &mut Verdict) {
             format!(
                 "Connection timed out{lifetime}: {} keepalive probes, {} apart, went unanswered \
                  after {} idle. The peer or a middlebox on the path silently went away.",
-                v.probes_sent,
+                v.probes_unanswered,
                 secs(intvl),
                 secs(v.idle_s.unwrap_or(idle))
             )

@@ -407,7 +407,7 @@ impl ConnectionTimeline {
             pid: self.pid,
             comm: self.comm.clone(),
             workload: self.workload.clone(),
-            probes_sent: self.probes_out,
+            probes_unanswered: self.probes_out,
             probes_answered: self.probes_answered,
             retransmits: end.gave_up_after.unwrap_or(self.retransmits),
             lifetime_s: self
@@ -604,7 +604,7 @@ mod tests {
             .verdict();
         assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
         assert_eq!(
-            (v.probes_sent, v.idle_s, v.lifetime_s),
+            (v.probes_unanswered, v.idle_s, v.lifetime_s),
             (3, Some(2.0), Some(5.0))
         );
         assert_eq!(v.error.as_deref(), Some("ETIMEDOUT"));
@@ -642,7 +642,7 @@ mod tests {
             .close(0.0)
             .verdict();
         assert_eq!(v.verdict, VerdictKind::PeerReset);
-        assert_eq!(v.probes_sent, 0);
+        assert_eq!(v.probes_unanswered, 0);
     }
 
     #[test]
@@ -752,7 +752,7 @@ mod tests {
             .close(0.1)
             .verdict();
         assert_eq!(v.verdict, VerdictKind::Closed);
-        assert_eq!((v.probes_sent, v.probes_answered), (0, 1));
+        assert_eq!((v.probes_unanswered, v.probes_answered), (0, 1));
         assert!(v.advice.is_empty());
     }
 

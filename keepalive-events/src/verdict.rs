@@ -59,8 +59,10 @@ pub struct Verdict {
     /// The owner's cgroup, unit, container and pod, when known.
     #[serde(flatten, with = "crate::workload::flat")]
     pub workload: Option<Arc<Workload>>,
-    /// Unanswered keepalive probes when it ended.
-    pub probes_sent: u32,
+    /// Keepalive probes outstanding (unanswered) when it ended. Earlier builds wrote it as
+    /// `probes_sent` (the metric of that name counts every probe); histories read back.
+    #[serde(alias = "probes_sent")]
+    pub probes_unanswered: u32,
     /// Times the peer answered keepalive probes over the connection's life.
     pub probes_answered: u32,
     /// Retransmissions in a row without an answer when it ended (or when the application
@@ -186,5 +188,16 @@ mod tests {
             serde_json::to_string(&Reason::Reset(ResetReason::Unknown)).unwrap(),
             "\"UNKNOWN\""
         );
+    }
+
+    #[test]
+    fn a_verdict_of_an_older_history_reads_back() {
+        // As `keepalive trace --history` wrote it before the field was renamed.
+        let old = r#"{"verdict":"keepalive_timeout","ts":"2026-11-30T01:00:00Z","saddr":"198.18.0.1","sport":40000,"daddr":"198.18.0.2","dport":22,"netns":1,"cookie":7,"pid":100,"comm":"ssh","probes_sent":3,"probes_answered":0,"retransmits":0,"lifetime_s":5.0,"idle_s":2.0,"error":"ETIMEDOUT","reason":"probes_unanswered","summary":"s","advice":[],"keepalive":null}"#;
+        let v: Verdict = serde_json::from_str(old).unwrap();
+        assert_eq!((v.probes_unanswered, v.workload.is_none()), (3, true));
+        let now = serde_json::to_string(&v).unwrap();
+        assert!(now.contains(r#""probes_unanswered":3"#), "{now}");
+        assert_eq!(serde_json::from_str::<Verdict>(&now).unwrap(), v);
     }
 }

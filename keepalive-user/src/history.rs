@@ -465,7 +465,7 @@ mod tests {
             pid: Some(100),
             comm: Some("ssh".into()),
             workload: None,
-            probes_sent: 3,
+            probes_unanswered: 3,
             probes_answered: 0,
             retransmits: 0,
             lifetime_s: Some(5.0),

@@ -190,7 +190,7 @@ impl Metrics {
                 pod: self.pods.value(pod),
             })
             .inc();
-        if let (Some(idle), true) = (v.idle_s, v.probes_sent > 0) {
+        if let (Some(idle), true) = (v.idle_s, v.probes_unanswered > 0) {
             self.idle_before_death.observe(idle);
         }
     }

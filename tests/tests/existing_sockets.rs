@@ -54,7 +54,7 @@ fn a_connection_older_than_the_tracer_gets_its_owner_and_cookie_in_the_verdict()
         })
         .expect("no verdict for the older connection");
     assert_eq!(verdict["verdict"], "keepalive_timeout", "{verdict}");
-    assert_eq!(verdict["probes_sent"], 2);
+    assert_eq!(verdict["probes_unanswered"], 2);
     assert_eq!(verdict["pid"], std::process::id(), "{verdict}");
     assert_eq!(
         verdict["cookie"],

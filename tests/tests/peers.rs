@@ -20,7 +20,7 @@ fn peer_host_vanished_is_keepalive_timeout() {
     let (v, _) = why.verdict(Duration::from_secs(30));
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
-    assert_eq!(v["probes_sent"], 3, "{v}");
+    assert_eq!(v["probes_unanswered"], 3, "{v}");
 }
 
 #[test]

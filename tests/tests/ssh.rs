@@ -49,7 +49,7 @@ fn ssh_with_tcp_keepalive_dies_of_keepalive_timeout_and_why_names_ssh() {
     assert_eq!(v["dport"], 22);
     assert_eq!(v["comm"], "ssh");
     assert_eq!(v["pid"], pid);
-    assert_eq!(v["probes_sent"], 3);
+    assert_eq!(v["probes_unanswered"], 3);
     assert!(advice(&v).contains("ServerAliveInterval"), "{v}");
     assert!(advice(&v).contains("TCPKeepAlive"), "{v}");
     // The timeline shows the probes that were answered before the cut.

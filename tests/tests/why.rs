@@ -81,8 +81,8 @@ fn log_verdict(v: &Value) {
     };
     let test = thread::current().name().unwrap_or("unnamed").to_string();
     let line = format!(
-        "{test} verdict={} reason={} probes_sent={} error={}\n",
-        v["verdict"], v["reason"], v["probes_sent"], v["error"]
+        "{test} verdict={} reason={} probes_unanswered={} error={}\n",
+        v["verdict"], v["reason"], v["probes_unanswered"], v["error"]
     );
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -119,7 +119,7 @@ fn check(verdict: &Value, replayed: &Value, kind: &str) {
         "verdict",
         "sport",
         "dport",
-        "probes_sent",
+        "probes_unanswered",
         "reason",
         "pid",
         "comm",
@@ -146,7 +146,7 @@ fn silent_drop_is_keepalive_timeout_with_probes_equal_to_keepcnt() {
         Some(conn)
     });
     check(&v, &r, "keepalive_timeout");
-    assert_eq!(v["probes_sent"], 3);
+    assert_eq!(v["probes_unanswered"], 3);
     assert_eq!(v["idle_s"], 2.0);
     assert_eq!(v["error"], "ETIMEDOUT");
     assert!(v["advice"].as_array().unwrap().len() >= 2, "{v}");
@@ -165,7 +165,7 @@ fn probe_answered_with_rst_by_a_middlebox_is_reset_after_probe() {
         Some(conn)
     });
     check(&v, &r, "reset_after_probe");
-    assert_eq!(v["probes_sent"], 1);
+    assert_eq!(v["probes_unanswered"], 1);
     assert_eq!(v["error"], "ECONNRESET");
 }
 
