@@ -156,6 +156,34 @@ impl SshSession {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Waits (at most `limit`) until the kernel has sent a keepalive probe in ssh's network
+    /// namespace (TcpExt TCPKeepAlive, which counts attempts), then a moment for its answer
+    /// on a healthy path: the session's keepalive has been answered at least once. A fixed
+    /// sleep raced the first probe on a loaded machine.
+    pub fn wait_keepalive_answered(&self, limit: Duration) {
+        let probes = || {
+            let netstat =
+                std::fs::read_to_string(format!("/proc/{}/net/netstat", self.pid())).unwrap();
+            let mut tcp_ext = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+            let (names, values) = (tcp_ext.next().unwrap(), tcp_ext.next().unwrap());
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(n, _)| *n == "TCPKeepAlive")
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+                .expect("TcpExt TCPKeepAlive")
+        };
+        let deadline = std::time::Instant::now() + limit;
+        while probes() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no keepalive probe from ssh's namespace within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     /// Waits (bounded) for ssh to exit by itself; returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.take().unwrap();

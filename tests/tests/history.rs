@@ -67,7 +67,7 @@ fn the_morning_after_why_answers_from_the_history_alone() {
         Tracer::trace_netns(&topo.client.name, &["--quiet", "--history", store.path()]);
     let mut ssh = SshSession::start(&topo.client, &sshd, SERVER, &["TCPKeepAlive=yes"]);
     let pid = ssh.pid();
-    thread::sleep(Duration::from_secs(3)); // idle; probes answered
+    ssh.wait_keepalive_answered(Duration::from_secs(20)); // idle; a probe answered
     topo.blackhole();
     let status = ssh.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "ssh should fail when the path dies");

@@ -38,7 +38,7 @@ fn ssh_with_tcp_keepalive_dies_of_keepalive_timeout_and_why_names_ssh() {
     let mut ssh = SshSession::start(&topo.client, &sshd, SERVER, &["TCPKeepAlive=yes"]);
     let pid = ssh.pid();
     let port = local_port(&topo.client.name, "ssh");
-    thread::sleep(Duration::from_secs(3)); // idle; probes answered
+    ssh.wait_keepalive_answered(Duration::from_secs(20)); // idle; a probe answered
     topo.blackhole();
     let status = ssh.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "ssh should fail when the path dies");
