@@ -21,7 +21,7 @@ pub fn root() -> PathBuf {
         .expect("a cgroup v2 hierarchy is mounted")
 }
 
-/// `keepalive-test-<pid>/<path>` under the hierarchy's root, removed (deepest first) on drop.
+/// `keepalive-test-<pid>/<path>` under the hierarchy's root, removed on drop.
 pub struct Cgroup {
     /// The directory.
     pub dir: PathBuf,
@@ -109,8 +109,15 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// Removes this cgroup, then the parents it leaves empty up to the test process's top
+    /// directory: another test of the process may still use a shared parent.
     fn drop(&mut self) {
-        remove_tree(&self.top);
+        remove_tree(&self.dir);
+        for parent in self.dir.ancestors().skip(1) {
+            if !parent.starts_with(&self.top) || std::fs::remove_dir(parent).is_err() {
+                break;
+            }
+        }
     }
 }
 

@@ -10,37 +10,12 @@ use std::{
 };
 
 use keepalive_tests::{
-    Routed, is_root,
+    Routed,
+    cgroup::Cgroup,
+    is_root,
     tracer::{Tracer, binary, events_of, kinds, run_json, wait_bounded},
 };
 use serde_json::Value;
-
-/// A cgroup v2 directory for the test, removed on drop.
-struct Cgroup(std::path::PathBuf, String);
-
-impl Cgroup {
-    fn new(tag: &str) -> Cgroup {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = info
-            .lines()
-            .find_map(|l| {
-                let (left, right) = l.split_once(" - ")?;
-                (right.split_whitespace().next()? == "cgroup2")
-                    .then(|| left.split_whitespace().nth(4).unwrap().to_string())
-            })
-            .expect("a cgroup v2 hierarchy");
-        let name = format!("ka-{tag}-{}", std::process::id());
-        let path = std::path::Path::new(&root).join(&name);
-        std::fs::create_dir_all(&path).unwrap();
-        Cgroup(path, name)
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 /// An echo server in the server namespace.
 fn echo_server(topo: &Routed) -> SocketAddr {
@@ -88,7 +63,7 @@ fn client(
         port = server.port()
     );
     let join = match cgroup {
-        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.0.display()),
+        Some(cg) => format!("echo $$ > {}/cgroup.procs && ", cg.dir.display()),
         None => String::new(),
     };
     // Join the cgroup first: `ip netns exec` mounts a sysfs of its own, without it.
@@ -151,7 +126,7 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
         .args([
             "enforce",
             "--cgroup",
-            &cg.1,
+            &cg.path,
             "--idle",
             "2",
             "--interval",
