@@ -271,20 +271,15 @@ impl Decoder {
             if self.owners.len() >= MAX_SOCKETS {
                 self.owners.clear();
             }
-            if !self.owners.contains_key(&r.skaddr) {
-                let workload = match (&mut self.workloads, r.cgroup) {
-                    (Some(names), id) if id != 0 => names(id),
+            let names = &mut self.workloads;
+            self.owners.entry(r.skaddr).or_insert_with(|| Owner {
+                pid: r.pid,
+                comm,
+                workload: match names {
+                    Some(names) if r.cgroup != 0 => names(r.cgroup),
                     _ => None,
-                };
-                self.owners.insert(
-                    r.skaddr,
-                    Owner {
-                        pid: r.pid,
-                        comm,
-                        workload,
-                    },
-                );
-            }
+                },
+            });
         }
         let owner = self.owners.get(&r.skaddr).cloned();
         if r.kind == kind::SOCKET_DESTROYED {

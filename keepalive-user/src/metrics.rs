@@ -180,7 +180,7 @@ impl Metrics {
         let w = v.workload.as_deref();
         let unit = w.and_then(|w| w.unit.clone()).unwrap_or_default();
         let pod = w
-            .and_then(|w| w.pod.clone().or(w.pod_uid.clone()))
+            .and_then(|w| w.pod.as_ref().or(w.pod_uid.as_ref()).cloned())
             .unwrap_or_default();
         self.ends
             .get_or_create(&EndLabels {
