@@ -51,10 +51,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
         // connect(), in the caller's context: the owner.
         let mut slot = MaybeUninit::uninit();
         let l = empty(&mut slot);
-        l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        crate::current_comm(l.comm.as_mut_ptr().cast());
-        l.cgroup = unsafe { bpf_get_current_cgroup_id() };
-        l.life.owner_from = owner_from::CONNECT;
+        owned_by_current_task(l, owner_from::CONNECT);
         return LIVES.insert(&key, l, 0).is_ok();
     }
     if new == TCP_ESTABLISHED {
@@ -79,12 +76,18 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
     l.life.app_closed_ns = now;
     l.life.app_closed_from = old as u8;
     if l.life.owner_from == owner_from::UNKNOWN {
-        l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        crate::current_comm(l.comm.as_mut_ptr().cast());
-        l.cgroup = unsafe { bpf_get_current_cgroup_id() };
-        l.life.owner_from = owner_from::CLOSE;
+        owned_by_current_task(l, owner_from::CLOSE);
     }
     true
+}
+
+/// The task running now (connect() or close(), in the owner's context) owns the connection.
+#[inline(always)]
+fn owned_by_current_task(l: &mut Life, from: u8) {
+    l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    crate::current_comm(l.comm.as_mut_ptr().cast());
+    l.cgroup = unsafe { bpf_get_current_cgroup_id() };
+    l.life.owner_from = from;
 }
 
 /// The entry of a connection that reaches CLOSE, in the table (not copied to the stack):
