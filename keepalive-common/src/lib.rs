@@ -117,6 +117,10 @@ pub mod flag {
     pub const NO_SOCKET: u8 = 1 << 2;
     /// A reset from a socket with SO_LINGER on and a zero linger time: close() aborts it.
     pub const LINGER_ZERO: u8 = 1 << 3;
+    /// A keepalive probe whose timer run first found earlier probes answered (`arg1` of
+    /// them): one record for the answer and the probe that follows it, the usual pair when
+    /// probes are answered and the idle time is no longer than the interval.
+    pub const ANSWERED_FIRST: u8 = 1 << 4;
 }
 
 /// Bits of [`KeepaliveSettings::set_by_socket`]: which values the socket set itself
@@ -314,8 +318,9 @@ pub struct KernelConfig {
     pub filter_netns: u32,
     /// Wake the reader once this many bytes wait in the ring buffer (it also polls).
     pub wakeup_bytes: u32,
-    /// 1 when `tcp_send_active_reset()` takes a reason argument (Linux 6.10 and later).
-    pub active_reset_has_reason: u8,
+    /// Which argument of `tcp_send_active_reset()` is its reason (2 from Linux 6.10, 1 once
+    /// the priority argument went); 0 when it takes none.
+    pub active_reset_reason_arg: u8,
     /// 1 to report every TCP state change and every socket freed; 0 reports only the
     /// transitions diagnosis uses (connect, established, close, the end), which keeps
     /// short-lived connections cheap.
@@ -371,7 +376,7 @@ impl KernelConfig {
             resets_by_kprobe: 0,
             filter_netns: 0,
             wakeup_bytes: 0,
-            active_reset_has_reason: 0,
+            active_reset_reason_arg: 0,
             all_states: 0,
             _pad: [0; 2],
         }

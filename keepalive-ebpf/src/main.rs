@@ -365,11 +365,12 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
     if !wanted(r) {
         return 0;
     }
-    r.arg0 = if config!(active_reset_has_reason) != 0 {
-        ctx.arg::<u32>(2).unwrap_or(REASON_UNKNOWN)
-    } else {
-        REASON_UNKNOWN
-    };
+    r.arg0 = match config!(active_reset_reason_arg) {
+        1 => ctx.arg::<u32>(1),
+        2 => ctx.arg::<u32>(2),
+        _ => None,
+    }
+    .unwrap_or(REASON_UNKNOWN);
     // x86-64 kernel text lives in the top 2 GiB: the low half of the address identifies it.
     r.arg1 = caller(&ctx) as u32;
     reset_by_socket(&ctx, sk, r);

@@ -17,8 +17,10 @@ pub struct KernelTypes {
     pub reset_reasons: Vec<(u32, String)>,
     /// `tcp:tcp_send_reset` passes a reason (Linux 6.10 and later).
     pub send_reset_has_reason: bool,
-    /// `tcp_send_active_reset(sk, priority, reason)` (Linux 6.10 and later).
+    /// `tcp_send_active_reset()` takes a reason (Linux 6.10 and later)...
     pub active_reset_has_reason: bool,
+    /// ... as this argument (from 0): 2 from 6.10, 1 once the priority argument went.
+    pub active_reset_reason_arg: u8,
 }
 
 pub fn load(path: &Path) -> Result<KernelTypes> {
@@ -84,14 +86,18 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         .collect();
     // btf_trace_<tp> is a pointer to the probe's prototype: (void *data, sk, skb[, reason]).
     let send_reset_has_reason = types.tracepoint_arity("tcp_send_reset")? >= 4;
-    let active_reset_has_reason = types
-        .function_arity("tcp_send_active_reset")
-        .is_ok_and(|n| n >= 3);
+    // (sk, priority, reason) from 6.10; (sk, reason) since the priority went (6.18 stable).
+    let active_reset_reason_arg = types
+        .parameter_index("tcp_send_active_reset", "reason")
+        .ok()
+        .flatten()
+        .map_or(0, |i| i as u8);
     Ok(KernelTypes {
         offsets,
         reset_reasons,
         send_reset_has_reason,
-        active_reset_has_reason,
+        active_reset_has_reason: active_reset_reason_arg != 0,
+        active_reset_reason_arg,
     })
 }
 
@@ -194,12 +200,16 @@ impl Types<'_> {
             .with_context(|| format!("kernel BTF: `enum {name}` has no `{member}`"))
     }
 
-    fn function_arity(&self, function: &str) -> Result<usize> {
+    /// Which argument of `function` is called `name` (from 0), if any.
+    fn parameter_index(&self, function: &str, name: &str) -> Result<Option<usize>> {
         let Type::Func(f) = self.named(function, |t| matches!(t, Type::Func(_)))? else {
             unreachable!()
         };
         match self.strip(self.0.resolve_chained_type(&f)?)? {
-            Type::FuncProto(p) => Ok(p.parameters.len()),
+            Type::FuncProto(p) => Ok(p
+                .parameters
+                .iter()
+                .position(|a| self.0.resolve_name(a).is_ok_and(|n| n == name))),
             _ => bail!("kernel BTF: `{function}` has no prototype"),
         }
     }
@@ -239,6 +249,8 @@ mod tests {
         assert!(k.offsets.keepalive_time > k.offsets.probes_out);
         assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
         assert_eq!(k.active_reset_has_reason, k.send_reset_has_reason);
+        // sk comes first; the reason is the second or third argument.
+        assert!(!k.active_reset_has_reason || matches!(k.active_reset_reason_arg, 1 | 2));
         if k.send_reset_has_reason {
             assert!(
                 k.reset_reasons

@@ -93,7 +93,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
         filter_port: opts.filter_port,
         filter_netns: opts.filter_netns,
         send_reset_has_reason: types.send_reset_has_reason as u8,
-        active_reset_has_reason: types.active_reset_has_reason as u8,
+        active_reset_reason_arg: types.active_reset_reason_arg,
         resets_by_kprobe: (mode == Mode::Kprobe) as u8,
         all_states: opts.all_states as u8,
         // An eighth of the ring, at most 64 KiB: early enough never to fill it between polls.
