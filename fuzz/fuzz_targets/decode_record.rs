@@ -12,8 +12,9 @@ fuzz_target!(|data: &[u8]| {
         let (chunk, next) = rest.split_at(record_len(rest).min(rest.len()));
         rest = next;
         if let Ok(record) = parse_record(chunk) {
-            let event = decoder.decode_parsed(&record);
-            let _ = keepalive_events::diagnose::Engine::new(16).observe(&event);
+            for event in decoder.decode_parsed(&record) {
+                let _ = keepalive_events::diagnose::Engine::new(16).observe(&event);
+            }
         }
     }
 });

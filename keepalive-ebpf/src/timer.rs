@@ -5,7 +5,8 @@
 //!
 //! Cost, per run: two field reads and two map lookups at entry, one field read at exit. A
 //! socket's identity and settings are read once, on its first run, into [`KNOWN`]; a record is
-//! built from that copy only when a run reports something.
+//! built from that copy only when a run reports something, and at most one per run: an
+//! answer found at entry is reported at exit, in the probe's record when the run sends one.
 
 use aya_ebpf::{
     EbpfContext,
@@ -65,6 +66,8 @@ struct TimerRun {
     timeout_emitted: u8,
     /// `KnownSocket::reported` after entry; `UNTRACKED` when the socket has no entry.
     reported: u8,
+    /// Probes this run found answered at entry, not reported yet.
+    answered: u8,
 }
 
 /// `TimerRun::reported` of a socket that did not fit in [`KNOWN`].
@@ -166,11 +169,17 @@ fn timer_record(
     Some(r)
 }
 
-/// The keepalive timer of `sk` starts running: remember the probe count, and report an
-/// answer to earlier probes.
+/// The keepalive timer of `sk` starts running: remember the probe count, and whether earlier
+/// probes were answered.
 pub fn entered<C: EbpfContext>(ctx: &C, sk: u64) {
     let Some(run) = timer_run() else { return };
+    // The last run's exit was not seen (the kernel skips programs now and then): its answer
+    // is reported now rather than never.
+    if run.sk != 0 && run.answered != 0 {
+        report_answer(ctx, run.sk, run);
+    }
     run.sk = 0;
+    run.answered = 0;
     let probes_before: u8 = read(sk, config!(offsets.probes_out));
     let state: u8 = read(sk, config!(offsets.state));
     let reported = match known(sk) {
@@ -179,14 +188,11 @@ pub fn entered<C: EbpfContext>(ctx: &C, sk: u64) {
                 return;
             }
             // Probes were out and the count is back to zero: only an answer from the peer
-            // (an ACK or data) resets it. Reported before this run sends another probe.
+            // (an ACK or data) resets it. Reported at exit, ahead of the probe this run may
+            // send.
             if probes_before == 0 && k.reported != 0 {
-                let outstanding = k.reported;
+                run.answered = k.reported;
                 k.reported = 0;
-                if let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, state, 0) {
-                    r.arg0 = outstanding as u32;
-                    submit(ctx, r);
-                }
             }
             k.reported
         }
@@ -219,6 +225,9 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         // Compared with the count last reported rather than the one at entry, so a probe
         // whose run went unseen is still reported, with its number, at the next run.
         if probes_after <= run.reported {
+            if run.answered != 0 {
+                report_answer(ctx, sk, run);
+            }
             return;
         }
         let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k }) else {
@@ -228,6 +237,11 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         k.reported = probes_after;
         if let Some(r) = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after)
         {
+            if run.answered != 0 {
+                r.flags |= flag::ANSWERED_FIRST;
+                r.arg1 = run.answered as u32;
+                run.answered = 0;
+            }
             probes(ctx, r, reported, probes_after);
         }
     } else {
@@ -242,6 +256,21 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         r.flags = flag::HAS_KEEPALIVE;
         r.keepalive = read_keepalive(Address(sk));
         probes(ctx, r, run.probes_before, probes_after);
+    }
+}
+
+/// The answer `run` found at entry to `sk`'s timer, as a record of its own.
+fn report_answer<C: EbpfContext>(ctx: &C, sk: u64, run: &mut TimerRun) {
+    let answered = run.answered;
+    run.answered = 0;
+    let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &*k }) else {
+        // Freed since (its tcp_destroy_sock dropped the entry): say it was lost.
+        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
+        return;
+    };
+    if let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0) {
+        r.arg0 = answered as u32;
+        submit(ctx, r);
     }
 }
 
@@ -263,6 +292,9 @@ fn probes<C: EbpfContext>(ctx: &C, r: &mut Record, from: u8, to: u8) {
         n += 1;
         r.arg0 = n as u32;
         submit(ctx, r);
+        // The answer goes with the first probe only.
+        r.flags &= !flag::ANSWERED_FIRST;
+        r.arg1 = 0;
     }
 }
 
@@ -275,6 +307,9 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
         return;
     }
     run.timeout_emitted = 1;
+    if run.answered != 0 {
+        report_answer(ctx, sk, run);
+    }
     // Probes sent in runs we did not see (the kernel skips programs now and then; left()
     // reports such a probe at the next run, but this run is the last one): first, with
     // their numbers, so the timeout follows every probe it counts.

@@ -21,8 +21,8 @@ use crate::table::{Map, mostly_empty, shrink_map};
 use crate::workload::Workload;
 
 const AF_INET6: u16 = 10;
-/// Sockets remembered at once; the oldest knowledge is dropped past this (only ids and
-/// owners of sockets never seen being destroyed accumulate).
+/// Sockets remembered at once; the oldest knowledge is dropped past this (only sockets
+/// never seen closing or being destroyed accumulate).
 const MAX_SOCKETS: usize = 1 << 18;
 /// Distinct command names kept for sharing; past it the set starts again.
 const MAX_COMMS: usize = 4096;
@@ -150,17 +150,15 @@ pub struct Decoder {
     hz: u32,
     /// Add to CLOCK_MONOTONIC nanoseconds to get wall-clock nanoseconds.
     realtime_offset_ns: i128,
+    /// The last wall-clock second [`Decoder::time`] computed a date for, and that time.
+    last_second: std::cell::Cell<(i64, OffsetDateTime)>,
     reset_reasons: Map<u32, String>,
     /// Kprobe mode on kernels without reset reasons: `[start, end)` of kernel functions that
     /// send resets, and the cause each stands for.
     reset_callers: Vec<(u64, u64, String)>,
-    /// By socket address: the kernel cookie last read from it (0 before the kernel assigned
-    /// one), and its identity as first seen and last seen with its ports (closing clears
-    /// them before the last events). A different cookie at the same address is a new socket:
-    /// freed sockets are not reported by default, so this is how reuse is noticed.
-    sockets: Map<u64, (u64, SocketId)>,
-    /// Owning process, learned where the kernel runs in the owner's context (connect, close).
-    owners: Map<u64, Owner>,
+    /// What is known of each socket, by its address: one table, so a record costs one
+    /// lookup (with 100,000 sockets each is a cache miss, the most of decoding one).
+    sockets: Map<u64, KnownSocket>,
     /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
     closed: VecDeque<(u64, u64, u64)>,
     /// Command names seen, shared: a process opening 50,000 connections is one string.
@@ -170,8 +168,37 @@ pub struct Decoder {
     workloads: Option<WorkloadNames>,
 }
 
+/// The events of one record, in order (see [`Decoder::decode_parsed`]).
+pub struct Decoded {
+    answer: Option<Event>,
+    event: Event,
+}
+
+impl IntoIterator for Decoded {
+    type Item = Event;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<Event>, std::iter::Once<Event>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.answer.into_iter().chain(std::iter::once(self.event))
+    }
+}
+
 /// Names a cgroup by its id (reading the cgroup filesystem is the caller's business).
 pub type WorkloadNames = Box<dyn FnMut(u64) -> Option<Arc<Workload>> + Send>;
+
+/// What the decoder remembers of a socket.
+struct KnownSocket {
+    /// The kernel cookie last read from it (0 before the kernel assigned one). A different
+    /// cookie at the same address is a new socket: freed sockets are not reported by
+    /// default, so this is how reuse is noticed.
+    cookie: u64,
+    /// Its identity as first seen and last seen with its ports (closing clears them before
+    /// the last events).
+    id: SocketId,
+    /// Owning process, learned where the kernel runs in the owner's context (connect,
+    /// close), or found by the caller in /proc ([`Decoder::set_owner`]).
+    owner: Option<Owner>,
+}
 
 /// A socket's owner as the decoder keeps it.
 #[derive(Clone, Debug)]
@@ -186,10 +213,10 @@ impl Decoder {
         Decoder {
             hz: hz.max(1),
             realtime_offset_ns,
+            last_second: std::cell::Cell::new((i64::MIN, OffsetDateTime::UNIX_EPOCH)),
             reset_reasons: reset_reasons.into_iter().collect(),
             reset_callers: vec![],
             sockets: Map::default(),
-            owners: Map::default(),
             closed: VecDeque::new(),
             comms: Map::default(),
             workloads: None,
@@ -212,24 +239,41 @@ impl Decoder {
     /// Gives back table space a burst of sockets left behind (see `Engine::shrink`).
     pub fn shrink(&mut self) {
         shrink_map(&mut self.sockets);
-        shrink_map(&mut self.owners);
         if mostly_empty(self.closed.capacity(), self.closed.len()) {
             self.closed.shrink_to_fit();
         }
     }
 
-    /// Sockets whose identity or owner is remembered now.
+    /// Sockets whose identity and owner are remembered now.
     pub fn remembered(&self) -> usize {
-        self.sockets.len().max(self.owners.len())
+        self.sockets.len()
     }
 
-    /// A record without a life (every kind but [`kind::CONNECTION_CLOSED`]).
+    /// The event of a record without a life (every kind but [`kind::CONNECTION_CLOSED`]);
+    /// a probe that carries an answer ([`flag::ANSWERED_FIRST`]) gives only the probe here:
+    /// [`Decoder::decode_parsed`] gives both.
     pub fn decode(&mut self, r: &Record) -> Event {
         self.decode_with(r, None)
     }
 
-    pub fn decode_parsed(&mut self, p: &Parsed) -> Event {
-        self.decode_with(&p.record, p.life.as_ref())
+    /// The events of one record: one, or two for a keepalive probe whose timer run first
+    /// found earlier probes answered (the answer, then the probe).
+    pub fn decode_parsed(&mut self, p: &Parsed) -> Decoded {
+        let r = &p.record;
+        let answer =
+            (r.kind == kind::KEEPALIVE_PROBE && r.flags & flag::ANSWERED_FIRST != 0).then(|| {
+                let mut a = *r;
+                a.kind = kind::KEEPALIVE_ANSWERED;
+                a.arg0 = r.arg1;
+                a.arg1 = 0;
+                a.flags &= !flag::ANSWERED_FIRST;
+                a.keepalive.probes_out = 0;
+                self.decode_with(&a, None)
+            });
+        Decoded {
+            answer,
+            event: self.decode_with(r, p.life.as_ref()),
+        }
     }
 
     fn decode_with(&mut self, r: &Record, life: Option<&ConnectionLife>) -> Event {
@@ -255,36 +299,31 @@ impl Decoder {
             }
             _ => life.is_some_and(|l| l.owner_from != owner_from::UNKNOWN),
         };
-        if owner_known {
-            if self.comms.len() >= MAX_COMMS {
-                self.comms.clear();
+        // Looked up again right after socket_id() did: the entry is in cache by now.
+        let Decoder {
+            sockets,
+            comms,
+            workloads,
+            ..
+        } = self;
+        let owner = match sockets.get_mut(&r.skaddr) {
+            Some(known) => {
+                if owner_known && known.owner.is_none() {
+                    known.owner = Some(Owner {
+                        pid: r.pid,
+                        comm: shared_comm(comms, &r.comm),
+                        workload: match workloads {
+                            Some(names) if r.cgroup != 0 => names(r.cgroup),
+                            _ => None,
+                        },
+                    });
+                }
+                known.owner.clone()
             }
-            let comm = self
-                .comms
-                .entry(r.comm)
-                .or_insert_with(|| {
-                    String::from_utf8_lossy(&r.comm)
-                        .trim_end_matches('\0')
-                        .into()
-                })
-                .clone();
-            if self.owners.len() >= MAX_SOCKETS {
-                self.owners.clear();
-            }
-            let names = &mut self.workloads;
-            self.owners.entry(r.skaddr).or_insert_with(|| Owner {
-                pid: r.pid,
-                comm,
-                workload: match names {
-                    Some(names) if r.cgroup != 0 => names(r.cgroup),
-                    _ => None,
-                },
-            });
-        }
-        let owner = self.owners.get(&r.skaddr).cloned();
+            None => None,
+        };
         if r.kind == kind::SOCKET_DESTROYED {
             self.sockets.remove(&r.skaddr);
-            self.owners.remove(&r.skaddr);
         }
         Event {
             ts: self.time(r.ts_ns),
@@ -298,10 +337,30 @@ impl Decoder {
         }
     }
 
-    /// Wall-clock time of a CLOCK_MONOTONIC timestamp.
+    /// Wall-clock time of a CLOCK_MONOTONIC timestamp. The calendar date of the second is
+    /// reused while records stay in it (they come in bursts): only the nanoseconds change.
     fn time(&self, ns: u64) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(ns as i128 + self.realtime_offset_ns)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        let wall = ns as i128 + self.realtime_offset_ns;
+        let slow = || {
+            OffsetDateTime::from_unix_timestamp_nanos(wall).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        };
+        // 64-bit arithmetic: a 128-bit division is a library call.
+        let Ok(wall) = i64::try_from(wall) else {
+            return slow();
+        };
+        let (second, nano) = (
+            wall.div_euclid(1_000_000_000),
+            wall.rem_euclid(1_000_000_000),
+        );
+        let (cached_second, cached) = self.last_second.get();
+        if second == cached_second
+            && let Ok(t) = cached.replace_nanosecond(nano as u32)
+        {
+            return t;
+        }
+        let t = slow();
+        self.last_second.set((second, t));
+        t
     }
 
     fn life(&self, l: &ConnectionLife) -> Life {
@@ -330,20 +389,19 @@ impl Decoder {
             if self
                 .sockets
                 .get(&skaddr)
-                .is_some_and(|(_, id)| id.cookie == cookie)
+                .is_some_and(|k| k.id.cookie == cookie)
             {
                 self.sockets.remove(&skaddr);
-                self.owners.remove(&skaddr);
             }
         }
     }
 
-    /// Records the owner of a socket found another way (its inode in /proc).
+    /// Records the owner of a socket found another way (its inode in /proc), after one of
+    /// its records was decoded.
     pub fn set_owner(&mut self, skaddr: u64, owner: Owner) {
-        if self.owners.len() >= MAX_SOCKETS {
-            self.owners.clear();
+        if let Some(known) = self.sockets.get_mut(&skaddr) {
+            known.owner = Some(owner);
         }
-        self.owners.insert(skaddr, owner);
     }
 
     fn socket_id(&mut self, r: &Record) -> SocketId {
@@ -366,35 +424,32 @@ impl Decoder {
             seen.cookie = 0;
             return seen;
         }
-        let reused = self
-            .sockets
-            .get(&r.skaddr)
-            .is_some_and(|(cookie, _)| *cookie != 0 && r.cookie != 0 && *cookie != r.cookie);
-        if reused {
-            self.sockets.remove(&r.skaddr);
-            self.owners.remove(&r.skaddr);
+        if self.sockets.len() >= MAX_SOCKETS && !self.sockets.contains_key(&r.skaddr) {
+            self.sockets.clear();
         }
-        match self.sockets.get_mut(&r.skaddr) {
-            // Ports cleared: the socket was disconnected; it is still the same connection.
-            Some((_, known)) if seen.sport == 0 || (seen.dport == 0 && known.dport != 0) => {
-                known.clone()
-            }
-            Some((cookie, known)) => {
-                if r.cookie != 0 {
-                    *cookie = r.cookie;
-                }
-                seen.cookie = known.cookie;
-                *known = seen.clone();
-                seen
-            }
-            None => {
-                if self.sockets.len() >= MAX_SOCKETS {
-                    self.sockets.clear();
-                }
-                self.sockets.insert(r.skaddr, (r.cookie, seen.clone()));
-                seen
-            }
+        let known = self.sockets.entry(r.skaddr).or_insert_with(|| KnownSocket {
+            cookie: r.cookie,
+            id: seen.clone(),
+            owner: None,
+        });
+        // Another socket at the same address: forget the old one (its owner too).
+        if known.cookie != 0 && r.cookie != 0 && known.cookie != r.cookie {
+            *known = KnownSocket {
+                cookie: r.cookie,
+                id: seen.clone(),
+                owner: None,
+            };
         }
+        // Ports cleared: the socket was disconnected; it is still the same connection.
+        if seen.sport == 0 || (seen.dport == 0 && known.id.dport != 0) {
+            return known.id.clone();
+        }
+        if r.cookie != 0 {
+            known.cookie = r.cookie;
+        }
+        seen.cookie = known.id.cookie;
+        known.id = seen.clone();
+        seen
     }
 
     fn detail(&self, r: &Record) -> Detail {
@@ -497,6 +552,17 @@ fn runs_in_owner_context(from: TcpState, to: TcpState) -> bool {
         (from, to),
         (Close, SynSent) | (Established, FinWait1) | (CloseWait, LastAck)
     )
+}
+
+/// The shared copy of a command name (a process opening 50,000 connections is one string).
+fn shared_comm(comms: &mut Map<[u8; 16], Arc<str>>, comm: &[u8; 16]) -> Arc<str> {
+    if comms.len() >= MAX_COMMS {
+        comms.clear();
+    }
+    comms
+        .entry(*comm)
+        .or_insert_with(|| String::from_utf8_lossy(comm).trim_end_matches('\0').into())
+        .clone()
 }
 
 #[cfg(test)]
@@ -791,7 +857,7 @@ pub(crate) mod tests {
         let parsed = parse_record(bytes).unwrap();
         assert_eq!(parsed.life, Some(whole.life));
         let mut d = Decoder::new(250, 1_000_000_000_000_000_000, vec![]);
-        let e = d.decode_parsed(&parsed);
+        let e = only(d.decode_parsed(&parsed));
         let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_000_000_000 + s).unwrap();
         assert_eq!(e.ts, t(9));
         assert_eq!((e.pid, e.comm.as_deref()), (Some(4242), Some("ssh")));
@@ -813,10 +879,10 @@ pub(crate) mod tests {
         other.record.skaddr += 4096;
         other.life.app_closed_from = 8;
         other.life.owner_from = owner_from::UNKNOWN;
-        let e = d.decode_parsed(&Parsed {
+        let e = only(d.decode_parsed(&Parsed {
             record: other.record,
             life: Some(other.life),
-        });
+        }));
         assert_eq!(e.pid, None);
         match e.detail {
             Detail::StateChange { life: Some(l), .. } => {
@@ -824,5 +890,58 @@ pub(crate) mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Times within a second reuse its date; crossing a second (or a day, or going back)
+    /// computes afresh: every one equals the plain conversion.
+    #[test]
+    fn wall_clock_times_across_seconds_and_days() {
+        let offset = 1_764_547_199_000_000_000i128; // 2025-11-30T23:59:59Z at monotonic 0
+        let d = Decoder::new(250, offset, vec![]);
+        for ns in [
+            0u64,
+            1,
+            999_999_999,
+            1_000_000_000, // midnight: a new day
+            1_500_000_000,
+            400_000_000, // back into the previous day
+            86_400_000_000_123,
+            u64::MAX,
+        ] {
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(ns as i128 + offset).unwrap();
+            assert_eq!(d.time(ns), expected, "{ns}");
+        }
+    }
+
+    fn only(d: Decoded) -> Event {
+        let mut events: Vec<Event> = d.into_iter().collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        events.pop().unwrap()
+    }
+
+    /// A probe record whose run first found earlier probes answered is the answer, then the
+    /// probe: the answer with no probes out, the probe as any other.
+    #[test]
+    fn a_probe_that_carries_an_answer_is_two_events() {
+        let mut d = Decoder::new(250, 0, vec![]);
+        let mut r = record(kind::KEEPALIVE_PROBE);
+        r.flags = flag::HAS_KEEPALIVE | flag::ANSWERED_FIRST;
+        r.arg0 = 1;
+        r.arg1 = 2;
+        r.keepalive.probes_out = 1;
+        let events: Vec<Event> = d.decode_parsed(&r.into()).into_iter().collect();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].detail, Detail::KeepaliveAnswered { probes: 2 });
+        assert_eq!(events[0].keepalive.as_ref().unwrap().probes_out, 0);
+        assert_eq!(events[1].detail, Detail::KeepaliveProbe { probes: 1 });
+        assert_eq!(events[1].keepalive.as_ref().unwrap().probes_out, 1);
+        assert_eq!(events[0].socket, events[1].socket);
+        assert_eq!(events[0].ts, events[1].ts);
+        // Without the flag: the probe alone.
+        r.flags = flag::HAS_KEEPALIVE;
+        assert_eq!(
+            only(d.decode_parsed(&r.into())).detail,
+            Detail::KeepaliveProbe { probes: 1 }
+        );
     }
 }

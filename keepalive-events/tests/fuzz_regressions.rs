@@ -34,8 +34,9 @@ fn decode_record_crashes_stay_fixed() {
             let (chunk, next) = rest.split_at(record_len(rest).min(rest.len()));
             rest = next;
             if let Ok(record) = parse_record(chunk) {
-                let event = decoder.decode_parsed(&record);
-                let _ = Engine::new(16).observe(&event);
+                for event in decoder.decode_parsed(&record) {
+                    let _ = Engine::new(16).observe(&event);
+                }
             }
         }
     }

@@ -189,11 +189,13 @@ fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, out: &mut Writer) -
     while let Some(item) = ring.next() {
         if let Ok(r) = parse_record(&item) {
             drop(item);
-            if let Err(e) = out.event(&decoder.decode_parsed(&r)) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
+            for event in decoder.decode_parsed(&r) {
+                if let Err(e) = out.event(&event) {
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok(());
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
             }
         }
     }

@@ -3,8 +3,8 @@
 //! generic path spent about a third of the tracer's time on them: escaping every key,
 //! the map machinery of the flattened fields. This writes the same bytes (a test compares
 //! them with serde's for every kind and every optional field); keys and names are written as
-//! they are, and values that may need escaping (command names, cgroups, reasons) still go
-//! through serde_json.
+//! they are, as are strings with nothing to escape (command names, nearly always); other
+//! strings and unusual floats and times still go through serde_json and time.
 
 use std::{
     io::{self, Write},
@@ -188,6 +188,7 @@ fn workload(out: &mut Vec<u8>, w: &Workload) -> io::Result<()> {
 }
 
 /// A name of ours (a key, a kind, a state): nothing in it to escape.
+#[inline(always)]
 fn name(out: &mut Vec<u8>, n: &str) {
     out.push(b'"');
     out.extend_from_slice(n.as_bytes());
@@ -199,9 +200,16 @@ fn string_field(out: &mut Vec<u8>, key: &str, value: &str) -> io::Result<()> {
     out.push(b',');
     name(out, key);
     out.push(b':');
+    // serde_json escapes only quotes, backslashes and control characters: a value without
+    // any (a command name nearly always) is written as it is.
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        name(out, value);
+        return Ok(());
+    }
     serde_json::to_writer(&mut *out, value).map_err(io::Error::other)
 }
 
+#[inline(always)]
 fn int_field(out: &mut Vec<u8>, key: &str, v: u32) {
     out.push(b',');
     name(out, key);
@@ -210,24 +218,40 @@ fn int_field(out: &mut Vec<u8>, key: &str, v: u32) {
 }
 
 /// An integer as serde_json writes it (with the same itoa).
+#[inline(always)]
 fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+#[inline(always)]
 fn boolean(out: &mut Vec<u8>, v: bool) {
     out.extend_from_slice(if v { b"true" } else { b"false" });
 }
 
-/// An address as its Display writes it; IPv4, the common case, without the formatter.
+/// An address as its Display writes it; IPv4, the common case, built on the stack and
+/// appended at once (a call to copy a few bytes costs more than the digits).
 fn ip(out: &mut Vec<u8>, a: IpAddr) {
     match a {
         IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
-                int(out, octet);
+                if octet >= 100 {
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&text[..n]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -235,16 +259,79 @@ fn ip(out: &mut Vec<u8>, a: IpAddr) {
     }
 }
 
-/// A float as serde_json writes it (`3.0`, not `3`; `null` when not finite).
+/// A float as serde_json writes it (`3.0`, not `3`; `null` when not finite). Keepalive
+/// settings are whole seconds nearly always: those are written as digits and `.0`.
 fn number(out: &mut Vec<u8>, v: f64) -> io::Result<()> {
+    if v.fract() == 0.0 && (0.0..1e9).contains(&v) && v.is_sign_positive() {
+        let mut text = itoa::Buffer::new();
+        let digits = text.format(v as u32).as_bytes();
+        let mut whole = [b'0'; 11];
+        whole[..digits.len()].copy_from_slice(digits);
+        whole[digits.len()] = b'.';
+        out.extend_from_slice(&whole[..digits.len() + 2]);
+        return Ok(());
+    }
     serde_json::to_writer(&mut *out, &v).map_err(io::Error::other)
 }
 
-/// A time as `time::serde::rfc3339` writes it, quoted.
+thread_local! {
+    /// The second [`ts`] wrote last, and its text up to the fraction (quote included).
+    static LAST_SECOND: std::cell::Cell<Option<((time::Date, u8, u8, u8), [u8; 20])>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// `v` as `width` decimal digits, zero-padded, at `text[at..]`.
+#[inline(always)]
+fn put_digits(text: &mut [u8], at: usize, width: usize, mut v: u32) {
+    for i in (at..at + width).rev() {
+        text[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// A time as `time::serde::rfc3339` writes it, quoted: `"2026-12-01T10:19:04.5Z"`, the
+/// fraction without trailing zeros and absent when zero. UTC times of years 0-9999 (every
+/// event's) are built on the stack and appended at once; others go through `time`.
 fn ts(out: &mut Vec<u8>, t: OffsetDateTime) -> io::Result<()> {
-    out.push(b'"');
-    t.format_into(out, &Rfc3339).map_err(io::Error::other)?;
-    out.push(b'"');
+    if !t.offset().is_utc() || !(0..=9999).contains(&t.year()) {
+        out.push(b'"');
+        t.format_into(out, &Rfc3339).map_err(io::Error::other)?;
+        out.push(b'"');
+        return Ok(());
+    }
+    let (h, m, sec, mut ns) = t.to_hms_nano();
+    // The date and time to the second, reused while events stay in that second (they come
+    // in bursts): computing a calendar date is most of writing a time.
+    let second = (t.date(), h, m, sec);
+    let mut text = *b"\"0000-00-00T00:00:00.000000000Z\"";
+    match LAST_SECOND.get() {
+        Some((at, prefix)) if at == second => text[..20].copy_from_slice(&prefix),
+        _ => {
+            let (year, month, day) = t.to_calendar_date();
+            put_digits(&mut text, 1, 4, year as u32);
+            put_digits(&mut text, 6, 2, month as u32);
+            put_digits(&mut text, 9, 2, day as u32);
+            put_digits(&mut text, 12, 2, h as u32);
+            put_digits(&mut text, 15, 2, m as u32);
+            put_digits(&mut text, 18, 2, sec as u32);
+            let mut prefix = [0; 20];
+            prefix.copy_from_slice(&text[..20]);
+            LAST_SECOND.set(Some((second, prefix)));
+        }
+    }
+    let mut end = 20; // just past the seconds
+    if ns != 0 {
+        let mut width = 9;
+        while ns % 10 == 0 {
+            ns /= 10;
+            width -= 1;
+        }
+        put_digits(&mut text, 21, width, ns);
+        end = 21 + width;
+    }
+    text[end] = b'Z';
+    text[end + 1] = b'"';
+    out.extend_from_slice(&text[..end + 2]);
     Ok(())
 }
 
@@ -436,5 +523,79 @@ mod tests {
             .filter(|e| e.keepalive.as_ref().is_none_or(|k| !k.idle_s.is_nan()))
             .collect();
         assert_eq!(back.iter().collect::<Vec<_>>(), expected);
+    }
+
+    /// The hand-written numbers and times, over the edges of their fast paths.
+    #[test]
+    fn numbers_and_times_as_serde_writes_them() {
+        for v in [0u64, 7, 9, 10, 99, 100, 65_535, 4_026_531_840, u64::MAX] {
+            let mut fast = vec![];
+            int(&mut fast, v);
+            assert_eq!(fast, serde_json::to_vec(&v).unwrap());
+        }
+        let floats = [
+            0.0,
+            -0.0,
+            1.0,
+            75.0,
+            7200.0,
+            32_767.0,
+            999_999_999.0,
+            1e9,
+            1e15,
+            1e16,
+            1e300,
+            0.5,
+            0.004,
+            -1.0,
+            -75.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+        ];
+        for v in floats {
+            let mut fast = vec![];
+            number(&mut fast, v).unwrap();
+            assert_eq!(
+                String::from_utf8(fast).unwrap(),
+                serde_json::to_string(&v).unwrap()
+            );
+        }
+        let nanos = [
+            0,
+            1,
+            10,
+            100_000,
+            500_000_000,
+            123_456_789,
+            999_999_999,
+            120,
+        ];
+        let seconds = [
+            0i64,
+            59,
+            1_764_500_000,
+            951_782_400,     // 2000-02-29
+            253_402_300_799, // 9999-12-31T23:59:59
+            -1,              // 1969
+            -62_167_219_200, // 0000-01-01
+            -62_167_219_201, // year -1: time's own error
+            253_402_300_800, // year 10000: likewise
+        ];
+        for s in seconds {
+            for n in nanos {
+                let Ok(t) = OffsetDateTime::from_unix_timestamp(s) else {
+                    continue;
+                };
+                let t = t.replace_nanosecond(n).unwrap();
+                let shifted = t.checked_to_offset(time::macros::offset!(+05:30));
+                for t in [Some(t), shifted].into_iter().flatten() {
+                    let mut fast = vec![];
+                    let fast = ts(&mut fast, t).map(|()| String::from_utf8(fast).unwrap());
+                    let slow = t.format(&Rfc3339).map(|f| format!("\"{f}\""));
+                    assert_eq!(fast.ok(), slow.ok(), "{t}");
+                }
+            }
+        }
     }
 }

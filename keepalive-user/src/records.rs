@@ -123,9 +123,10 @@ pub fn drain_ring(
             }
         };
         drop(item);
-        let event = decoder.decode_parsed(&record);
-        if each(decoder, &record, event)? == Flow::Stop {
-            return Ok((Flow::Stop, read));
+        for event in decoder.decode_parsed(&record) {
+            if each(decoder, &record, event)? == Flow::Stop {
+                return Ok((Flow::Stop, read));
+            }
         }
     }
     Ok((Flow::Continue, read))

@@ -167,6 +167,15 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--storm-worker") {
         return storm_worker(&args[2..]);
     }
+    // `keepalive-bench --record-path [SOCKETS]`: only the tracer's per-record cost (quick to
+    // repeat, and deterministic enough for `valgrind --tool=callgrind`).
+    if args.get(1).map(String::as_str) == Some("--record-path") {
+        let sockets = args
+            .get(2)
+            .map_or(10_000, |n| n.parse().expect("SOCKETS: a number"));
+        println!("{}", record_path(sockets));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     // --workload NAME (repeatable) and --rounds N, as `cargo xtask bench` passes them.
     let value_of = |flag: &str| -> Vec<String> {
@@ -355,6 +364,16 @@ fn main() {
         );
     }
     results["engine"] = scale;
+    let per_record = record_path(if quick { 2_000 } else { 10_000 });
+    println!(
+        "tracer per record (trace --format json, storm-like records of {} sockets): {:.0} ns \
+         (parse, decode, correlate, JSON lines), {:.0} ns per event, {:.0} records/s on one core",
+        per_record["sockets"],
+        per_record["ns_per_record"].as_f64().unwrap(),
+        per_record["ns_per_event"].as_f64().unwrap(),
+        1e9 / per_record["ns_per_record"].as_f64().unwrap()
+    );
+    results["record_path"] = per_record;
     println!("storm connections: {}", s.storm_connections);
     results["storm_connections"] = json!(s.storm_connections);
     println!(
@@ -1231,5 +1250,98 @@ fn engine_run(connections: u64, timelines: bool) -> Value {
         "bytes_per_connection": heap as f64 / connections as f64,
         "megabytes": heap as f64 / 1e6,
         "events_per_s": events as f64 / elapsed,
+    })
+}
+
+/// What `keepalive trace --format json` spends on one record in user space, without the
+/// kernel: ring-buffer bytes of a keepalive storm (each socket's connect, then an answer and
+/// a probe per round) parsed, decoded, correlated and written as JSON lines to a sink. The
+/// storm's own figure includes reading the ring and whatever else shares the tracer's CPU;
+/// this isolates the per-record code, so changes to it can be compared run to run.
+fn record_path(sockets: u64) -> Value {
+    use keepalive_common::{Record, flag, kind};
+    use keepalive_user::{
+        decode::{Decoder, parse_record},
+        diagnose::ConnectionFilter,
+        output::{Format, Writer},
+        pipeline::{Mode, Pipeline},
+    };
+    let mut r: Record = unsafe { std::mem::zeroed() };
+    r.family = 2;
+    r.comm[..6].copy_from_slice(b"worker");
+    r.pid = 4242;
+    r.netns = 4026531840;
+    r.dport = 5000;
+    r.saddr[..4].copy_from_slice(&[198, 18, 0, 1]);
+    r.daddr[..4].copy_from_slice(&[198, 18, 0, 2]);
+    let mut bytes: Vec<u8> = vec![];
+    let mut push = |r: &Record| {
+        // SAFETY: Record is plain old data (repr(C), integers and byte arrays).
+        bytes.extend_from_slice(unsafe {
+            std::slice::from_raw_parts((r as *const Record).cast::<u8>(), Record::SIZE)
+        })
+    };
+    const ROUNDS: u64 = 4;
+    for round in 0..=ROUNDS {
+        for i in 0..sockets {
+            r.skaddr = 0xffff_8880_0000_0000 + i * 4096;
+            r.cookie = i + 1;
+            r.ino = 100_000 + i;
+            r.sport = (i % 60000) as u16 + 1;
+            r.ts_ns = 1_000_000_000 * (round + 1) + i * 1000;
+            if round == 0 {
+                r.kind = kind::STATE_CHANGE;
+                r.arg0 = 2; // SYN_SENT -> ESTABLISHED: connect(), in the owner's context
+                r.arg1 = 1;
+                r.flags = 0;
+                push(&r);
+                continue;
+            }
+            r.state = 1;
+            r.flags = flag::HAS_KEEPALIVE;
+            r.keepalive.idle_jiffies = 250;
+            r.keepalive.interval_jiffies = 250;
+            r.keepalive.count = 9;
+            r.keepalive.enabled = 1;
+            // From the second round on, each run finds the last probe answered and sends the
+            // next: one record for both, as the kernel side writes it.
+            r.kind = kind::KEEPALIVE_PROBE;
+            r.arg0 = 1;
+            r.keepalive.probes_out = 1;
+            if round > 1 {
+                r.flags |= flag::ANSWERED_FIRST;
+                r.arg1 = 1;
+            }
+            push(&r);
+        }
+    }
+    let records = bytes.len() / Record::SIZE;
+    let (mut best, mut events) = (f64::MAX, 0);
+    // The fastest of a few passes: the least disturbed by whatever else the machine runs.
+    for _ in 0..5 {
+        let mut decoder = Decoder::new(250, 0, vec![]);
+        let out = Writer::new(Format::Json, Box::new(std::io::sink()));
+        let mut pipeline = Pipeline::new(Mode::Trace, vec![], ConnectionFilter::default(), out);
+        let start = Instant::now();
+        for b in bytes.chunks_exact(Record::SIZE) {
+            let p = parse_record(b).unwrap();
+            for e in decoder.decode_parsed(&p) {
+                pipeline.event(&e).unwrap();
+            }
+        }
+        pipeline.flush().unwrap();
+        best = best.min(start.elapsed().as_secs_f64());
+        events = pipeline.summary().events;
+    }
+    assert_eq!(
+        events as usize,
+        records + (ROUNDS as usize - 1) * sockets as usize
+    );
+    json!({
+        "sockets": sockets,
+        "records": records,
+        "events": events,
+        "ns_per_record": best * 1e9 / records as f64,
+        "ns_per_event": best * 1e9 / events as f64,
     })
 }
