@@ -3,10 +3,10 @@
 //! one run did: sent a probe (the probe count rose), saw an answer (probes were out and the
 //! count is back to zero), or gave up (the run reset, reported an error or closed the socket).
 //!
-//! Cost, per run: two field reads and two map lookups at entry, one field read at exit. A
-//! socket's identity and settings are read once, on its first run, into [`KNOWN`]; a record is
-//! built from that copy only when a run reports something, and at most one per run: an
-//! answer found at entry is reported at exit, in the probe's record when the run sends one.
+//! Cost, per run: two field reads and a per-CPU slot at entry; at exit one field read and
+//! one lookup in [`KNOWN`], where a socket's identity and settings were read once, on its
+//! first run. A record is built from that copy only when a run reports something, and at
+//! most one per run: an answer rides in the record of the probe the same run sends.
 
 use aya_ebpf::{
     EbpfContext,
@@ -64,14 +64,7 @@ struct TimerRun {
     probes_before: u8,
     state_before: u8,
     timeout_emitted: u8,
-    /// `KnownSocket::reported` after entry; `UNTRACKED` when the socket has no entry.
-    reported: u8,
-    /// Probes this run found answered at entry, not reported yet.
-    answered: u8,
 }
-
-/// `TimerRun::reported` of a socket that did not fit in [`KNOWN`].
-const UNTRACKED: u8 = u8::MAX;
 
 fn timer_run() -> Option<&'static mut TimerRun> {
     TIMER.get_ptr_mut(0).map(|p| unsafe { &mut *p })
@@ -169,48 +162,18 @@ fn timer_record(
     Some(r)
 }
 
-/// The keepalive timer of `sk` starts running: remember the probe count, and whether earlier
-/// probes were answered.
-pub fn entered<C: EbpfContext>(ctx: &C, sk: u64) {
+/// The keepalive timer of `sk` starts running: remember its probe count and state on this
+/// CPU. Nothing else: the exit decides, with one table lookup for the run.
+pub fn entered<C: EbpfContext>(_ctx: &C, sk: u64) {
     let Some(run) = timer_run() else { return };
-    // The last run's exit was not seen (the kernel skips programs now and then): its answer
-    // is reported now rather than never.
-    if run.sk != 0 && run.answered != 0 {
-        report_answer(ctx, run.sk, run);
-    }
-    run.sk = 0;
-    run.answered = 0;
-    let probes_before: u8 = read(sk, config!(offsets.probes_out));
-    let state: u8 = read(sk, config!(offsets.state));
-    let reported = match known(sk) {
-        Some(k) => {
-            if k.wanted == 0 {
-                return;
-            }
-            // Probes were out and the count is back to zero: only an answer from the peer
-            // (an ACK or data) resets it. Reported at exit, ahead of the probe this run may
-            // send.
-            if probes_before == 0 && k.reported != 0 {
-                run.answered = k.reported;
-                k.reported = 0;
-            }
-            k.reported
-        }
-        None => {
-            if read_fresh(sk).is_none() {
-                return;
-            }
-            UNTRACKED
-        }
-    };
     run.sk = sk;
-    run.probes_before = probes_before;
-    run.state_before = state;
+    run.probes_before = read(sk, config!(offsets.probes_out));
+    run.state_before = read(sk, config!(offsets.state));
     run.timeout_emitted = 0;
-    run.reported = reported;
 }
 
-/// The keepalive timer of `sk` is done: a higher probe count means it sent a probe.
+/// The keepalive timer of `sk` is done: probes that were out and are no longer mean the peer
+/// answered; a higher probe count means it sent a probe. At most one record either way.
 pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
     let Some(run) = timer_run() else { return };
     if run.sk == 0 || run.sk != sk {
@@ -221,57 +184,60 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
         return;
     }
     let probes_after: u8 = read(sk, config!(offsets.probes_out));
-    if run.reported != UNTRACKED {
-        // Compared with the count last reported rather than the one at entry, so a probe
-        // whose run went unseen is still reported, with its number, at the next run.
-        if probes_after <= run.reported {
-            if run.answered != 0 {
-                report_answer(ctx, sk, run);
-            }
-            return;
-        }
-        let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k }) else {
-            return;
-        };
-        let reported = k.reported;
-        k.reported = probes_after;
-        if let Some(r) = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after)
+    let Some(k) = known(sk) else {
+        untracked(ctx, sk, run, probes_after);
+        return;
+    };
+    if k.wanted == 0 {
+        return;
+    }
+    let answered = answer(run, k);
+    // Compared with the count last reported rather than the one at entry, so a probe whose
+    // run went unseen is still reported, with its number, at the next run.
+    if probes_after <= k.reported {
+        if answered != 0
+            && let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
         {
-            if run.answered != 0 {
-                r.flags |= flag::ANSWERED_FIRST;
-                r.arg1 = run.answered as u32;
-                run.answered = 0;
-            }
-            probes(ctx, r, reported, probes_after);
+            r.arg0 = answered as u32;
+            submit(ctx, r);
         }
-    } else {
-        if probes_after <= run.probes_before {
-            return;
+        return;
+    }
+    let reported = k.reported;
+    k.reported = probes_after;
+    if let Some(r) = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after) {
+        if answered != 0 {
+            r.flags |= flag::ANSWERED_FIRST;
+            r.arg1 = answered as u32;
         }
-        // The table was full: the answer to this probe cannot be recognised; say so.
-        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
-        let Some(r) = read_fresh(sk) else { return };
-        r.kind = kind::KEEPALIVE_PROBE;
-        r.state = run.state_before;
-        r.flags = flag::HAS_KEEPALIVE;
-        r.keepalive = read_keepalive(Address(sk));
-        probes(ctx, r, run.probes_before, probes_after);
+        probes(ctx, r, reported, probes_after);
     }
 }
 
-/// The answer `run` found at entry to `sk`'s timer, as a record of its own.
-fn report_answer<C: EbpfContext>(ctx: &C, sk: u64, run: &mut TimerRun) {
-    let answered = run.answered;
-    run.answered = 0;
-    let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &*k }) else {
-        // Freed since (its tcp_destroy_sock dropped the entry): say it was lost.
-        count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
-        return;
-    };
-    if let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0) {
-        r.arg0 = answered as u32;
-        submit(ctx, r);
+/// Probes were out and the count was back to zero when the run started: only an answer from
+/// the peer (an ACK or data) resets it. Returns how many probes it answered (0: none).
+fn answer(run: &TimerRun, k: &mut KnownSocket) -> u8 {
+    if run.probes_before != 0 || k.reported == 0 {
+        return 0;
     }
+    let answered = k.reported;
+    k.reported = 0;
+    answered
+}
+
+/// A run of a socket that did not fit in [`KNOWN`]: its probes are reported from fresh reads,
+/// and answers to them cannot be recognised (counted as lost).
+fn untracked<C: EbpfContext>(ctx: &C, sk: u64, run: &TimerRun, probes_after: u8) {
+    if probes_after <= run.probes_before {
+        return;
+    }
+    let Some(r) = read_fresh(sk) else { return };
+    count(&LOST, kind::KEEPALIVE_ANSWERED as u32);
+    r.kind = kind::KEEPALIVE_PROBE;
+    r.state = run.state_before;
+    r.flags = flag::HAS_KEEPALIVE;
+    r.keepalive = read_keepalive(Address(sk));
+    probes(ctx, r, run.probes_before, probes_after);
 }
 
 /// Kprobe mode's return probe: no arguments, so the socket whose run this CPU is in.
@@ -300,21 +266,27 @@ fn probes<C: EbpfContext>(ctx: &C, r: &mut Record, from: u8, to: u8) {
 
 /// Inside the keepalive timer, the first reset, error or close of its socket means the timer
 /// gave up: report that first, so the cause precedes its effects in the stream. Settings
-/// are read afresh here: the verdict and its advice quote them.
+/// are read afresh here: the verdict and its advice quote them. (Callers have checked the
+/// filters on `r`, the same socket.)
 pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     let Some(run) = timer_run() else { return };
     if run.sk != sk || run.timeout_emitted != 0 || run.state_before == tcp_state::FIN_WAIT2 {
         return;
     }
     run.timeout_emitted = 1;
-    if run.answered != 0 {
-        report_answer(ctx, sk, run);
-    }
-    // Probes sent in runs we did not see (the kernel skips programs now and then; left()
-    // reports such a probe at the next run, but this run is the last one): first, with
-    // their numbers, so the timeout follows every probe it counts.
-    if run.reported != UNTRACKED && run.probes_before > run.reported {
-        if let Some(k) = KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &*k }) {
+    if let Some(k) = known(sk) {
+        let answered = answer(run, k);
+        if answered != 0
+            && let Some(a) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
+        {
+            a.arg0 = answered as u32;
+            submit(ctx, a);
+        }
+        // Probes sent in runs we did not see (the kernel skips programs now and then; a
+        // later run would report them, but this run is the last one): first, with their
+        // numbers, so the timeout follows every probe it counts.
+        if run.probes_before > k.reported {
+            let reported = k.reported;
             if let Some(p) = timer_record(
                 kind::KEEPALIVE_PROBE,
                 sk,
@@ -322,7 +294,7 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
                 run.state_before,
                 run.probes_before,
             ) {
-                probes(ctx, p, run.reported, run.probes_before);
+                probes(ctx, p, reported, run.probes_before);
             }
         }
     }
