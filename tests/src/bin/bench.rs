@@ -1291,8 +1291,8 @@ fn record_path(sockets: u64) -> Value {
             r.ts_ns = 1_000_000_000 * (round + 1) + i * 1000;
             if round == 0 {
                 r.kind = kind::STATE_CHANGE;
-                r.arg0 = 2; // SYN_SENT -> ESTABLISHED: connect(), in the owner's context
-                r.arg1 = 1;
+                r.arg0 = 7; // CLOSE -> SYN_SENT: connect(), in the owner's context
+                r.arg1 = 2;
                 r.flags = 0;
                 push(&r);
                 continue;
