@@ -365,9 +365,18 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
     if !wanted(r) {
         return 0;
     }
+    // Both arguments read, each at its fixed place, then one chosen: choosing the place
+    // first makes the compiler load from a computed context offset, which the verifier
+    // refuses ("dereference of modified ctx ptr").
+    let (second, third) = unsafe {
+        (
+            core::ptr::read_volatile(&ctx.arg::<u32>(1)),
+            core::ptr::read_volatile(&ctx.arg::<u32>(2)),
+        )
+    };
     r.arg0 = match config!(active_reset_reason_arg) {
-        1 => ctx.arg::<u32>(1),
-        2 => ctx.arg::<u32>(2),
+        1 => second,
+        2 => third,
         _ => None,
     }
     .unwrap_or(REASON_UNKNOWN);
