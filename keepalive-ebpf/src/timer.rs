@@ -195,12 +195,7 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
     // Compared with the count last reported rather than the one at entry, so a probe whose
     // run went unseen is still reported, with its number, at the next run.
     if probes_after <= k.reported {
-        if answered != 0
-            && let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
-        {
-            r.arg0 = answered as u32;
-            submit(ctx, r);
-        }
+        report_answer(ctx, sk, k, run, answered);
         return;
     }
     let reported = k.reported;
@@ -223,6 +218,17 @@ fn answer(run: &TimerRun, k: &mut KnownSocket) -> u8 {
     let answered = k.reported;
     k.reported = 0;
     answered
+}
+
+/// A record of its own for `answered` probes answered (none when 0): the run sent no probe
+/// to carry it.
+fn report_answer<C: EbpfContext>(ctx: &C, sk: u64, k: &KnownSocket, run: &TimerRun, answered: u8) {
+    if answered != 0
+        && let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
+    {
+        r.arg0 = answered as u32;
+        submit(ctx, r);
+    }
 }
 
 /// A run of a socket that did not fit in [`KNOWN`]: its probes are reported from fresh reads,
@@ -276,12 +282,7 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     run.timeout_emitted = 1;
     if let Some(k) = known(sk) {
         let answered = answer(run, k);
-        if answered != 0
-            && let Some(a) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
-        {
-            a.arg0 = answered as u32;
-            submit(ctx, a);
-        }
+        report_answer(ctx, sk, k, run, answered);
         // Probes sent in runs we did not see (the kernel skips programs now and then; a
         // later run would report them, but this run is the last one): first, with their
         // numbers, so the timeout follows every probe it counts.

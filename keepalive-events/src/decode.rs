@@ -282,15 +282,6 @@ impl Decoder {
         if let (Detail::StateChange { life: l, .. }, Some(life)) = (&mut detail, life) {
             *l = Some(self.life(life));
         }
-        let socket = self.socket_id(r);
-        if let Detail::StateChange {
-            to: TcpState::Close,
-            ..
-        } = detail
-            && socket.cookie != 0
-        {
-            self.closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
-        }
         // The task of the record is the owner where the kernel ran in the owner's context
         // (connect, close), or where the kernel kept the owner with the connection's life.
         let owner_known = match &detail {
@@ -299,29 +290,36 @@ impl Decoder {
             }
             _ => life.is_some_and(|l| l.owner_from != owner_from::UNKNOWN),
         };
-        // Looked up again right after socket_id() did: the entry is in cache by now.
         let Decoder {
             sockets,
             comms,
             workloads,
+            closed,
             ..
         } = self;
-        let owner = match sockets.get_mut(&r.skaddr) {
-            Some(known) => {
-                if owner_known && known.owner.is_none() {
-                    known.owner = Some(Owner {
-                        pid: r.pid,
-                        comm: shared_comm(comms, &r.comm),
-                        workload: match workloads {
-                            Some(names) if r.cgroup != 0 => names(r.cgroup),
-                            _ => None,
-                        },
-                    });
-                }
-                known.owner.clone()
+        // One lookup gives the socket's identity and its owner.
+        let (socket, known) = identify(sockets, r);
+        if let Detail::StateChange {
+            to: TcpState::Close,
+            ..
+        } = detail
+            && socket.cookie != 0
+        {
+            closed.push_back((r.ts_ns, r.skaddr, socket.cookie));
+        }
+        let owner = known.and_then(|known| {
+            if owner_known && known.owner.is_none() {
+                known.owner = Some(Owner {
+                    pid: r.pid,
+                    comm: shared_comm(comms, &r.comm),
+                    workload: match workloads {
+                        Some(names) if r.cgroup != 0 => names(r.cgroup),
+                        _ => None,
+                    },
+                });
             }
-            None => None,
-        };
+            known.owner.clone()
+        });
         if r.kind == kind::SOCKET_DESTROYED {
             self.sockets.remove(&r.skaddr);
         }
@@ -402,54 +400,6 @@ impl Decoder {
         if let Some(known) = self.sockets.get_mut(&skaddr) {
             known.owner = Some(owner);
         }
-    }
-
-    fn socket_id(&mut self, r: &Record) -> SocketId {
-        let addr = |a: &[u8; 16]| -> IpAddr {
-            if r.family == AF_INET6 {
-                Ipv6Addr::from(*a).into()
-            } else {
-                Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
-            }
-        };
-        let mut seen = SocketId {
-            saddr: addr(&r.saddr),
-            sport: r.sport,
-            daddr: addr(&r.daddr),
-            dport: r.dport,
-            netns: r.netns,
-            cookie: if r.cookie != 0 { r.cookie } else { r.skaddr },
-        };
-        if r.flags & flag::NO_SOCKET != 0 {
-            seen.cookie = 0;
-            return seen;
-        }
-        if self.sockets.len() >= MAX_SOCKETS && !self.sockets.contains_key(&r.skaddr) {
-            self.sockets.clear();
-        }
-        let known = self.sockets.entry(r.skaddr).or_insert_with(|| KnownSocket {
-            cookie: r.cookie,
-            id: seen.clone(),
-            owner: None,
-        });
-        // Another socket at the same address: forget the old one (its owner too).
-        if known.cookie != 0 && r.cookie != 0 && known.cookie != r.cookie {
-            *known = KnownSocket {
-                cookie: r.cookie,
-                id: seen.clone(),
-                owner: None,
-            };
-        }
-        // Ports cleared: the socket was disconnected; it is still the same connection.
-        if seen.sport == 0 || (seen.dport == 0 && known.id.dport != 0) {
-            return known.id.clone();
-        }
-        if r.cookie != 0 {
-            known.cookie = r.cookie;
-        }
-        seen.cookie = known.id.cookie;
-        known.id = seen.clone();
-        seen
     }
 
     fn detail(&self, r: &Record) -> Detail {
@@ -552,6 +502,57 @@ fn runs_in_owner_context(from: TcpState, to: TcpState) -> bool {
         (from, to),
         (Close, SynSent) | (Established, FinWait1) | (CloseWait, LastAck)
     )
+}
+
+/// The identity of the socket a record is about, and what is remembered of it (None for a
+/// reset with no socket). Notices an address reused by a new socket (a different cookie)
+/// and keeps a disconnected socket's identity (ports cleared) as the same connection.
+fn identify<'a>(
+    sockets: &'a mut Map<u64, KnownSocket>,
+    r: &Record,
+) -> (SocketId, Option<&'a mut KnownSocket>) {
+    let addr = |a: &[u8; 16]| -> IpAddr {
+        if r.family == AF_INET6 {
+            Ipv6Addr::from(*a).into()
+        } else {
+            Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
+        }
+    };
+    let mut seen = SocketId {
+        saddr: addr(&r.saddr),
+        sport: r.sport,
+        daddr: addr(&r.daddr),
+        dport: r.dport,
+        netns: r.netns,
+        cookie: if r.cookie != 0 { r.cookie } else { r.skaddr },
+    };
+    if r.flags & flag::NO_SOCKET != 0 {
+        seen.cookie = 0;
+        return (seen, None);
+    }
+    if sockets.len() >= MAX_SOCKETS && !sockets.contains_key(&r.skaddr) {
+        sockets.clear();
+    }
+    let fresh = |seen: &SocketId| KnownSocket {
+        cookie: r.cookie,
+        id: seen.clone(),
+        owner: None,
+    };
+    let known = sockets.entry(r.skaddr).or_insert_with(|| fresh(&seen));
+    // Another socket at the same address: forget the old one (its owner too).
+    if known.cookie != 0 && r.cookie != 0 && known.cookie != r.cookie {
+        *known = fresh(&seen);
+    }
+    // Ports cleared: the socket was disconnected; it is still the same connection.
+    if seen.sport == 0 || (seen.dport == 0 && known.id.dport != 0) {
+        return (known.id.clone(), Some(known));
+    }
+    if r.cookie != 0 {
+        known.cookie = r.cookie;
+    }
+    seen.cookie = known.id.cookie;
+    known.id = seen.clone();
+    (seen, Some(known))
 }
 
 /// The shared copy of a command name (a process opening 50,000 connections is one string).

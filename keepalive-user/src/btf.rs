@@ -17,10 +17,16 @@ pub struct KernelTypes {
     pub reset_reasons: Vec<(u32, String)>,
     /// `tcp:tcp_send_reset` passes a reason (Linux 6.10 and later).
     pub send_reset_has_reason: bool,
-    /// `tcp_send_active_reset()` takes a reason (Linux 6.10 and later)...
-    pub active_reset_has_reason: bool,
-    /// ... as this argument (from 0): 2 from 6.10, 1 once the priority argument went.
+    /// Which argument of `tcp_send_active_reset()` (from 0) is its reason: 2 from Linux
+    /// 6.10, 1 once the priority argument went; 0 when it takes none.
     pub active_reset_reason_arg: u8,
+}
+
+impl KernelTypes {
+    /// `tcp_send_active_reset()` takes a reason (Linux 6.10 and later).
+    pub fn active_reset_has_reason(&self) -> bool {
+        self.active_reset_reason_arg != 0
+    }
 }
 
 pub fn load(path: &Path) -> Result<KernelTypes> {
@@ -96,7 +102,6 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         offsets,
         reset_reasons,
         send_reset_has_reason,
-        active_reset_has_reason: active_reset_reason_arg != 0,
         active_reset_reason_arg,
     })
 }
@@ -248,9 +253,9 @@ mod tests {
         assert!(k.offsets.sk_timer > k.offsets.v6_daddr);
         assert!(k.offsets.keepalive_time > k.offsets.probes_out);
         assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
-        assert_eq!(k.active_reset_has_reason, k.send_reset_has_reason);
+        assert_eq!(k.active_reset_has_reason(), k.send_reset_has_reason);
         // sk comes first; the reason is the second or third argument.
-        assert!(!k.active_reset_has_reason || matches!(k.active_reset_reason_arg, 1 | 2));
+        assert!(!k.active_reset_has_reason() || matches!(k.active_reset_reason_arg, 1 | 2));
         if k.send_reset_has_reason {
             assert!(
                 k.reset_reasons

@@ -41,8 +41,9 @@ impl KernelEvents {
             mode,
         } = loader::load(opts)?;
         let hz = kernel::hz()?;
+        let callers_name_resets = mode == Mode::Kprobe && !types.active_reset_has_reason();
         let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
-        if mode == Mode::Kprobe && !types.active_reset_has_reason {
+        if callers_name_resets {
             decoder = decoder.with_reset_callers(kernel::reset_callers());
         }
         if let Some(w) = workloads {
