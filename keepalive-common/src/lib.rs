@@ -10,6 +10,7 @@ pub mod names {
     pub const EVENTS: &str = "EVENTS";
     pub const LOST: &str = "LOST";
     pub const EMITTED: &str = "EMITTED";
+    pub const ORDINARY_ENDS: &str = "ORDINARY_ENDS";
     pub const CONFIG: &str = "CONFIG";
     /// `keepalive enforce`: its sock_ops program, its settings, and its two record streams
     /// (one it reads itself, one pinned for `keepalive trace`).
@@ -325,7 +326,15 @@ pub struct KernelConfig {
     /// transitions diagnosis uses (connect, established, close, the end), which keeps
     /// short-lived connections cheap.
     pub all_states: u8,
-    pub _pad: [u8; 2],
+    /// 1 to send every connection's end. 0 sends only ends of interest and counts the
+    /// ordinary ones in ORDINARY_ENDS: an orderly close (from LAST_ACK, FIN_WAIT1/2 or
+    /// CLOSING) of a connection whose start was seen less than `min_life_ns` before, with
+    /// no reset sent or received, no error, no retransmission and keepalive never seen on.
+    /// A listener closing is no connection's end.
+    pub all_ends: u8,
+    pub _pad: [u8; 5],
+    /// An orderly end of a connection that lived at least this long is of interest.
+    pub min_life_ns: u64,
 }
 
 impl KernelConfig {
@@ -378,7 +387,9 @@ impl KernelConfig {
             wakeup_bytes: 0,
             active_reset_reason_arg: 0,
             all_states: 0,
-            _pad: [0; 2],
+            all_ends: 0,
+            _pad: [0; 5],
+            min_life_ns: 0,
         }
     }
 }

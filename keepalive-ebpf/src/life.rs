@@ -8,15 +8,32 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
 };
 use core::mem::MaybeUninit;
 
 use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
 
-use crate::sock::tcp_state::{
-    CLOSE as TCP_CLOSE, ESTABLISHED as TCP_ESTABLISHED, SYN_SENT as TCP_SYN_SENT,
+use crate::sock::{
+    Object, Typed, keepalive_on,
+    tcp_state::{
+        CLOSE as TCP_CLOSE, CLOSING as TCP_CLOSING, ESTABLISHED as TCP_ESTABLISHED,
+        FIN_WAIT1 as TCP_FIN_WAIT1, FIN_WAIT2 as TCP_FIN_WAIT2, LAST_ACK as TCP_LAST_ACK,
+        SYN_SENT as TCP_SYN_SENT,
+    },
 };
+
+/// Bits of [`Life::marks`]: what happened to a connection that makes its end of interest.
+pub mod mark {
+    /// A reset sent or received, an error, a retransmission, or a keepalive timer run.
+    pub const TROUBLE: u8 = 1 << 0;
+    /// SO_KEEPALIVE was on when a transition looked.
+    pub const KEEPALIVE: u8 = 1 << 1;
+}
+
+/// Connection ends judged ordinary and sent nowhere (one slot, per CPU).
+#[map]
+static ORDINARY_ENDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// What is kept of a connection until it closes: its life and, when known, its owner.
 #[derive(Clone, Copy)]
@@ -24,6 +41,8 @@ use crate::sock::tcp_state::{
 pub struct Life {
     pub life: ConnectionLife,
     pub pid: u32,
+    /// Why its end is of interest so far: see [`mark`].
+    pub marks: u8,
     /// The command name in words: copied with two loads, not a byte loop. A byte loop is
     /// the shared memmove the identity's addresses go through from the socket, and the
     /// verifier refuses one instruction loading from two kinds of pointer.
@@ -39,14 +58,14 @@ pub struct Life {
 static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLOTS, 0);
 
 /// Folds the transition `old` -> `new` of the socket at `key` (not one to CLOSE), whose
-/// data retransmissions unanswered are `retransmits`, into its entry; false
+/// data retransmissions unanswered are `retransmits` and whose keepalive is on when
+/// `keepalive` is [`mark::KEEPALIVE`], into its entry; false
 /// when it must be sent as a record: no room, or an application close with data still
 /// unacknowledged (the verdict is due then, not when the orphan gives up later).
 /// A function of its own: its entry on the stack would otherwise add to the state-change
 /// program's frame, and older kernels (6.1) refuse a call chain past 512 bytes.
 #[inline(never)]
-pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
-    let now = unsafe { bpf_ktime_get_ns() };
+pub fn fold(key: u64, old: u8, new: u8, retransmits: u8, keepalive: u8) -> bool {
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         // connect(), in the caller's context: the owner.
         let mut slot = MaybeUninit::uninit();
@@ -54,15 +73,21 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
         owned_by_current_task(l, owner_from::CONNECT);
         return LIVES.insert(&key, l, 0).is_ok();
     }
+    // Read here, not for connect(), which does not use it: a helper call is not free.
+    let now = unsafe { bpf_ktime_get_ns() };
     if new == TCP_ESTABLISHED {
         if let Some(l) = LIVES.get_ptr_mut(&key) {
-            unsafe { (*l).life.established_ns = now };
+            unsafe {
+                (*l).life.established_ns = now;
+                (*l).marks |= keepalive;
+            }
             return true;
         }
         // An accepted connection (or a connect() that did not fit): its start is here.
         let mut slot = MaybeUninit::uninit();
         let l = empty(&mut slot);
         l.life.established_ns = now;
+        l.marks = keepalive;
         return LIVES.insert(&key, l, 0).is_ok();
     }
     // The application closes (close() or shutdown(), in its context).
@@ -73,6 +98,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8) -> bool {
         return false;
     }
     let l = unsafe { &mut *l };
+    l.marks |= keepalive;
     l.life.app_closed_ns = now;
     l.life.app_closed_from = old as u8;
     if l.life.owner_from == owner_from::UNKNOWN {
@@ -97,10 +123,49 @@ pub fn get(sk: u64) -> Option<&'static Life> {
     unsafe { LIVES.get(&sk) }
 }
 
-/// The socket is freed: its address may be reused by another.
+/// The socket is freed, or its close was sent: its address may be reused by another.
 #[inline(always)]
 pub fn forget(sk: u64) {
     let _ = LIVES.remove(&sk);
+}
+
+/// Something happened to the connection at `sk` that makes its end of interest (a reset,
+/// an error, a retransmission, a keepalive timer run): rare, so one lookup is cheap here.
+#[inline(always)]
+pub fn mark(sk: u64) {
+    if let Some(l) = LIVES.get_ptr_mut(&sk) {
+        unsafe { (*l).marks |= mark::TROUBLE };
+    }
+}
+
+/// The connection `sk` goes `old` -> CLOSE: when its end is ordinary (see
+/// `KernelConfig::all_ends`, which turns this off) it is counted and forgotten here, and
+/// true says nothing is to be sent. One lookup and one removal, no record: most connections end this way.
+#[inline(always)]
+pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
+    let orderly = old == TCP_LAST_ACK
+        || old == TCP_FIN_WAIT2
+        || old == TCP_FIN_WAIT1
+        || old == TCP_CLOSING;
+    if !orderly || retransmits != 0 {
+        return false;
+    }
+    let Some(l) = (unsafe { LIVES.get(&sk.addr()) }) else {
+        // Its start was not seen (older than the trace, or no room): of interest.
+        return false;
+    };
+    let started = l.life.established_ns;
+    if l.marks != 0
+        || started == 0
+        || unsafe { bpf_ktime_get_ns() } - started >= config!(min_life_ns)
+        || keepalive_on(sk)
+        || sk.get::<i32>(config!(offsets.sk_err)) != 0
+    {
+        return false;
+    }
+    forget(sk.addr());
+    crate::count(&ORDINARY_ENDS, 0);
+    true
 }
 
 /// A zeroed entry in `slot`, zeroed a word at a time and in place (see [`crate::zero`]).

@@ -38,12 +38,12 @@ use aya_log_ebpf::warn;
 use keepalive_common::{KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from};
 use sock::tcp_state::{
     CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
-    FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, NEW_SYN_RECV as TCP_NEW_SYN_RECV,
-    SYN_SENT as TCP_SYN_SENT, TIME_WAIT as TCP_TIME_WAIT,
+    FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, LISTEN as TCP_LISTEN,
+    NEW_SYN_RECV as TCP_NEW_SYN_RECV, SYN_SENT as TCP_SYN_SENT, TIME_WAIT as TCP_TIME_WAIT,
 };
 use sock::{
-    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, forget, lingers_zero, read,
-    read_identity, read_keepalive, tcp_sock, wanted,
+    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, forget, keepalive_on,
+    lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
 };
 
 #[unsafe(no_mangle)]
@@ -248,27 +248,24 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     let Some(sk) = tcp_sock(ctx.arg(0)) else {
         return 0;
     };
-    // Assigns the socket its cookie on first sight (a connection's first transition comes
-    // before anything else it does), so every later event, timer ones included, reads the
-    // same cookie. For tracing programs this helper id is the kernel's
-    // bpf_get_socket_ptr_cookie.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
     let closes = new == TCP_CLOSE;
-    // Without filters a folded transition reads nothing more; with them, only a connection
-    // they match gets an entry, so its identity is read first.
-    let folding = config!(all_states) == 0 && !closes;
+    // Assigns the socket its cookie if it has none yet. For tracing programs this helper
+    // id is the kernel's bpf_get_socket_ptr_cookie.
+    let cookie = || unsafe { bpf_get_socket_cookie(ctx.arg::<*mut core::ffi::c_void>(0)) };
+    // Without filters a folded transition or an ordinary end reads nothing more; with
+    // them, only a connection they match gets an entry, so its identity is read first.
     let retransmits: u8 = sk.get(config!(offsets.retransmits));
-    if folding && !filtering() && life::fold(sk.addr(), old, new, retransmits) {
+    if !filtering() && needs_nothing_more(sk, old, new, retransmits, &cookie) {
         return 0;
     }
     let mut slot = MaybeUninit::uninit();
     let r = new_record(&mut slot, kind::STATE_CHANGE);
     read_identity(sk, r);
-    r.cookie = cookie;
+    r.cookie = cookie();
     if !wanted(r) {
         return 0;
     }
-    if folding && filtering() && life::fold(sk.addr(), old, new, retransmits) {
+    if filtering() && needs_nothing_more(sk, old, new, retransmits, &cookie) {
         return 0;
     }
     timer::timeout_first(&ctx, sk.addr(), r);
@@ -282,17 +279,60 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     }
     r.retransmits = retransmits;
     with_task(r);
-    if closes && let Some(l) = life::get(sk.addr()) {
-        if l.life.owner_from != owner_from::UNKNOWN {
-            life::name_owner(l, r);
+    if closes {
+        // Sent, so its keepalive timer's copy goes too: without --all-states nothing
+        // else (tcp_destroy_sock) removes it.
+        timer::forget(sk.addr());
+        if let Some(l) = life::get(sk.addr()) {
+            if l.life.owner_from != owner_from::UNKNOWN {
+                life::name_owner(l, r);
+            }
+            r.kind = kind::CONNECTION_CLOSED;
+            submit_life(&ctx, r, &l.life);
+            life::forget(sk.addr());
+            return 0;
         }
-        r.kind = kind::CONNECTION_CLOSED;
-        submit_life(&ctx, r, &l.life);
-        life::forget(sk.addr());
-        return 0;
     }
     submit(&ctx, r);
     0
+}
+
+/// Whether the transition `old` -> `new` is done with once the connection's life has it:
+/// folded into its entry, or an ordinary end counted (or a listener closing, which ends no
+/// connection). Otherwise it becomes a record.
+#[inline(always)]
+fn needs_nothing_more(
+    sk: Typed,
+    old: u8,
+    new: u8,
+    retransmits: u8,
+    cookie: &impl Fn() -> u64,
+) -> bool {
+    if new != TCP_CLOSE {
+        if config!(all_states) != 0 {
+            return false;
+        }
+        // A connection's first transition: the socket gets its cookie now, so every later
+        // event, timer ones included, reads the same one.
+        if (old == TCP_CLOSE && new == TCP_SYN_SENT) || new == TCP_ESTABLISHED {
+            cookie();
+        }
+        return life::fold(sk.addr(), old, new, retransmits, keepalive_mark(sk));
+    }
+    if config!(all_ends) != 0 {
+        return false;
+    }
+    old == TCP_LISTEN || life::ends_ordinarily(sk, old, retransmits)
+}
+
+/// [`life::mark::KEEPALIVE`] when the socket has SO_KEEPALIVE on.
+#[inline(always)]
+fn keepalive_mark(sk: Typed) -> u8 {
+    if keepalive_on(sk) {
+        life::mark::KEEPALIVE
+    } else {
+        0
+    }
 }
 
 /// A connection's CLOSE with what was kept of its life, written straight into the ring (a
@@ -315,6 +355,7 @@ fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     r.arg0 = sk.get::<u8>(config!(offsets.retransmits)) as u32;
+    life::mark(sk.addr());
     submit(&ctx, r);
     0
 }
@@ -390,6 +431,7 @@ pub fn active_reset_kprobe(ctx: ProbeContext) -> u32 {
 
 /// What a reset from a socket needs besides its identity.
 fn reset_by_socket<C: EbpfContext>(ctx: &C, sk: u64, r: &mut Record) {
+    life::mark(sk);
     timer::timeout_first(ctx, sk, r);
     if r.state != TCP_TIME_WAIT && r.state != TCP_NEW_SYN_RECV && lingers_zero(Address(sk)) {
         r.flags |= flag::LINGER_ZERO;
@@ -449,6 +491,7 @@ fn on_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
     if !wanted(r) {
         return 0;
     }
+    life::mark(sk);
     submit(&ctx, r);
     0
 }
@@ -464,6 +507,7 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     if !wanted(r) {
         return 0;
     }
+    life::mark(sk);
     timer::timeout_first(&ctx, sk, r);
     // tcp_write_err() and friends set sk_err just before reporting it.
     r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
@@ -529,13 +573,14 @@ macro_rules! guarded {
 #[map]
 static ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(8, 0);
 
-guarded!(
-    0,
-    "inet_sock_set_state",
-    inet_sock_set_state,
-    inet_sock_set_state_nested,
-    on_inet_sock_set_state
-);
+/// Every TCP socket's every state change: no second program to catch the rare run the
+/// kernel skips (one nested in another on the same CPU) would be worth its cost on each run;
+/// user space reports the kernel's count of skipped runs instead.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    on_inet_sock_set_state(ctx)
+}
+
 guarded!(
     1,
     "tcp_retransmit_skb",

@@ -21,6 +21,8 @@ pub mod tcp_state {
     pub const CLOSE: u8 = 7;
     pub const CLOSE_WAIT: u8 = 8;
     pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
     pub const NEW_SYN_RECV: u8 = 12;
 }
 use tcp_state::{NEW_SYN_RECV as TCP_NEW_SYN_RECV, TIME_WAIT as TCP_TIME_WAIT};

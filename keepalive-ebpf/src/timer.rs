@@ -44,8 +44,9 @@ pub struct KnownSocket {
     keepalive: KeepaliveSettings,
 }
 
-/// Sockets whose keepalive timer ran, by address; an entry goes when the socket is freed
-/// (tcp_destroy_sock). Preallocated: the programs run in timer context, where allocating
+/// Sockets whose keepalive timer ran, by address; an entry goes when the socket's close is
+/// sent (a connection whose timer ran is of interest), or when it is freed (with
+/// `all_states`, tcp_destroy_sock). Preallocated: the programs run in timer context, where allocating
 /// map memory is unsafe before Linux 6.1 and new on 6.1. Not an LRU: eviction would drop
 /// answers silently. Past its size a socket is followed without the copy (every run reads
 /// its fields), and an answer to its probes cannot be recognised: that is counted as lost.
@@ -133,6 +134,8 @@ fn known(sk: u64) -> Option<&'static mut KnownSocket> {
         keepalive: read_keepalive(Address(sk)),
     };
     KNOWN.insert(&sk, &s.known, 0).ok()?;
+    // Its end is of interest now, and its close removes this entry.
+    crate::life::mark(sk);
     KNOWN.get_ptr_mut(&sk).map(|k| unsafe { &mut *k })
 }
 

@@ -124,6 +124,11 @@ impl Engine {
         self.connections.len()
     }
 
+    /// Connections have closed whose verdicts wait for [`Self::settle`].
+    pub fn settling(&self) -> bool {
+        !self.closing.is_empty()
+    }
+
     /// Feeds one event; returns the verdicts of connections that ended (settled) by now.
     pub fn observe(&mut self, e: &Event) -> Vec<(Verdict, ConnectionTimeline)> {
         let mut done = self.settle(e.ts);

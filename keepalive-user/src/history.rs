@@ -62,19 +62,22 @@ pub enum Entry {
         #[serde(with = "time::serde::rfc3339")]
         ts: OffsetDateTime,
     },
-    /// A connection ended; `timeline` is empty for one that closed normally.
-    Death {
+    /// A connection's end of interest: a death, or an orderly close worth keeping (see
+    /// `keepalive trace --min-life`); `timeline` is empty for one that closed normally.
+    /// Stores written before it had this name call it "death".
+    #[serde(alias = "death")]
+    End {
         verdict: Box<Verdict>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         timeline: Vec<Event>,
     },
 }
 
-/// [`Entry::Death`] as written, borrowing what it shows: a verdict is serialized, not
+/// [`Entry::End`] as written, borrowing what it shows: a verdict is serialized, not
 /// copied first.
 #[derive(Serialize)]
-#[serde(tag = "type", rename = "death")]
-struct DeathLine<'a> {
+#[serde(tag = "type", rename = "end")]
+struct EndLine<'a> {
     verdict: &'a Verdict,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     timeline: Vec<&'a Event>,
@@ -84,7 +87,7 @@ impl Entry {
     pub fn ts(&self) -> OffsetDateTime {
         match self {
             Entry::Start { ts, .. } | Entry::Alive { ts } | Entry::Stop { ts } => *ts,
-            Entry::Death { verdict, .. } => verdict.ts,
+            Entry::End { verdict, .. } => verdict.ts,
         }
     }
 }
@@ -167,13 +170,13 @@ impl HistoryWriter {
     }
 
     /// Records a connection's end: its verdict, and its timeline unless it closed normally.
-    pub fn death(&mut self, v: &Verdict, timeline: &ConnectionTimeline) -> Result<()> {
+    pub fn end(&mut self, v: &Verdict, timeline: &ConnectionTimeline) -> Result<()> {
         let timeline = if v.verdict == VerdictKind::Closed {
             vec![]
         } else {
             timeline.events().collect()
         };
-        self.write(&DeathLine {
+        self.write(&EndLine {
             verdict: v,
             timeline,
         })
@@ -335,7 +338,7 @@ pub fn read(dir: &Path) -> Result<History> {
 
 impl History {
     /// Connection ends in `[since, until]`, newest first.
-    pub fn deaths(
+    pub fn ends(
         &self,
         since: OffsetDateTime,
         until: OffsetDateTime,
@@ -344,7 +347,7 @@ impl History {
             .iter()
             .rev()
             .filter_map(|e| match e {
-                Entry::Death { verdict, timeline } => Some((&**verdict, &timeline[..])),
+                Entry::End { verdict, timeline } => Some((&**verdict, &timeline[..])),
                 _ => None,
             })
             .filter(move |(v, _)| since <= v.ts && v.ts <= until)
@@ -480,7 +483,7 @@ mod tests {
     }
 
     fn death(w: &mut HistoryWriter, kind: VerdictKind, ts: OffsetDateTime) {
-        w.write(&Entry::Death {
+        w.write(&Entry::End {
             verdict: Box::new(verdict(kind, ts)),
             timeline: vec![],
         })
@@ -523,12 +526,12 @@ mod tests {
         w.stop(at(30)).unwrap();
         let h = read(&dir.0).unwrap();
         assert_eq!((h.torn, h.live), (0, false));
-        let kinds: Vec<_> = h.deaths(at(0), at(30)).map(|(v, _)| v.verdict).collect();
+        let kinds: Vec<_> = h.ends(at(0), at(30)).map(|(v, _)| v.verdict).collect();
         assert_eq!(
             kinds,
             [VerdictKind::PeerReset, VerdictKind::KeepaliveTimeout]
         );
-        assert_eq!(h.deaths(at(15), at(30)).count(), 1);
+        assert_eq!(h.ends(at(15), at(30)).count(), 1);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.0), 0o700);
         for (n, _) in segments(&dir.0).unwrap() {
@@ -595,11 +598,32 @@ mod tests {
         assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
         let dir = store();
         let mut w = HistoryWriter::open(&dir.0, DEFAULT_SIZE, at(0)).unwrap();
-        w.death(v, timeline).unwrap();
+        w.end(v, timeline).unwrap();
         drop(w);
         let h = read(&dir.0).unwrap();
-        let back: Vec<_> = h.deaths(at(0), at(9)).collect();
+        let back: Vec<_> = h.ends(at(0), at(9)).collect();
         assert_eq!(back, [(v, &events[..])]);
+    }
+
+    #[test]
+    fn ends_are_written_as_end_lines_and_stores_of_death_lines_still_read() {
+        let dir = store();
+        let mut w = HistoryWriter::open(&dir.0, DEFAULT_SIZE, at(0)).unwrap();
+        death(&mut w, VerdictKind::Closed, at(10));
+        drop(w);
+        let (n, _) = *segments(&dir.0).unwrap().last().unwrap();
+        let text = fs::read_to_string(segment_path(&dir.0, n)).unwrap();
+        let written = text.lines().find(|l| l.contains("verdict")).unwrap();
+        assert!(written.starts_with(r#"{"type":"end","#), "{written}");
+        // An earlier build's line, the same but for its name.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment_path(&dir.0, n))
+            .unwrap();
+        writeln!(f, "{}", written.replace(r#""type":"end""#, r#""type":"death""#)).unwrap();
+        drop(f);
+        let h = read(&dir.0).unwrap();
+        assert_eq!((h.torn, h.ends(at(0), at(99)).count()), (0, 2));
     }
 
     #[test]
@@ -618,12 +642,12 @@ mod tests {
             .unwrap();
         drop(f);
         let h = read(&dir.0).unwrap();
-        assert_eq!((h.torn, h.deaths(at(0), at(99)).count()), (1, 1));
+        assert_eq!((h.torn, h.ends(at(0), at(99)).count()), (1, 1));
         let mut w = HistoryWriter::open(&dir.0, DEFAULT_SIZE, at(50)).unwrap();
         death(&mut w, VerdictKind::PeerReset, at(60));
         drop(w);
         let h = read(&dir.0).unwrap();
-        assert_eq!((h.torn, h.deaths(at(0), at(99)).count()), (1, 2));
+        assert_eq!((h.torn, h.ends(at(0), at(99)).count()), (1, 2));
     }
 
     #[test]
@@ -638,10 +662,10 @@ mod tests {
         assert!(total <= cap, "{total} bytes in a store capped at {cap}");
         let h = read(&dir.0).unwrap();
         // The newest survive, the oldest went.
-        let newest = h.deaths(at(0), at(99_999)).next().unwrap().0.ts;
+        let newest = h.ends(at(0), at(99_999)).next().unwrap().0.ts;
         assert_eq!(newest, at(4_999));
-        assert!(h.deaths(at(0), at(99_999)).count() > 100);
-        assert!(h.deaths(at(0), at(99_999)).count() < 5_000);
+        assert!(h.ends(at(0), at(99_999)).count() > 100);
+        assert!(h.ends(at(0), at(99_999)).count() < 5_000);
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Program {
     pub hook: Hook,
     pub modes: Modes,
     pub lost_without: &'static str,
+    /// Attached only to report every state change and socket freed (`--all-states`).
+    pub all_states_only: bool,
 }
 
 impl Program {
@@ -79,6 +81,15 @@ const fn tracepoint(
         },
         modes,
         lost_without,
+        all_states_only: false,
+    }
+}
+
+/// A tracepoint attached only with `--all-states`.
+const fn all_states_only(p: Program) -> Program {
+    Program {
+        all_states_only: true,
+        ..p
     }
 }
 
@@ -88,6 +99,7 @@ const fn kprobe(name: &'static str, function: &'static str, lost_without: &'stat
         hook: Hook::Kprobe(function),
         modes: Modes::Kprobe,
         lost_without,
+        all_states_only: false,
     }
 }
 
@@ -126,13 +138,6 @@ pub const PROGRAMS: &[Program] = &[
     ),
     tracepoint(
         "inet_sock_set_state",
-        "sock",
-        "inet_sock_set_state",
-        Modes::Both,
-        "state changes",
-    ),
-    tracepoint(
-        "inet_sock_set_state_nested",
         "sock",
         "inet_sock_set_state",
         Modes::Both,
@@ -180,20 +185,22 @@ pub const PROGRAMS: &[Program] = &[
         Modes::Both,
         "socket errors",
     ),
-    tracepoint(
+    // Connections are forgotten when their close is seen; the freeing of a socket is an
+    // event of its own only with --all-states.
+    all_states_only(tracepoint(
         "tcp_destroy_sock",
         "tcp",
         "tcp_destroy_sock",
         Modes::Both,
-        "socket lifetimes",
-    ),
-    tracepoint(
+        "freed sockets (socket_destroyed, with --all-states)",
+    )),
+    all_states_only(tracepoint(
         "tcp_destroy_sock_nested",
         "tcp",
         "tcp_destroy_sock",
         Modes::Both,
-        "socket lifetimes",
-    ),
+        "freed sockets (socket_destroyed, with --all-states)",
+    )),
     tracepoint(
         "tcp_retransmit_skb",
         "tcp",

@@ -28,6 +28,20 @@ pub struct LoadOptions {
     pub mode: Mode,
     /// Report every state change and socket free, not only those diagnosis uses.
     pub all_states: bool,
+    /// Send every connection's end, not only those of interest (a connection filter
+    /// implies it: a connection the user names is of interest).
+    pub all_ends: bool,
+    /// An orderly end of a connection that lived at least this long is of interest.
+    pub min_life: std::time::Duration,
+}
+
+impl LoadOptions {
+    /// Every connection's end goes to user space: asked for, or implied by a port filter
+    /// or by every state being reported. (A namespace is a scope, not a connection: its
+    /// ordinary ends are counted like any.)
+    pub fn sends_all_ends(&self) -> bool {
+        self.all_ends || self.all_states || self.filter_port != 0
+    }
 }
 
 pub struct Loaded {
@@ -96,6 +110,8 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
         active_reset_reason_arg: types.active_reset_reason_arg,
         resets_by_kprobe: (mode == Mode::Kprobe) as u8,
         all_states: opts.all_states as u8,
+        all_ends: opts.sends_all_ends() as u8,
+        min_life_ns: opts.min_life.as_nanos().min(u64::MAX as u128) as u64,
         // An eighth of the ring, at most 64 KiB: early enough never to fill it between polls.
         wakeup_bytes: (opts.ring_buffer_size / 8).min(64 * 1024),
         ..KernelConfig::zeroed()
@@ -110,7 +126,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
     }
     let aya_btf = Btf::parse_file(&opts.btf_path, Default::default())
         .with_context(|| format!("parsing {}", opts.btf_path.display()))?;
-    for program in hooks::programs(mode) {
+    for program in hooks::programs(mode).filter(|p| opts.all_states || !p.all_states_only) {
         let p = ebpf
             .program_mut(program.name)
             .with_context(|| format!("program {} missing from the object", program.name))?;

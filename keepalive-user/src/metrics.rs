@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::{
     event::{Detail, Event},
-    verdict::Verdict,
+    verdict::{Verdict, VerdictKind},
 };
 
 // Remote endpoints given their own label: as many as the summary names; the rest share
@@ -76,6 +76,8 @@ pub struct Metrics {
     ends: Family<EndLabels, Counter>,
     lost: Counter,
     lost_seen: u64,
+    /// The kernel's count of ordinary ends already in `ends`.
+    ordinary_seen: u64,
     tracked: Gauge,
     idle_before_death: Histogram,
     remotes: Bounded,
@@ -147,6 +149,7 @@ impl Metrics {
             ends,
             lost,
             lost_seen: 0,
+            ordinary_seen: 0,
             tracked,
             idle_before_death,
             remotes: Bounded::new(MAX_REMOTES),
@@ -192,6 +195,23 @@ impl Metrics {
             .inc();
         if let (Some(idle), true) = (v.idle_s, v.probes_unanswered > 0) {
             self.idle_before_death.observe(idle);
+        }
+    }
+
+    /// The kernel's count of ordinary ends is a running total: they are orderly closes, so
+    /// `connection_ends{verdict="closed"}` follows it, with no remote, unit or pod (the
+    /// kernel sends nothing about them).
+    pub fn set_ordinary_ends(&mut self, total: u64) {
+        if total > self.ordinary_seen {
+            self.ends
+                .get_or_create(&EndLabels {
+                    verdict: VerdictKind::Closed.name().into(),
+                    remote: String::new(),
+                    unit: String::new(),
+                    pod: String::new(),
+                })
+                .inc_by(total - self.ordinary_seen);
+            self.ordinary_seen = total;
         }
     }
 

@@ -43,6 +43,15 @@ pub struct Summary {
     pub by_kind: BTreeMap<String, u64>,
     /// Connections that ended, by verdict.
     pub verdicts: BTreeMap<String, u64>,
+    /// Connection ends the kernel side judged ordinary (short, orderly, nothing went wrong,
+    /// no keepalive) and only counted: no event, no verdict. Every end is in `verdicts` or
+    /// here, exactly once.
+    #[serde(default)]
+    pub ordinary_ends: u64,
+    /// Runs of the kernel programs the kernel skipped, because another program was running
+    /// on the same CPU (a softirq's event inside a process's): their events are missing.
+    #[serde(default)]
+    pub skipped_runs: u64,
     /// Connections that ended other than by an orderly close, by remote endpoint
     /// (the busiest [`MAX_REMOTES`]; the rest under "other").
     pub deaths_by_remote: BTreeMap<String, u64>,
@@ -280,8 +289,8 @@ impl Writer {
             Format::Journal => {
                 writeln!(
                     self.out,
-                    "summary: {} events, {} lost, verdicts {:?}",
-                    s.events, s.lost, s.verdicts
+                    "summary: {} events, {} lost, verdicts {:?}, {} ordinary ends",
+                    s.events, s.lost, s.verdicts, s.ordinary_ends
                 )?;
                 Ok(())
             }
@@ -296,6 +305,14 @@ impl Writer {
                     for (verdict, n) in &s.verdicts {
                         writeln!(self.out, "  {verdict:<20} {n}")?;
                     }
+                }
+                if s.ordinary_ends > 0 {
+                    writeln!(
+                        self.out,
+                        "{} ordinary connection ends (short, orderly, no keepalive, nothing went \
+                         wrong) were counted, not shown (--all shows them)",
+                        s.ordinary_ends
+                    )?;
                 }
                 if !s.deaths_by_remote.is_empty() {
                     writeln!(
@@ -330,6 +347,15 @@ impl Writer {
                          than the {} tracked; narrow with --port or --netns",
                         s.evicted,
                         crate::diagnose::Engine::DEFAULT_CAPACITY
+                    )?;
+                }
+                if s.skipped_runs > 0 {
+                    writeln!(
+                        self.out,
+                        "warning: the kernel skipped {} runs of keepalive's programs (an event \
+                         in a softirq while the same program ran on that CPU): their events are \
+                         missing",
+                        s.skipped_runs
                     )?;
                 }
                 if s.unread > 0 {

@@ -17,6 +17,20 @@ use crate::{
     verdict::Verdict,
 };
 
+/// What the kernel side counted in a run, for the summary.
+#[derive(Debug, Default)]
+pub struct KernelCounts {
+    /// Records lost for want of room, in all and by kind.
+    pub lost: u64,
+    pub lost_by_kind: BTreeMap<String, u64>,
+    /// Records queued that were never read.
+    pub unread: u64,
+    /// Connection ends judged ordinary: counted, not sent.
+    pub ordinary_ends: u64,
+    /// Program runs the kernel skipped (nested on one CPU).
+    pub skipped_runs: u64,
+}
+
 /// What the pipeline prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -90,6 +104,11 @@ impl Pipeline {
         &self.summary
     }
 
+    /// Connections have closed whose verdicts are still to come out (see [`Self::tick`]).
+    pub fn settling(&self) -> bool {
+        self.engine.settling()
+    }
+
     /// Whether `why` has printed the connection it was asked about.
     pub fn answered(&self) -> bool {
         self.answered
@@ -97,17 +116,25 @@ impl Pipeline {
 
     /// What the kernel side counted: records lost for want of room (in all and by kind) and
     /// records queued that were never read.
-    pub fn kernel_counts(&mut self, lost: u64, lost_by_kind: BTreeMap<String, u64>, unread: u64) {
-        self.summary.lost = lost;
-        self.summary.lost_by_kind = lost_by_kind;
-        self.summary.unread = unread;
+    pub fn kernel_counts(&mut self, counts: KernelCounts) {
+        self.summary.lost = counts.lost;
+        self.summary.lost_by_kind = counts.lost_by_kind;
+        self.summary.unread = counts.unread;
+        self.summary.ordinary_ends = counts.ordinary_ends;
+        self.summary.skipped_runs = counts.skipped_runs;
+        if let Some(m) = &self.metrics {
+            m.lock().unwrap().set_ordinary_ends(counts.ordinary_ends);
+        }
     }
 
-    /// Updates the metrics' gauges (`lost` is asked for only when metrics are served).
-    pub fn update_gauges(&mut self, lost: impl FnOnce() -> u64) {
+    /// Updates the metrics' gauges and the kernel's running totals (`totals` is asked for
+    /// only when metrics are served): records lost, ordinary ends.
+    pub fn update_gauges(&mut self, totals: impl FnOnce() -> (u64, u64)) {
         if let Some(m) = &self.metrics {
+            let (lost, ordinary_ends) = totals();
             let mut m = m.lock().unwrap();
-            m.set_lost(lost());
+            m.set_lost(lost);
+            m.set_ordinary_ends(ordinary_ends);
             m.set_tracked(self.engine.tracked());
         }
     }
@@ -191,7 +218,7 @@ impl Pipeline {
             }
             self.summary.count_verdict(&v);
             if let Some(h) = &mut self.history {
-                h.death(&v, &timeline).map_err(std::io::Error::other)?;
+                h.end(&v, &timeline).map_err(std::io::Error::other)?;
             }
             let flow = match self.mode {
                 Mode::Trace | Mode::Verdicts => guard(self.out.verdict(&v, None))?,

@@ -83,6 +83,27 @@ impl KernelEvents {
             .with_context(|| format!("map {name}"))
     }
 
+    /// Runs of the programs the kernel skipped because another was running on the same CPU
+    /// (a softirq's event nested in a process's; `recursion_misses` in each program's
+    /// fdinfo): the events they would have reported are missing.
+    pub fn skipped_runs(&self) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.ebpf
+            .programs()
+            .filter_map(|(_, p)| p.fd().ok())
+            .filter_map(|fd| {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/self/fdinfo/{}",
+                    fd.as_fd().as_raw_fd()
+                ))
+                .ok()?;
+                info.lines()
+                    .find_map(|l| l.strip_prefix("recursion_misses:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
+    }
+
     pub fn decoder(&mut self) -> &mut Decoder {
         &mut self.decoder
     }

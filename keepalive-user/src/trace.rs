@@ -13,7 +13,7 @@ use crate::{
     decode::{Decoder, Owner, Parsed},
     event::Event,
     loader::LoadOptions,
-    pipeline::{Flow, Pipeline},
+    pipeline::{Flow, KernelCounts, Pipeline},
     procs::ProcessTable,
     records::{KernelEvents, drain_ring},
     snapshot,
@@ -28,11 +28,17 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
     let lost_map: PerCpuArray<MapData, u64> = PerCpuArray::try_from(kernel.take_map(names::LOST)?)?;
     let emitted_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(kernel.take_map(names::EMITTED)?)?;
+    let ordinary_map: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(kernel.take_map(names::ORDINARY_ENDS)?)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
     // polled; verdicts wait a moment after a close for the reset and error that follow it.
-    let mut poll = tokio::time::interval(POLL);
+    // A quiet host is polled less and less often, down to POLL_QUIET: an always-on tracer
+    // should cost next to nothing while nothing happens.
+    let mut poll_every = POLL;
+    let poll = tokio::time::sleep(POLL);
+    tokio::pin!(poll);
     let mut look_for_enforce = tokio::time::interval(LOOK_FOR_ENFORCE);
     let mut shrink = tokio::time::interval_at(tokio::time::Instant::now() + SHRINK, SHRINK);
     eprintln!(
@@ -49,9 +55,22 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
             woken = kernel.woken() => {
                 woken?;
                 flow = kernel.drain(|d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?;
+                // Busy again: verdicts of what closed come out promptly.
+                poll_every = POLL;
+                let soon = tokio::time::Instant::now() + POLL;
+                if poll.deadline() > soon {
+                    poll.as_mut().reset(soon);
+                }
             }
-            _ = poll.tick() => {
+            _ = &mut poll => {
+                let received = kernel.received();
                 flow = kernel.drain(|d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?;
+                poll_every = if kernel.received() != received || pipeline.settling() {
+                    POLL
+                } else {
+                    (poll_every * 2).min(POLL_QUIET)
+                };
+                poll.as_mut().reset(tokio::time::Instant::now() + poll_every);
                 for (_, stream) in &mut enforced {
                     if flow == Flow::Continue {
                         flow = drain_ring(stream, kernel.decoder(), |d, r, e| deliver(&mut procs, workloads, pipeline, d, r, e))?.0;
@@ -60,7 +79,7 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
                 if flow == Flow::Continue {
                     flow = pipeline.tick(OffsetDateTime::now_utc())?;
                 }
-                pipeline.update_gauges(|| counter_total(&lost_map));
+                pipeline.update_gauges(|| (counter_total(&lost_map), counter_total(&ordinary_map)));
             }
             _ = look_for_enforce.tick() => adopt_enforce_streams(&mut enforced),
             _ = shrink.tick() => {
@@ -88,7 +107,13 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
         Flow::Continue => counter_total(&emitted_map).saturating_sub(kernel.received()),
         Flow::Stop => 0,
     };
-    pipeline.kernel_counts(counter_total(&lost_map), lost_by_kind(&lost_map), unread);
+    pipeline.kernel_counts(KernelCounts {
+        lost: counter_total(&lost_map),
+        lost_by_kind: lost_by_kind(&lost_map),
+        unread,
+        ordinary_ends: counter_total(&ordinary_map),
+        skipped_runs: kernel.skipped_runs(),
+    });
     Ok(())
 }
 
@@ -118,8 +143,11 @@ fn deliver(
     Ok(pipeline.event(&event)?)
 }
 
-/// How often the ring buffer is read without a wake-up, and verdicts are let out.
+/// How often the ring buffer is read without a wake-up, and verdicts are let out...
 const POLL: Duration = Duration::from_millis(50);
+/// ... and how seldom, at most, once nothing has come for a while (each poll is a wake-up,
+/// tens of microseconds on a virtual machine).
+const POLL_QUIET: Duration = Duration::from_millis(400);
 /// How often pinned streams of `keepalive enforce`s are looked for.
 const LOOK_FOR_ENFORCE: Duration = Duration::from_secs(1);
 /// How often tables give back memory they no longer need.

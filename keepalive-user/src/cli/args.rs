@@ -70,6 +70,18 @@ impl ConnectionArgs {
         }
     }
 
+    /// Some connections are asked for by name (a namespace is only a scope): their ends
+    /// are all of interest.
+    pub fn selects_connections(&self) -> bool {
+        self.port.is_some()
+            || self.addr.is_some()
+            || self.pid.is_some()
+            || self.comm.is_some()
+            || self.unit.is_some()
+            || self.container.is_some()
+            || self.pod.is_some()
+    }
+
     /// Names for owners' cgroups: units, containers, pods.
     pub fn workloads(&self) -> Workloads {
         Workloads::new(self.cgroup_root.clone(), self.pod_logs.clone())
@@ -109,6 +121,8 @@ impl KernelArgs {
             ring_buffer_size: self.ring_buffer_size * 1024,
             mode: self.mode,
             all_states: false,
+            all_ends: conn.selects_connections(),
+            min_life: EndsArgs::DEFAULT_MIN_LIFE,
         })
     }
 }
@@ -123,6 +137,39 @@ fn parse_ring_kib(s: &str) -> Result<u32, String> {
         ));
     }
     Ok(kib)
+}
+
+/// Which connection ends are worth a record, a line and a verdict.
+#[derive(Args)]
+pub struct EndsArgs {
+    /// Every connection's end, ordinary ones too (short, orderly, no keepalive, nothing went
+    /// wrong), each with its verdict and line: what a busy host makes thousands of a second.
+    /// By default they are only counted (in the summary and the metrics); any connection
+    /// filter also shows every end of the connections it selects, e.g. --all.
+    #[arg(long)]
+    pub all: bool,
+    /// An orderly end is of interest, and shown, when the connection lived at least this
+    /// long (ssh, psql and long-polling sessions do; requests and responses do not),
+    /// e.g. --min-life 30s. Deaths (resets, timeouts, errors, retransmissions, aborts) and
+    /// connections with keepalive on are always shown.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_life)]
+    pub min_life: std::time::Duration,
+}
+
+impl EndsArgs {
+    /// `--min-life`'s default: see its help.
+    pub const DEFAULT_MIN_LIFE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Applies them to how the programs load.
+    pub fn apply(&self, opts: &mut LoadOptions) {
+        opts.all_ends |= self.all;
+        opts.min_life = self.min_life;
+    }
+}
+
+fn parse_life(s: &str) -> Result<std::time::Duration, String> {
+    let d = store::parse_duration(s)?;
+    std::time::Duration::try_from(d).map_err(|_| format!("`{s}`: not a duration"))
 }
 
 /// A period of the history to look at.

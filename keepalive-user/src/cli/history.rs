@@ -86,7 +86,7 @@ fn matching<'h>(
 ) -> Result<Vec<(&'h Verdict, &'h [Event])>> {
     let filter = conn.filter();
     let netns = conn.netns.as_deref().map(netns::inode).transpose()?;
-    Ok(h.deaths(since, until)
+    Ok(h.ends(since, until)
         .filter(|(v, _)| filter.matches(&v.socket, v.pid, v.comm.as_deref(), v.workload.as_deref()))
         .filter(|(v, _)| netns.is_none_or(|n| v.socket.netns == n))
         .collect())

@@ -12,7 +12,7 @@ use keepalive_user::{
     pipeline::{Mode, Pipeline},
 };
 
-use super::args::{ConnectionArgs, KernelArgs};
+use super::args::{ConnectionArgs, EndsArgs, KernelArgs};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -69,12 +69,15 @@ pub struct TraceArgs {
     #[arg(long)]
     all_states: bool,
     #[command(flatten)]
+    ends: EndsArgs,
+    #[command(flatten)]
     kernel: KernelArgs,
 }
 
 pub async fn run(args: TraceArgs) -> Result<ExitCode> {
     let mut opts = args.kernel.load_options(&args.connection)?;
     opts.all_states = args.all_states || args.kind.iter().any(|k| k == "socket_destroyed");
+    args.ends.apply(&mut opts);
     let out: Box<dyn io::Write> = match &args.output {
         Some(path) => Box::new(io::BufWriter::new(
             File::create(path).with_context(|| format!("creating {}", path.display()))?,
