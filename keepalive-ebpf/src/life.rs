@@ -143,10 +143,8 @@ pub fn mark(sk: u64) {
 /// true says nothing is to be sent. One lookup and one removal, no record: most connections end this way.
 #[inline(always)]
 pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
-    let orderly = old == TCP_LAST_ACK
-        || old == TCP_FIN_WAIT2
-        || old == TCP_FIN_WAIT1
-        || old == TCP_CLOSING;
+    let orderly =
+        old == TCP_LAST_ACK || old == TCP_FIN_WAIT2 || old == TCP_FIN_WAIT1 || old == TCP_CLOSING;
     if !orderly || retransmits != 0 {
         return false;
     }

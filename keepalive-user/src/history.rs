@@ -620,7 +620,12 @@ mod tests {
             .append(true)
             .open(segment_path(&dir.0, n))
             .unwrap();
-        writeln!(f, "{}", written.replace(r#""type":"end""#, r#""type":"death""#)).unwrap();
+        writeln!(
+            f,
+            "{}",
+            written.replace(r#""type":"end""#, r#""type":"death""#)
+        )
+        .unwrap();
         drop(f);
         let h = read(&dir.0).unwrap();
         assert_eq!((h.torn, h.ends(at(0), at(99)).count()), (0, 2));

@@ -70,3 +70,33 @@ pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()
 }
+
+/// A history directory (`keepalive trace --history DIR`) of a test's own, removed at the end.
+pub struct HistoryStore(pub std::path::PathBuf);
+
+impl HistoryStore {
+    pub fn new(name: &str) -> HistoryStore {
+        let p =
+            std::env::temp_dir().join(format!("keepalive-history-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        HistoryStore(p)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// Bytes in its files.
+    pub fn size(&self) -> u64 {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+}
+
+impl Drop for HistoryStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

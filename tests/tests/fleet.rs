@@ -23,7 +23,8 @@ fn metrics_match_the_verdicts_printed() {
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut tracer = Tracer::trace_netns(&link.a.name, &["--metrics", &metrics_addr]);
-    // One connection dies of keepalive timeout, one is aborted, one closes normally.
+    // One connection dies of keepalive timeout, one is aborted, one closes normally (an
+    // ordinary end: counted by the kernel, no verdict).
     let dying = link.connect(keepalive(1, 1, 2));
     let aborted = link.connect(|_| {});
     let closed = link.connect(|_| {});
@@ -35,7 +36,7 @@ fn metrics_match_the_verdicts_printed() {
     drop(aborted);
     drop(closed);
     link.blackhole_b(dying.server_port);
-    for port in [aborted_port, closed_port, dying_port] {
+    for port in [aborted_port, dying_port] {
         tracer
             .wait_for(Duration::from_secs(20), |v| {
                 v["type"] == "verdict" && v["sport"] == port
@@ -63,7 +64,7 @@ fn metrics_match_the_verdicts_printed() {
         sample(&metrics, "keepalive_probes_sent_total") >= 2.0,
         "{metrics}"
     );
-    for verdict in ["keepalive_timeout", "local_abort", "closed"] {
+    for verdict in ["keepalive_timeout", "local_abort"] {
         let printed = count(&|v| v["type"] == "verdict" && v["verdict"] == verdict);
         let counted = sum(
             &metrics,
@@ -72,6 +73,21 @@ fn metrics_match_the_verdicts_printed() {
         assert!(printed >= 1.0, "{verdict} verdict missing");
         assert_eq!(counted, printed, "{verdict}: {metrics}");
     }
+    // The normal close: no verdict, no line, yet counted in the metrics (with no remote,
+    // unit or pod) and in the summary, from the kernel's counter.
+    assert_eq!(
+        count(&|v| v["type"] == "verdict" && v["sport"] == closed_port),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "keepalive_connection_ends_total{verdict=\"closed\",remote=\"\",unit=\"\",pod=\"\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(lines.last().unwrap()["ordinary_ends"], 1, "{lines:?}");
     assert_eq!(sample(&metrics, "keepalive_events_lost_total"), 0.0);
     assert!(
         metrics.contains("keepalive_idle_before_death_seconds_count 1"),

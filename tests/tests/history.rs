@@ -10,35 +10,13 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, Routed, is_root, json_lines,
+    HistoryStore as Store, Link, Routed, is_root, json_lines,
     ssh::{SshSession, Sshd},
     tracer::{Tracer, binary},
 };
 use serde_json::Value;
 
 const SERVER: &str = "198.19.0.1";
-
-/// A history directory of this test's own, removed at the end.
-struct Store(PathBuf);
-
-impl Store {
-    fn new(name: &str) -> Store {
-        let p =
-            std::env::temp_dir().join(format!("keepalive-history-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Store(p)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `keepalive <args>`: its exit code, stdout as JSON lines, and stderr.
 fn run(args: &[&str]) -> (Option<i32>, Vec<Value>, String) {
@@ -186,7 +164,11 @@ fn a_tracer_killed_with_sigkill_leaves_a_history_that_reads_back() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
     let store = Store::new("kill");
     let link = Link::new("client", "server", false);
-    let mut tracer = Tracer::trace_netns(&link.a.name, &["--quiet", "--history", store.path()]);
+    // --all: these short connections' ends are ordinary, kept only then.
+    let mut tracer = Tracer::trace_netns(
+        &link.a.name,
+        &["--quiet", "--all", "--history", store.path()],
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = 0;
     for _ in 0..200 {

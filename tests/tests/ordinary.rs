@@ -6,23 +6,23 @@
 use std::{
     io::Read,
     net::{TcpListener, TcpStream},
-    path::PathBuf,
     process::Command,
     time::{Duration, Instant},
 };
 
-use keepalive_tests::{Link, is_root, json_lines, keepalive, tracer::Tracer, tracer::binary};
+use keepalive_tests::{
+    HistoryStore, Link, is_root, json_lines, keepalive, tracer::Tracer, tracer::binary,
+};
 
 const ORDINARY: usize = 20_000;
 
 #[test]
 fn twenty_thousand_ordinary_connections_and_one_death_make_one_verdict() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
-    let store = Store::new();
+    let store = HistoryStore::new("ordinary");
     let link = Link::new("ordinary", "server", false);
     // Room for 20,000 connections whose server side waits in TIME_WAIT.
-    link.a
-        .sysctl("net.ipv4.ip_local_port_range", "1024 65000");
+    link.a.sysctl("net.ipv4.ip_local_port_range", "1024 65000");
     let tracer = Tracer::trace_netns(&link.a.name, &["--history", store.path()]);
 
     let death = link.connect(keepalive(2, 1, 3));
@@ -58,6 +58,8 @@ fn twenty_thousand_ordinary_connections_and_one_death_make_one_verdict() {
     assert_eq!(summary["verdicts"]["keepalive_timeout"], 1, "{summary}");
 
     let size = store.size();
+    // For the README's "morning after" arithmetic: what one death's line costs.
+    println!("history: {size} bytes for {ORDINARY} ordinary connections and one death");
     assert!(size < 100_000, "history of {size} bytes");
 
     let out = Command::new(binary())
@@ -106,33 +108,4 @@ fn ordinary_connections() -> usize {
         made += 1;
     }
     made
-}
-
-/// A history directory of this test's own, removed at the end.
-struct Store(PathBuf);
-
-impl Store {
-    fn new() -> Store {
-        let p = std::env::temp_dir().join(format!("keepalive-ordinary-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        Store(p)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-
-    /// Bytes in its files.
-    fn size(&self) -> u64 {
-        std::fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum()
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -62,7 +62,9 @@ fn peer_process_killed_closes_with_fin() {
         .read_line(&mut ready)
         .unwrap();
     assert_eq!(ready.trim(), "listening");
-    let why = Why::start(&["--netns", &topo.client.name]);
+    // Named by its port: a short connection that closes with FIN is an ordinary end, shown
+    // for the connections a filter selects (or with --all).
+    let why = Why::start(&["--netns", &topo.client.name, "--port", "7000"]);
     let target: SocketAddr = "198.19.0.1:7000".parse().unwrap();
     let mut client: TcpStream = topo.client.run(move || TcpStream::connect(target).unwrap());
     let port = client.local_addr().unwrap().port();

@@ -158,7 +158,8 @@ fn after_sigkill_nothing_stays_attached() {
     let mut err = BufReader::new(child.stderr.take().unwrap());
     wait_tracing_line(&mut err);
     let ours = prog_ids(child.id());
-    assert!(ours.len() >= 14, "programs held: {ours:?}");
+    // Without --all-states tracepoint mode attaches 11 programs, kprobe mode 12.
+    assert!(ours.len() >= 11, "programs held: {ours:?}");
     assert!(ours.is_subset(&loaded_prog_ids()));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -195,7 +196,8 @@ fn sigterm_detaches_and_prints_the_summary() {
     assert!(is_root(), "needs root (cargo xtask test)");
     let link = Link::new("client", "server", false);
     let (mut child, _err) = trace_in(&link);
-    let conn = link.connect(|_| {});
+    // Keepalive on: its end is of interest (a plain short one would only be counted).
+    let conn = link.connect(keepalive(60, 10, 3));
     drop(conn);
     thread::sleep(Duration::from_millis(300));
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -239,15 +241,15 @@ fn closed_stdout_exits_quietly() {
     let (mut child, mut err) = trace_in(&link);
     // `keepalive trace | head -1`: read one line, then the reader is gone.
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    // Connections are reported when they close.
+    // Connections with keepalive on are reported when they close.
     for _ in 0..3 {
-        drop(link.connect(|_| {}));
+        drop(link.connect(keepalive(60, 10, 3)));
     }
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
     drop(out);
     for _ in 0..3 {
-        drop(link.connect(|_| {}));
+        drop(link.connect(keepalive(60, 10, 3)));
     }
     let (status, killed) = wait_bounded(child, Duration::from_secs(10));
     assert!(!killed, "keepalive kept running with nobody reading");

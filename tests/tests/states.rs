@@ -40,11 +40,13 @@ fn transitions(events: &[Value]) -> Vec<String> {
 }
 
 #[test]
-fn default_reports_start_and_end_all_states_reports_every_transition() {
+fn an_end_is_one_state_change_all_states_reports_every_transition_default_counts_it() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
     let link = Link::new("client", "server", false);
-    let default = Tracer::trace_netns(&link.a.name, &[]);
+    // --all: this short orderly connection is an ordinary end, which the default only counts.
+    let default = Tracer::trace_netns(&link.a.name, &["--all"]);
     let all = Tracer::trace_netns(&link.a.name, &["--all-states"]);
+    let counted = Tracer::trace_netns(&link.a.name, &[]);
     // The client closes first: FIN_WAIT1, FIN_WAIT2, then TIME_WAIT takes over.
     let before = time::OffsetDateTime::now_utc();
     let conn = link.connect(|_| {});
@@ -55,6 +57,13 @@ fn default_reports_start_and_end_all_states_reports_every_transition() {
     thread::sleep(Duration::from_millis(500));
     let default = default.stop();
     let all = all.stop();
+    let counted = counted.stop();
+    assert_eq!(
+        counted.len(),
+        1,
+        "no event, no verdict for an ordinary end, only the summary: {counted:?}"
+    );
+    assert_eq!(counted[0]["ordinary_ends"], 1, "{counted:?}");
 
     let some = connection(&default, port);
     assert_eq!(transitions(&some), ["FIN_WAIT2>CLOSE"], "{some:?}");

@@ -11,7 +11,7 @@ use keepalive_user::{
 };
 
 use super::{
-    args::{ConnectionArgs, KernelArgs, PeriodArgs, UsageError},
+    args::{ConnectionArgs, EndsArgs, KernelArgs, PeriodArgs, UsageError},
     history,
 };
 
@@ -47,6 +47,8 @@ pub struct WhyArgs {
     #[arg(short, long, value_enum, default_value = "human")]
     format: Format,
     #[command(flatten)]
+    ends: EndsArgs,
+    #[command(flatten)]
     kernel: KernelArgs,
 }
 
@@ -73,7 +75,8 @@ pub async fn run(args: WhyArgs) -> Result<ExitCode> {
             }
         }
         None => {
-            let opts = args.kernel.load_options(&args.connection)?;
+            let mut opts = args.kernel.load_options(&args.connection)?;
+            args.ends.apply(&mut opts);
             keepalive_user::trace::run(&opts, &args.connection.workloads(), &mut pipeline).await?;
         }
     }
