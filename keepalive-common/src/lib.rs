@@ -11,6 +11,7 @@ pub mod names {
     pub const LOST: &str = "LOST";
     pub const EMITTED: &str = "EMITTED";
     pub const ORDINARY_ENDS: &str = "ORDINARY_ENDS";
+    pub const LIVES: &str = "LIVES";
     pub const CONFIG: &str = "CONFIG";
     /// `keepalive enforce`: its sock_ops program, its settings, and its two record streams
     /// (one it reads itself, one pinned for `keepalive trace`).
@@ -229,6 +230,36 @@ pub mod owner_from {
     pub const CLOSE: u8 = 2;
 }
 
+/// What the kernel side keeps of a connection until it closes (an entry of its LIVES table,
+/// by socket address): its life and, when known, its owner. User space reads `alive` only,
+/// to sweep the entries of connections that ended.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Life {
+    pub life: ConnectionLife,
+    pub pid: u32,
+    /// Why its end is of interest so far: see [`life_mark`].
+    pub marks: u8,
+    /// 1 while the connection lives; 0 once it ended, for the next socket at the same
+    /// address to take over.
+    pub alive: u8,
+    pub _pad: [u8; 2],
+    /// The command name in words: copied with two loads, not a byte loop. A byte loop is
+    /// the shared memmove the identity's addresses go through from the socket, and the
+    /// verifier refuses one instruction loading from two kinds of pointer.
+    pub comm: [u64; 2],
+    /// The owner's cgroup id.
+    pub cgroup: u64,
+}
+
+/// Bits of [`Life::marks`]: what happened to a connection that makes its end of interest.
+pub mod life_mark {
+    /// A reset sent or received, an error, a retransmission, or a keepalive timer run.
+    pub const TROUBLE: u8 = 1 << 0;
+    /// SO_KEEPALIVE was on when a transition looked.
+    pub const KEEPALIVE: u8 = 1 << 1;
+}
+
 /// A [`kind::CONNECTION_CLOSED`] record as the kernel writes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -444,6 +475,7 @@ mod pod {
     // that we would interpret, valid for any bit pattern.
     unsafe impl aya::Pod for super::Record {}
     unsafe impl aya::Pod for super::LifeRecord {}
+    unsafe impl aya::Pod for super::Life {}
     unsafe impl aya::Pod for super::KernelConfig {}
     unsafe impl aya::Pod for super::EnforceConfig {}
 }
@@ -453,3 +485,6 @@ const _: () = assert!(core::mem::offset_of!(Record, comm) % 8 == 0);
 const _: () = assert!(core::mem::align_of::<Record>() == 8);
 // ... and zeroes a record a word at a time.
 const _: () = assert!(Record::SIZE.is_multiple_of(8));
+// ... and a Life, in place, the same way.
+const _: () = assert!(core::mem::size_of::<Life>().is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(Life, comm) % 8 == 0);

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use core::mem::MaybeUninit;
 
-use keepalive_common::{CONNECTION_LIFE_SLOTS, ConnectionLife, owner_from};
+use keepalive_common::{CONNECTION_LIFE_SLOTS, Life, life_mark as mark, owner_from};
 
 use crate::sock::{
     Object, Typed, keepalive_on,
@@ -23,39 +23,45 @@ use crate::sock::{
     },
 };
 
-/// Bits of [`Life::marks`]: what happened to a connection that makes its end of interest.
-pub mod mark {
-    /// A reset sent or received, an error, a retransmission, or a keepalive timer run.
-    pub const TROUBLE: u8 = 1 << 0;
-    /// SO_KEEPALIVE was on when a transition looked.
-    pub const KEEPALIVE: u8 = 1 << 1;
-}
-
 /// Connection ends judged ordinary and sent nowhere (one slot, per CPU).
 #[map]
 static ORDINARY_ENDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// What is kept of a connection until it closes: its life and, when known, its owner.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct Life {
-    pub life: ConnectionLife,
-    pub pid: u32,
-    /// Why its end is of interest so far: see [`mark`].
-    pub marks: u8,
-    /// The command name in words: copied with two loads, not a byte loop. A byte loop is
-    /// the shared memmove the identity's addresses go through from the socket, and the
-    /// verifier refuses one instruction loading from two kinds of pointer.
-    pub comm: [u64; 2],
-    /// The owner's cgroup id.
-    pub cgroup: u64,
-}
-
-/// By socket address; an entry goes when the connection closes or the socket is freed.
-/// Preallocated (transitions run in softirq context too), and not an LRU: eviction would
-/// drop a connection's start silently. When it is full, transitions are sent as they happen.
+/// By socket address. A connection's end leaves its entry dead (`alive` 0) rather than
+/// removing it: the kernel reuses a freed socket's memory for the next one, whose start then
+/// takes the entry over in place, so a connection costs no insertion and no removal (two
+/// locked table operations, most of what keeping a start cost). User space sweeps dead
+/// entries now and then (`sweep_ended` in keepalive-user's trace.rs), so addresses never reused do not fill
+/// it. Preallocated (transitions run in softirq context too), and not an LRU: eviction would
+/// drop a connection's start silently. When it is full, a connection's transitions are sent
+/// as they happen.
 #[map]
 static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLOTS, 0);
+
+/// The entry of the connection at `key`, if it has one (a dead one is another's past).
+#[inline(always)]
+fn live(key: u64) -> Option<&'static mut Life> {
+    let l = unsafe { &mut *LIVES.get_ptr_mut(&key)? };
+    (l.alive != 0).then_some(l)
+}
+
+/// A fresh entry for the connection starting at `key`: the dead entry its address's last
+/// socket left, zeroed in place, or a new one; None when the table is full.
+#[inline(always)]
+fn start(key: u64) -> Option<&'static mut Life> {
+    let l = match LIVES.get_ptr_mut(&key) {
+        Some(l) => l,
+        None => {
+            let mut slot = MaybeUninit::uninit();
+            LIVES.insert(&key, empty(&mut slot), 0).ok()?;
+            LIVES.get_ptr_mut(&key)?
+        }
+    };
+    crate::zero(l);
+    let l = unsafe { &mut *l };
+    l.alive = 1;
+    Some(l)
+}
 
 /// Folds the transition `old` -> `new` of the socket at `key` (not one to CLOSE), whose
 /// data retransmissions unanswered are `retransmits` and whose keepalive is on when
@@ -68,36 +74,32 @@ static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLO
 pub fn fold(key: u64, old: u8, new: u8, retransmits: u8, keepalive: u8) -> bool {
     if old == TCP_CLOSE && new == TCP_SYN_SENT {
         // connect(), in the caller's context: the owner.
-        let mut slot = MaybeUninit::uninit();
-        let l = empty(&mut slot);
+        let Some(l) = start(key) else {
+            return false;
+        };
         owned_by_current_task(l, owner_from::CONNECT);
-        return LIVES.insert(&key, l, 0).is_ok();
+        return true;
     }
     // Read here, not for connect(), which does not use it: a helper call is not free.
     let now = unsafe { bpf_ktime_get_ns() };
     if new == TCP_ESTABLISHED {
-        if let Some(l) = LIVES.get_ptr_mut(&key) {
-            unsafe {
-                (*l).life.established_ns = now;
-                (*l).marks |= keepalive;
-            }
-            return true;
-        }
-        // An accepted connection (or a connect() that did not fit): its start is here.
-        let mut slot = MaybeUninit::uninit();
-        let l = empty(&mut slot);
+        // A connect() seen: the same connection. Otherwise (accepted, or a connect() that
+        // did not fit) its start is here, over whatever the address held.
+        let seen = if old == TCP_SYN_SENT { live(key) } else { None };
+        let Some(l) = seen.or_else(|| start(key)) else {
+            return false;
+        };
         l.life.established_ns = now;
-        l.marks = keepalive;
-        return LIVES.insert(&key, l, 0).is_ok();
+        l.marks |= keepalive;
+        return true;
     }
     // The application closes (close() or shutdown(), in its context).
-    let Some(l) = LIVES.get_ptr_mut(&key) else {
+    let Some(l) = live(key) else {
         return false;
     };
     if retransmits != 0 {
         return false;
     }
-    let l = unsafe { &mut *l };
     l.marks |= keepalive;
     l.life.app_closed_ns = now;
     l.life.app_closed_from = old as u8;
@@ -117,13 +119,19 @@ fn owned_by_current_task(l: &mut Life, from: u8) {
 }
 
 /// The entry of a connection that reaches CLOSE, in the table (not copied to the stack):
-/// [`forget`] it once sent.
+/// [`end`] it once sent.
 #[inline(always)]
-pub fn get(sk: u64) -> Option<&'static Life> {
-    unsafe { LIVES.get(&sk) }
+pub fn get(sk: u64) -> Option<&'static mut Life> {
+    live(sk)
 }
 
-/// The socket is freed, or its close was sent: its address may be reused by another.
+/// The connection is over: its entry is dead, for the next socket at its address to take.
+#[inline(always)]
+pub fn end(l: &mut Life) {
+    l.alive = 0;
+}
+
+/// The socket is freed (seen only with `all_states`): its entry goes.
 #[inline(always)]
 pub fn forget(sk: u64) {
     let _ = LIVES.remove(&sk);
@@ -133,14 +141,14 @@ pub fn forget(sk: u64) {
 /// an error, a retransmission, a keepalive timer run): rare, so one lookup is cheap here.
 #[inline(always)]
 pub fn mark(sk: u64) {
-    if let Some(l) = LIVES.get_ptr_mut(&sk) {
-        unsafe { (*l).marks |= mark::TROUBLE };
+    if let Some(l) = live(sk) {
+        l.marks |= mark::TROUBLE;
     }
 }
 
 /// The connection `sk` goes `old` -> CLOSE: when its end is ordinary (see
 /// `KernelConfig::all_ends`, which turns this off) it is counted and forgotten here, and
-/// true says nothing is to be sent. One lookup and one removal, no record: most connections end this way.
+/// true says nothing is to be sent. One lookup and no record: most connections end this way.
 #[inline(always)]
 pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
     let orderly =
@@ -148,7 +156,7 @@ pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
     if !orderly || retransmits != 0 {
         return false;
     }
-    let Some(l) = (unsafe { LIVES.get(&sk.addr()) }) else {
+    let Some(l) = live(sk.addr()) else {
         // Its start was not seen (older than the trace, or no room): of interest.
         return false;
     };
@@ -161,7 +169,7 @@ pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
     {
         return false;
     }
-    forget(sk.addr());
+    end(l);
     crate::count(&ORDINARY_ENDS, 0);
     true
 }

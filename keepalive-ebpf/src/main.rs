@@ -289,7 +289,7 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
             }
             r.kind = kind::CONNECTION_CLOSED;
             submit_life(&ctx, r, &l.life);
-            life::forget(sk.addr());
+            life::end(l);
             return 0;
         }
     }
@@ -325,11 +325,11 @@ fn needs_nothing_more(
     old == TCP_LISTEN || life::ends_ordinarily(sk, old, retransmits)
 }
 
-/// [`life::mark::KEEPALIVE`] when the socket has SO_KEEPALIVE on.
+/// [`keepalive_common::life_mark::KEEPALIVE`] when the socket has SO_KEEPALIVE on.
 #[inline(always)]
 fn keepalive_mark(sk: Typed) -> u8 {
     if keepalive_on(sk) {
-        life::mark::KEEPALIVE
+        keepalive_common::life_mark::KEEPALIVE
     } else {
         0
     }

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
-use keepalive_common::names;
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
+use keepalive_common::{Life, names};
 use time::OffsetDateTime;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -30,6 +30,7 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
         PerCpuArray::try_from(kernel.take_map(names::EMITTED)?)?;
     let ordinary_map: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(kernel.take_map(names::ORDINARY_ENDS)?)?;
+    let mut lives: HashMap<MapData, u64, Life> = HashMap::try_from(kernel.take_map(names::LIVES)?)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // The kernel wakes us only when records pile up (batched wake-ups), so the ring is also
@@ -83,6 +84,7 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
             }
             _ = look_for_enforce.tick() => adopt_enforce_streams(&mut enforced),
             _ = shrink.tick() => {
+                sweep_ended(&mut lives);
                 kernel.decoder().shrink();
                 pipeline.shrink();
                 procs.shrink();
@@ -161,6 +163,25 @@ fn return_freed_memory() {
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Removes the kernel's entries of connections that ended. The kernel leaves them for the
+/// next socket at the same address, which takes one over in place (no insertion, no
+/// removal: a freed socket's memory is usually reused at once); an address never reused
+/// would keep its entry for good and, enough of them, fill the table. Each entry is read
+/// again just before it goes: one a new connection took over in between stays.
+fn sweep_ended(lives: &mut HashMap<MapData, u64, Life>) {
+    let ended: Vec<u64> = lives
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, l)| l.alive == 0)
+        .map(|(k, _)| k)
+        .collect();
+    for key in ended {
+        if lives.get(&key, 0).is_ok_and(|l| l.alive == 0) {
+            let _ = lives.remove(&key);
+        }
     }
 }
 

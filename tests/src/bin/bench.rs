@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 enum Config {
     Baseline,
     Keepalive,
+    /// keepalive with `--all`: every connection's end a record and a verdict, as before
+    /// ordinary ends were only counted (churn only: elsewhere it changes nothing).
+    KeepaliveAll,
     /// bpftrace on the same hooks with the same filters, one printf per record.
     Bpftrace,
     /// The same script counting into maps instead: the floor of what a kernel side on
@@ -32,10 +35,15 @@ enum Config {
 }
 
 impl Config {
+    fn is_keepalive(self) -> bool {
+        matches!(self, Config::Keepalive | Config::KeepaliveAll)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Config::Baseline => "baseline",
             Config::Keepalive => "keepalive",
+            Config::KeepaliveAll => "keepalive_all",
             Config::Bpftrace => "bpftrace",
             Config::BpftraceCount => "bpftrace_count",
         }
@@ -263,6 +271,9 @@ fn main() {
         if have_bpftrace {
             configs.extend([Config::Bpftrace, Config::BpftraceCount]);
         }
+        if name == "churn" {
+            configs.push(Config::KeepaliveAll);
+        }
         for round in 0..s.rounds {
             // Alternate the order so drift in the machine does not favour one config.
             let mut order = configs.clone();
@@ -337,6 +348,7 @@ fn main() {
             "baseline": base,
             "keepalive": ka,
             "bpftrace": bt,
+            "keepalive_all": med("keepalive_all", &|x| x.ops_per_s),
             "ratio_keepalive": ka / base,
             "ratio_bpftrace": bt.map(|b| b / base),
             "keepalive_events_per_s": events_per_s,
@@ -507,14 +519,15 @@ fn kernel_cost(samples: &[Sample]) -> Value {
 fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     let tracer = match config {
         Config::Baseline => None,
-        Config::Keepalive => Some(start_keepalive()),
+        Config::Keepalive => Some(start_keepalive(&[])),
+        Config::KeepaliveAll => Some(start_keepalive(&["--all"])),
         Config::Bpftrace => Some(start_bpftrace(true)),
         Config::BpftraceCount => Some(start_bpftrace(false)),
     };
     let mut window = Window::default();
     if let Some(t) = &tracer {
         let pid = t.child.id();
-        let (emitted, lost) = if config == Config::Keepalive {
+        let (emitted, lost) = if config.is_keepalive() {
             (map_id(pid, "EMITTED"), map_id(pid, "LOST"))
         } else {
             (None, None)
@@ -560,13 +573,13 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
         // figures do not depend on a clean exit).
         let (_, killed) = keepalive_tests::tracer::wait_bounded(child, Duration::from_secs(60));
         assert!(
-            !killed || config != Config::Keepalive,
+            !killed || !config.is_keepalive(),
             "{} did not stop",
             config.name()
         );
         reader.join().unwrap();
         let err = stderr.lock().unwrap().clone();
-        if config == Config::Keepalive {
+        if config.is_keepalive() {
             // "keepalive: N events, M lost"
             let line = err
                 .lines()
@@ -583,9 +596,10 @@ fn measure(config: Config, link: &Link, s: &Settings, run: Workload) -> Sample {
     sample
 }
 
-fn start_keepalive() -> Running {
+fn start_keepalive(extra: &[&str]) -> Running {
     let child = Command::new(binary())
         .args(["trace", "--format", "json", "--output", "/dev/null"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
