@@ -24,6 +24,9 @@ Examples:
       Sockets of network namespace `blue` (ip netns), as JSON lines into a file.
   keepalive trace --quiet --metrics 127.0.0.1:9477
       Only how connections end, and Prometheus metrics, for a long-running service.
+  keepalive trace --all --min-life 1m
+      Every connection's end, ordinary ones too (by default short orderly closes with
+      nothing wrong are only counted); orderly closes of interest from a minute of life.
   keepalive trace --pod shop/web-0 --quiet
       How the connections of one Kubernetes pod end (--unit and --container work alike);
       each line names the owner's unit, container or pod.
