@@ -280,9 +280,9 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     r.retransmits = retransmits;
     with_task(r);
     if closes {
-        // Sent, so its keepalive timer's copy goes too: without --all-states nothing
-        // else (tcp_destroy_sock) removes it.
-        timer::forget(sk.addr());
+        // Sent, so its keepalive timer's copy goes too (without --all-states nothing else,
+        // tcp_destroy_sock, removes it), after the answers no timer run reported yet.
+        timer::closed(&ctx, sk.addr(), old);
         if let Some(l) = life::get(sk.addr()) {
             if l.life.owner_from != owner_from::UNKNOWN {
                 life::name_owner(l, r);

@@ -198,7 +198,7 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
     // Compared with the count last reported rather than the one at entry, so a probe whose
     // run went unseen is still reported, with its number, at the next run.
     if probes_after <= k.reported {
-        report_answer(ctx, sk, k, run, answered);
+        report_answer(ctx, sk, k, run.state_before, answered);
         return;
     }
     let reported = k.reported;
@@ -223,11 +223,11 @@ fn answer(run: &TimerRun, k: &mut KnownSocket) -> u8 {
     answered
 }
 
-/// A record of its own for `answered` probes answered (none when 0): the run sent no probe
-/// to carry it.
-fn report_answer<C: EbpfContext>(ctx: &C, sk: u64, k: &KnownSocket, run: &TimerRun, answered: u8) {
+/// A record of its own for `answered` probes answered (none when 0), the socket then in
+/// `state`: no probe is sent to carry it.
+fn report_answer<C: EbpfContext>(ctx: &C, sk: u64, k: &KnownSocket, state: u8, answered: u8) {
     if answered != 0
-        && let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, run.state_before, 0)
+        && let Some(r) = timer_record(kind::KEEPALIVE_ANSWERED, sk, k, state, 0)
     {
         r.arg0 = answered as u32;
         submit(ctx, r);
@@ -285,7 +285,7 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
     run.timeout_emitted = 1;
     if let Some(k) = known(sk) {
         let answered = answer(run, k);
-        report_answer(ctx, sk, k, run, answered);
+        report_answer(ctx, sk, k, run.state_before, answered);
         // Probes sent in runs we did not see (the kernel skips programs now and then; a
         // later run would report them, but this run is the last one): first, with their
         // numbers, so the timeout follows every probe it counts.
@@ -315,5 +315,24 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
 
 /// The socket is freed: its address may be reused by another.
 pub fn forget(sk: u64) {
+    let _ = KNOWN.remove(&sk);
+}
+
+/// The connection `sk`, in `state`, closes: probes the peer answered since the last timer
+/// run (an answer is seen only when the timer runs again, and a connection may end first)
+/// are reported now, before the close, and its entry goes.
+pub fn closed<C: EbpfContext>(ctx: &C, sk: u64, state: u8) {
+    let Some(k) = KNOWN.get_ptr_mut(&sk) else {
+        return;
+    };
+    let k = unsafe { &mut *k };
+    let cookie: u64 = read(sk, config!(offsets.cookie));
+    if k.cookie == cookie
+        && k.wanted != 0
+        && k.reported != 0
+        && read::<u8>(sk, config!(offsets.probes_out)) == 0
+    {
+        report_answer(ctx, sk, k, state, k.reported);
+    }
     let _ = KNOWN.remove(&sk);
 }
