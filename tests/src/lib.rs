@@ -4,6 +4,7 @@
 //! Every resource cleans up on drop (also when a test panics); names are unique per process
 //! and test so scenarios run in parallel; every wait is bounded.
 
+pub mod capture;
 pub mod cgroup;
 pub mod metrics;
 pub mod netns;

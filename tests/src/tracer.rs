@@ -19,20 +19,38 @@ use serde_json::Value;
 /// kernel matrix runs five at once in a guest emulated on one host thread.
 const START_LIMIT: Duration = Duration::from_secs(120);
 
-/// Path of the binary under test: `KEEPALIVE_BIN` (set by `cargo xtask test`), else the
-/// workspace's debug build.
+/// Path of the binary under test: `KEEPALIVE_BIN`, which `cargo xtask test` sets to the
+/// binary it has just built. No fallback to whatever build lies in target/: an old binary
+/// would test old code and pass.
 pub fn binary() -> PathBuf {
-    let path = std::env::var_os("KEEPALIVE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/keepalive")
-        });
+    let path = PathBuf::from(std::env::var_os("KEEPALIVE_BIN").expect(
+        "KEEPALIVE_BIN is not set: run the tests with `cargo xtask test` (it builds the \
+         binary and sets it), or set it to the keepalive binary to test",
+    ));
     assert!(
         path.exists(),
-        "{} not found: run the tests with `cargo xtask test`",
+        "{} (KEEPALIVE_BIN) not found: run the tests with `cargo xtask test`",
         path.display()
     );
     path
+}
+
+/// The mode a tracer must run in: the one `KEEPALIVE_MODE` asks for (the kernel matrix runs
+/// every scenario in each), else what `auto` must pick here: kprobe mode where the kernel
+/// has kprobes, so a kprobe mode that broke and fell back to tracepoints fails the tests.
+pub fn expected_mode() -> &'static str {
+    match std::env::var("KEEPALIVE_MODE").as_deref() {
+        Ok("kprobe") => "kprobe",
+        Ok("tracepoint") => "tracepoint",
+        _ if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() => "kprobe",
+        _ => "tracepoint",
+    }
+}
+
+/// Asserts a tracer's "Tracing ... (MODE mode, HZ=...)" line names [`expected_mode`].
+fn assert_expected_mode(line: &str) {
+    let want = format!("({} mode", expected_mode());
+    assert!(line.contains(&want), "expected {want}: {line}");
 }
 
 /// A running `keepalive trace --format json`; stopped with SIGINT like Ctrl-C.
@@ -63,7 +81,10 @@ impl Tracer {
         let deadline = Instant::now() + START_LIMIT;
         loop {
             match t.stderr.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("Tracing") => return t,
+                Ok(line) if line.starts_with("Tracing") => {
+                    assert_expected_mode(&line);
+                    return t;
+                }
                 Ok(line) => eprintln!("keepalive: {line}"),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     panic!("keepalive exited before tracing: {:?}", t.finish_raw())
@@ -215,7 +236,10 @@ impl Why {
         let deadline = Instant::now() + START_LIMIT;
         loop {
             match err.recv_timeout(Duration::from_millis(100)) {
-                Ok(l) if l.starts_with("Tracing") => break,
+                Ok(l) if l.starts_with("Tracing") => {
+                    assert_expected_mode(&l);
+                    break;
+                }
                 Ok(l) => eprintln!("keepalive why: {l}"),
                 Err(mpsc::RecvTimeoutError::Disconnected) => panic!("keepalive why exited early"),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -286,6 +310,7 @@ pub fn wait_tracing_line(err: &mut impl BufRead) -> String {
             .expect("reading keepalive's stderr");
         assert!(n > 0, "keepalive exited before tracing");
         if line.starts_with("Tracing") {
+            assert_expected_mode(&line);
             return line;
         }
         eprint!("keepalive: {line}");

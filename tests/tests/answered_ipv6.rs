@@ -7,7 +7,9 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, Tracer, is_root, keepalive,
+    Link, Tracer,
+    capture::{Capture, KeepaliveOnWire},
+    is_root, keepalive,
     tracer::{events_of, kinds},
 };
 
@@ -19,15 +21,26 @@ fn answered_probes_over_ipv6_keep_the_connection_alive() {
     );
     let link = Link::new("client", "server", true);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let capture = Capture::start(&link.a);
     let mut conn = link.connect(keepalive(1, 1, 2));
     thread::sleep(Duration::from_millis(3500));
     // Still alive after more idle time than 1 + 2 x 1 s of unanswered probes would allow.
     conn.client.write_all(b"x").unwrap();
     let mut byte = [0u8; 1];
     conn.server.read_exact(&mut byte).unwrap();
+    // Closed before the tracer and the capture stop, so both saw the whole of it: the
+    // answer to its last probe is reported when it closes.
+    let port = conn.client_port;
+    drop(conn);
+    thread::sleep(Duration::from_millis(300));
 
     let lines = tracer.stop();
-    let events = events_of(&lines, conn.client_port);
+    let events = events_of(&lines, port);
+    // Every probe and answer the wire carried, no more, no fewer.
+    let wire = capture
+        .stop()
+        .keepalive(std::net::SocketAddr::new(link.a_addr, port));
+    assert_eq!(KeepaliveOnWire::in_trace(&events), wire);
     let kinds = kinds(&events);
     assert!(
         kinds.iter().filter(|k| *k == "keepalive_probe").count() >= 2,

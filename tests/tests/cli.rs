@@ -49,11 +49,12 @@ fn bad_values_are_clear_errors_not_panics() {
 
 #[test]
 fn unknown_netns_and_missing_btf_name_what_is_missing() {
+    // Bad input is 2, like a bad flag; a system without what is needed is 1.
     let (code, _, err) = run(&["trace", "--netns", "no-such-namespace-xyz"]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 2, "{err}");
     assert!(err.contains("no-such-namespace-xyz"), "{err}");
     let (code, _, err) = run(&["trace", "--btf", "/nonexistent/vmlinux"]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("/nonexistent/vmlinux") && err.contains("BTF"),
         "{err}"

@@ -247,6 +247,7 @@ fn closed_stdout_exits_quietly() {
     }
     let mut first = String::new();
     out.read_line(&mut first).unwrap();
+    assert!(first.starts_with("TIME"), "the first line read: {first:?}");
     drop(out);
     for _ in 0..3 {
         drop(link.connect(keepalive(60, 10, 3)));

@@ -4,7 +4,9 @@
 use std::{io::Read, time::Duration};
 
 use keepalive_tests::{
-    Link, Tracer, is_root, keepalive,
+    Link, Tracer,
+    capture::{Capture, KeepaliveOnWire},
+    is_root, keepalive,
     tracer::{events_of, kinds},
 };
 use socket2::SockRef;
@@ -17,6 +19,7 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     );
     let link = Link::new("client", "server", false);
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let capture = Capture::start(&link.a);
 
     let conn = link.connect(keepalive(2, 1, 3));
     let (client, local_port) = (&conn.client, conn.client_port);
@@ -38,6 +41,12 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
 
     let lines = tracer.stop();
     let events = events_of(&lines, local_port);
+    // Exactly what crossed the wire: three probes, no answer, the client's one RST.
+    let wire = capture
+        .stop()
+        .keepalive(std::net::SocketAddr::new(link.a_addr, local_port));
+    assert_eq!(KeepaliveOnWire::in_trace(&events), wire);
+    assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
     let kinds = kinds(&events);
     let probes: Vec<u64> = events
         .iter()

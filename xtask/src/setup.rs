@@ -14,7 +14,8 @@ use keepalive_toolchain::{self as toolchain, BPF_LINKER_VERSION, Problem};
 
 /// Debian packages for building and for the tools the tests drive: a C toolchain (the host
 /// build links with cc; libFuzzer is C++), sysctl, ip, nft, sshd/ssh, bpftool (to check
-/// detaching), python3 (a killable server process), systemd-analyze (the unit file).
+/// detaching), python3 (a killable server process), systemd-analyze (the unit file),
+/// tcpdump (the wire, which the tests compare the trace with).
 const PACKAGES: &[&str] = &[
     "ca-certificates",
     "gcc",
@@ -28,6 +29,7 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "python3",
     "systemd",
+    "tcpdump",
     // xtask's own tests read the VM initramfs back with busybox cpio.
     "busybox-static",
 ];

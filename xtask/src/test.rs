@@ -14,11 +14,28 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     setup::run()?;
     let bin = build()?;
+    // Auto mode: kprobe mode where the kernel has kprobes (the tests assert which ran).
     run_checked(
         cargo()
             .args(["test", "--workspace", "--exclude", "keepalive-ebpf"])
             .args(&args.args)
             .env("KEEPALIVE_BIN", &bin),
         "the tests",
-    )
+    )?;
+    // There tracepoint mode is a mode of its own that users get where kprobes are off: its
+    // scenarios run too (elsewhere auto mode was tracepoint mode already).
+    if std::path::Path::new(KPROBE_EVENTS).exists() {
+        run_checked(
+            cargo()
+                .args(["test", "--package", "keepalive-tests"])
+                .args(&args.args)
+                .env("KEEPALIVE_BIN", &bin)
+                .env("KEEPALIVE_MODE", "tracepoint"),
+            "the end-to-end scenarios in tracepoint mode",
+        )?;
+    }
+    Ok(())
 }
+
+/// Present when the kernel can attach kprobes (perf's kprobe event source).
+const KPROBE_EVENTS: &str = "/sys/bus/event_source/devices/kprobe";

@@ -3,8 +3,8 @@
 //!
 //! Each guest kernel is a Debian package (fetched with apt-get download, cached under
 //! target/vm). The guest boots under QEMU with software emulation straight into an initramfs
-//! built here: busybox, `keepalive`, the scenario test binaries, `ip` and `nft` with their
-//! libraries, and the kernel modules the scenarios need. Its /init runs `keepalive doctor`,
+//! built here: busybox, `keepalive`, the scenario test binaries, `ip`, `nft` and `tcpdump`
+//! with their libraries, and the kernel modules the scenarios need. Its /init runs `keepalive doctor`,
 //! then the scenarios once per mode, and reports on the serial console with `@@` markers.
 
 use std::{
@@ -209,7 +209,8 @@ fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Archi
         add(&format!("/tests/{name}"), path, true)?;
         needs_libs.push(path.clone());
     }
-    for tool in ["ip", "nft"] {
+    // tcpdump: the scenarios compare the trace with the wire.
+    for tool in ["ip", "nft", "tcpdump"] {
         let path = which(tool)?;
         add(&format!("/usr/sbin/{tool}"), &path, false)?;
         needs_libs.push(path);

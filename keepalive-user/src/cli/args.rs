@@ -112,11 +112,13 @@ impl KernelArgs {
         Ok(LoadOptions {
             btf_path: self.btf.clone(),
             filter_port: conn.port.unwrap_or(0),
+            // A namespace that is not there is bad input, like a bad flag.
             filter_netns: conn
                 .netns
                 .as_deref()
                 .map(netns::inode)
-                .transpose()?
+                .transpose()
+                .map_err(|e| UsageError(format!("{e:#}")))?
                 .unwrap_or(0),
             ring_buffer_size: self.ring_buffer_size * 1024,
             mode: self.mode,
