@@ -76,6 +76,40 @@ impl Netns {
         );
     }
 
+    /// The namespace's TCP counters by name ("OutRsts", "TCPKeepAlive", ...), from
+    /// /proc/net/snmp and /proc/net/netstat as read inside it (what `nstat` reads): the
+    /// kernel's own count of what the namespace did.
+    pub fn tcp_counters(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut all = std::collections::BTreeMap::new();
+        for file in ["/proc/net/snmp", "/proc/net/netstat"] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &self.name, "cat", file])
+                .output()
+                .expect("ip netns exec cat");
+            assert!(out.status.success(), "reading {file} in {}", self.name);
+            let text = String::from_utf8(out.stdout).unwrap();
+            // Pairs of lines: "Tcp: Name1 Name2 ..." then "Tcp: 1 2 ...".
+            let lines: Vec<&str> = text.lines().collect();
+            for pair in lines.chunks(2) {
+                let [names, values] = pair else { continue };
+                let (Some((group, names)), Some((_, values))) =
+                    (names.split_once(':'), values.split_once(':'))
+                else {
+                    continue;
+                };
+                if group != "Tcp" && group != "TcpExt" {
+                    continue;
+                }
+                for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                    if let Ok(v) = v.parse::<i64>() {
+                        all.insert(n.to_string(), v.max(0) as u64);
+                    }
+                }
+            }
+        }
+        all
+    }
+
     /// Runs `f` on a thread that has entered this namespace: sockets it creates belong to
     /// the namespace for their whole life, wherever they are used afterwards.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -23,45 +23,13 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, Netns, Tracer,
+    Link, Tracer,
     capture::{Capture, KeepaliveOnWire},
     is_root, keepalive,
     tracer::events_of,
 };
 use serde_json::Value;
 use socket2::SockRef;
-
-/// The namespace's TCP counters by name ("OutRsts", "TCPKeepAlive", ...).
-fn counters(ns: &Netns) -> BTreeMap<String, u64> {
-    let mut all = BTreeMap::new();
-    for file in ["/proc/net/snmp", "/proc/net/netstat"] {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "exec", &ns.name, "cat", file])
-            .output()
-            .expect("ip netns exec cat");
-        assert!(out.status.success(), "reading {file} in {}", ns.name);
-        let text = String::from_utf8(out.stdout).unwrap();
-        // Pairs of lines: "Tcp: Name1 Name2 ..." then "Tcp: 1 2 ...".
-        let lines: Vec<&str> = text.lines().collect();
-        for pair in lines.chunks(2) {
-            let [names, values] = pair else { continue };
-            let (Some((group, names)), Some((_, values))) =
-                (names.split_once(':'), values.split_once(':'))
-            else {
-                continue;
-            };
-            if group != "Tcp" && group != "TcpExt" {
-                continue;
-            }
-            for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
-                if let Ok(v) = v.parse::<i64>() {
-                    all.insert(n.to_string(), v.max(0) as u64);
-                }
-            }
-        }
-    }
-    all
-}
 
 fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, name: &str) -> u64 {
     let get = |m: &BTreeMap<String, u64>| {
@@ -123,7 +91,7 @@ fn scenario() -> Result<(), String> {
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
     let second = Tracer::trace_netns(&link.a.name, &[]);
     let capture = Capture::start(&link.a);
-    let before = counters(&link.a);
+    let before = link.a.tcp_counters();
     let mut expected_reasons: BTreeMap<&str, u64> = BTreeMap::new();
 
     // 1. close() with SO_LINGER {on, 0}: tcp_close() -> tcp_disconnect(), TCPAbortOnData.
@@ -177,7 +145,7 @@ fn scenario() -> Result<(), String> {
 
     // Let the last records arrive before reading the counters and stopping.
     thread::sleep(Duration::from_millis(500));
-    let after = counters(&link.a);
+    let after = link.a.tcp_counters();
     let lines = tracer.stop();
     let lines2 = second.stop();
     let wire = capture.stop();

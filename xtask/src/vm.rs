@@ -229,6 +229,13 @@ fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Archi
         add(&lib.to_string_lossy(), &std::fs::canonicalize(&lib)?, false)?;
     }
     archive.file("/init", init_script().into_bytes(), 0o755);
+    // tcpdump looks its user up (root here, with -Z root) before it captures.
+    archive.file(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        0o644,
+    );
+    archive.file("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
     for applet in [
         "sh", "mount", "insmod", "poweroff", "sysctl", "mkdir", "cat", "sed", "grep",
     ] {
