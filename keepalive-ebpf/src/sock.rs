@@ -161,19 +161,35 @@ pub fn read_identity<S: Object>(sk: S, r: &mut Record) {
 }
 
 /// The filters the user asked for, applied before any ring buffer space is reserved.
-/// A socket that matched once stays wanted: closing clears its ports before the last events.
+/// A socket's namespace never changes. A socket that matched the port once stays wanted:
+/// closing clears its ports before the last events. It is remembered by its cookie, which
+/// no other socket ever has (by address, a socket of another namespace or port reusing a
+/// freed one's memory would pass as it), or by address while it has none.
 #[inline(always)]
 pub fn wanted(r: &Record) -> bool {
     if !filtering() {
         return true;
     }
-    let port = config!(filter_port);
     let netns = config!(filter_netns);
-    if (port == 0 || r.sport == port || r.dport == port) && (netns == 0 || r.netns == netns) {
-        let _ = MATCHED.insert(&r.skaddr, &1, 0);
+    if netns != 0 && r.netns != netns {
+        return false;
+    }
+    let port = config!(filter_port);
+    if port == 0 {
         return true;
     }
-    unsafe { MATCHED.get(&r.skaddr) }.is_some()
+    let key = matched_key(r.cookie, r.skaddr);
+    if r.sport == port || r.dport == port {
+        let _ = MATCHED.insert(&key, &1, 0);
+        return true;
+    }
+    unsafe { MATCHED.get(&key) }.is_some()
+}
+
+/// How [`MATCHED`] knows a socket: its cookie, or its address while it has none.
+#[inline(always)]
+fn matched_key(cookie: u64, skaddr: u64) -> u64 {
+    if cookie != 0 { cookie } else { skaddr }
 }
 
 /// The user asked for some connections only (a port or a network namespace).
@@ -186,11 +202,13 @@ pub fn filtering() -> bool {
 #[inline(always)]
 pub fn forget(sk: u64) {
     if filtering() {
-        let _ = MATCHED.remove(&sk);
+        let cookie: u64 = read(sk, config!(offsets.cookie));
+        let _ = MATCHED.remove(&matched_key(cookie, sk));
     }
 }
 
-/// Sockets that matched the filters (only used when filtering).
+/// Sockets that matched the port filter, by [`matched_key`] (only used when filtering by
+/// port; an LRU, since without `all_states` nothing sees a socket freed).
 #[map]
 static MATCHED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 
