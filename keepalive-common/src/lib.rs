@@ -250,6 +250,9 @@ pub struct Life {
     pub comm: [u64; 2],
     /// The owner's cgroup id.
     pub cgroup: u64,
+    /// CLOCK_MONOTONIC nanoseconds when it ended (once `alive` is 0): user space removes
+    /// only entries that have been dead a while, which no new connection is taking over.
+    pub ended_ns: u64,
 }
 
 /// Bits of [`Life::marks`]: what happened to a connection that makes its end of interest.

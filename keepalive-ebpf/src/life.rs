@@ -129,6 +129,7 @@ pub fn get(sk: u64) -> Option<&'static mut Life> {
 #[inline(always)]
 pub fn end(l: &mut Life) {
     l.alive = 0;
+    l.ended_ns = unsafe { bpf_ktime_get_ns() };
 }
 
 /// The socket is freed (seen only with `all_states`): its entry goes.

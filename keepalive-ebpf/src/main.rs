@@ -573,14 +573,13 @@ macro_rules! guarded {
 #[map]
 static ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(8, 0);
 
-/// Every TCP socket's every state change: no second program to catch the rare run the
-/// kernel skips (one nested in another on the same CPU) would be worth its cost on each run;
-/// user space reports the kernel's count of skipped runs instead.
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
-    on_inet_sock_set_state(ctx)
-}
-
+guarded!(
+    0,
+    "inet_sock_set_state",
+    inet_sock_set_state,
+    inet_sock_set_state_nested,
+    on_inet_sock_set_state
+);
 guarded!(
     1,
     "tcp_retransmit_skb",

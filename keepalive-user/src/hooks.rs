@@ -144,6 +144,13 @@ pub const PROGRAMS: &[Program] = &[
         "state changes",
     ),
     tracepoint(
+        "inet_sock_set_state_nested",
+        "sock",
+        "inet_sock_set_state",
+        Modes::Both,
+        "state changes",
+    ),
+    tracepoint(
         "tcp_send_reset",
         "tcp",
         "tcp_send_reset",
