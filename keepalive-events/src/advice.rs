@@ -156,16 +156,17 @@ pub fn explain(v: &mut Verdict) {
         VerdictKind::Closed => format!("Connection closed normally with FIN{lifetime}."),
     };
     if v.verdict != VerdictKind::Closed {
-        if let Some(k) = &ka {
-            if !k.enabled && v.verdict != VerdictKind::LocalAbort {
-                advice.push(
-                    "Keepalive was off on this socket (SO_KEEPALIVE=0): enable it with \
+        if let Some(k) = &ka
+            && !k.enabled
+            && v.verdict != VerdictKind::LocalAbort
+        {
+            advice.push(
+                "Keepalive was off on this socket (SO_KEEPALIVE=0): enable it with \
                      setsockopt(SO_KEEPALIVE, 1) and TCP_KEEPIDLE below any NAT or firewall \
                      idle timeout, or with `keepalive enforce` without changing the \
                      application."
-                        .into(),
-                );
-            }
+                    .into(),
+            );
         }
         if ssh {
             advice.push(

@@ -113,7 +113,7 @@ impl Types<'_> {
         self.0
             .resolve_types_by_name(name)
             .ok()
-            .and_then(|ts| ts.into_iter().find(|t| want(t)))
+            .and_then(|ts| ts.into_iter().find(want))
             .ok_or_else(|| anyhow!("type `{name}` not found in kernel BTF"))
     }
 
@@ -154,7 +154,7 @@ impl Types<'_> {
             bits += off;
             t = member_type;
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             bail!("kernel BTF: `struct {name}.{path}` is a bit field");
         }
         if let Some(want) = size {
@@ -178,10 +178,10 @@ impl Types<'_> {
             if member_name == name {
                 return Ok(Some((m.bit_offset(), member_type)));
             }
-            if member_name.is_empty() {
-                if let Some((off, ty)) = self.find_member(&member_type, name)? {
-                    return Ok(Some((m.bit_offset() + off, ty)));
-                }
+            if member_name.is_empty()
+                && let Some((off, ty)) = self.find_member(&member_type, name)?
+            {
+                return Ok(Some((m.bit_offset() + off, ty)));
             }
         }
         Ok(None)

@@ -234,10 +234,10 @@ pub fn programs(mode: Mode) -> impl Iterator<Item = &'static Program> {
 pub fn tracepoints() -> Vec<(&'static str, &'static str, Modes, &'static str)> {
     let mut seen: Vec<(&'static str, &'static str, Modes, &'static str)> = vec![];
     for p in PROGRAMS {
-        if let Hook::Tracepoint { group, name } = p.hook {
-            if !seen.iter().any(|(g, n, _, _)| (*g, *n) == (group, name)) {
-                seen.push((group, name, p.modes, p.lost_without));
-            }
+        if let Hook::Tracepoint { group, name } = p.hook
+            && !seen.iter().any(|(g, n, _, _)| (*g, *n) == (group, name))
+        {
+            seen.push((group, name, p.modes, p.lost_without));
         }
     }
     seen
@@ -247,10 +247,10 @@ pub fn tracepoints() -> Vec<(&'static str, &'static str, Modes, &'static str)> {
 pub fn kprobe_functions() -> Vec<&'static str> {
     let mut functions = vec![];
     for p in PROGRAMS {
-        if let Hook::Kprobe(f) = p.hook {
-            if !functions.contains(&f) {
-                functions.push(f);
-            }
+        if let Hook::Kprobe(f) = p.hook
+            && !functions.contains(&f)
+        {
+            functions.push(f);
         }
     }
     functions

@@ -182,10 +182,10 @@ fn reset_callers_in(kallsyms: &str) -> Vec<(u64, u64, String)> {
             continue;
         };
         starts.push(addr);
-        if f.next().is_none() {
-            if let Some((_, cause)) = RESET_CALLERS.iter().find(|(name, _)| *name == sym) {
-                wanted.push((addr, *cause));
-            }
+        if f.next().is_none()
+            && let Some((_, cause)) = RESET_CALLERS.iter().find(|(name, _)| *name == sym)
+        {
+            wanted.push((addr, *cause));
         }
     }
     starts.sort_unstable();

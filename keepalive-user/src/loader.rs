@@ -92,10 +92,10 @@ fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Re
     if let Some((group, name, what)) = missing_tracepoint(mode) {
         bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
     }
-    if mode == Mode::Kprobe {
-        if let Some(why) = kernel::kprobes_unavailable(&hooks::kprobe_functions()) {
-            bail!("{why}");
-        }
+    if mode == Mode::Kprobe
+        && let Some(why) = kernel::kprobes_unavailable(&hooks::kprobe_functions())
+    {
+        bail!("{why}");
     }
     load_mode(opts, types, mode)
 }

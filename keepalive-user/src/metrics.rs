@@ -101,12 +101,9 @@ impl Metrics {
         let ends = Family::<EndLabels, Counter>::default();
         let lost = Counter::default();
         let tracked = Gauge::default();
-        let idle_before_death = Histogram::new(
-            [
-                1.0, 5.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
-            ]
-            .into_iter(),
-        );
+        let idle_before_death = Histogram::new([
+            1.0, 5.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0,
+        ]);
         registry.register("probes_sent", "Keepalive probes sent", probes_sent.clone());
         registry.register(
             "probes_answered",

@@ -312,10 +312,10 @@ fn settle(rungs: &mut HashMap<u16, Rung>, findings: &mut Findings, progress: boo
         }
     }
     rungs.retain(|_, r| r.outcome.is_none());
-    if findings.how != Some(How::ServerClosed) {
-        if let Some(f) = findings.forgotten_s {
-            rungs.retain(|_, r| r.idle_s < f);
-        }
+    if findings.how != Some(How::ServerClosed)
+        && let Some(f) = findings.forgotten_s
+    {
+        rungs.retain(|_, r| r.idle_s < f);
     }
 }
 

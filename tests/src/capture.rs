@@ -52,7 +52,7 @@ impl Capture {
                 }
             }
         });
-        let mut c = Capture {
+        let c = Capture {
             child: Some(child),
             file,
             stderr,

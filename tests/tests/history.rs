@@ -3,7 +3,6 @@
 //! store alone, and say when nobody was tracing.
 
 use std::{
-    path::PathBuf,
     process::Command,
     thread,
     time::{Duration, Instant},

@@ -62,7 +62,7 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
         events
             .iter()
-            .position(|e| pred(e))
+            .position(pred)
             .unwrap_or_else(|| panic!("missing event in {kinds:?}"))
     };
     let last_probe = events

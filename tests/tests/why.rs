@@ -108,7 +108,7 @@ fn last_verdict(out: &str) -> Value {
     out.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["type"] == "verdict")
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no verdict in: {out}"))
 }
 

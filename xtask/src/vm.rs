@@ -588,15 +588,14 @@ fn parse_guest_log(lines: &[String]) -> KernelRun {
         } else if let Some(rest) = line.strip_prefix("@@SKIP mode=") {
             let (mode, why) = rest.split_once(' ').unwrap_or((rest, ""));
             run.skipped.insert(mode.to_string(), why.to_string());
-        } else if let Some(rest) = line.strip_prefix("@@VERDICT mode=") {
-            if let Some((mode, verdict)) = rest.split_once(' ') {
-                if let Some((test, v)) = verdict.split_once(' ') {
-                    run.verdicts
-                        .entry(mode.to_string())
-                        .or_default()
-                        .insert(test.to_string(), v.to_string());
-                }
-            }
+        } else if let Some(rest) = line.strip_prefix("@@VERDICT mode=")
+            && let Some((mode, verdict)) = rest.split_once(' ')
+            && let Some((test, v)) = verdict.split_once(' ')
+        {
+            run.verdicts
+                .entry(mode.to_string())
+                .or_default()
+                .insert(test.to_string(), v.to_string());
         }
     }
     run

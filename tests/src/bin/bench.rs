@@ -945,10 +945,10 @@ fn raise_fd_limit() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1 << 20);
     let want = nr_open.min(1 << 20);
-    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
-        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err()
+        && let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
