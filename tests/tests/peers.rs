@@ -8,19 +8,42 @@ use std::{
     time::Duration,
 };
 
-use keepalive_tests::{Routed, is_root, keepalive, tracer::Why};
+use keepalive_tests::{
+    Routed,
+    capture::{Capture, KeepaliveOnWire},
+    is_root, keepalive,
+    tracer::Why,
+};
+use serde_json::Value;
+
+/// What `why` printed of the connection (its timeline's events) against the wire.
+fn matches_the_wire(lines: &[Value], wire: KeepaliveOnWire) {
+    let events: Vec<Value> = lines
+        .iter()
+        .filter(|l| l["type"] == "event")
+        .cloned()
+        .collect();
+    assert_eq!(KeepaliveOnWire::in_trace(&events), wire, "{events:?}");
+}
 
 #[test]
 fn peer_host_vanished_is_keepalive_timeout() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
     let topo = Routed::new(false);
     let why = Why::start(&["--netns", &topo.client.name]);
+    let capture = Capture::start(&topo.client);
     let conn = topo.connect(keepalive(2, 1, 3));
     topo.vanish_server();
-    let (v, _) = why.verdict(Duration::from_secs(30));
+    let (v, lines) = why.verdict(Duration::from_secs(30));
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
     assert_eq!(v["probes_unanswered"], 3, "{v}");
+    // Three probes, no answer, the timeout's RST: as the wire carried them.
+    let wire = capture
+        .stop()
+        .keepalive(SocketAddr::new(topo.client_addr, conn.client_port));
+    assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
+    matches_the_wire(&lines, wire);
 }
 
 #[test]
@@ -28,10 +51,17 @@ fn peer_host_restarted_answers_the_probe_with_rst() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
     let mut topo = Routed::new(false);
     let why = Why::start(&["--netns", &topo.client.name]);
+    let capture = Capture::start(&topo.client);
     let conn = topo.connect(keepalive(3, 1, 3));
     // The server reboots while the connection idles: it remembers nothing.
     topo.restart_server();
-    let (v, _) = why.verdict(Duration::from_secs(30));
+    let (v, lines) = why.verdict(Duration::from_secs(30));
+    // A probe, answered with the peer's RST (no answer, no RST of ours).
+    let wire = capture
+        .stop()
+        .keepalive(SocketAddr::new(topo.client_addr, conn.client_port));
+    assert_eq!((wire.probes, wire.answers, wire.resets_received), (1, 0, 1));
+    matches_the_wire(&lines, wire);
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "reset_after_probe", "{v}");
     assert_eq!(v["error"], "ECONNRESET", "{v}");
