@@ -30,17 +30,18 @@ static ORDINARY_ENDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// By socket address. A connection's end leaves its entry dead (`alive` 0) rather than
 /// removing it: the kernel reuses a freed socket's memory for the next one, whose start then
 /// takes the entry over in place, so a connection costs no insertion and no removal (two
-/// locked table operations, most of what keeping a start cost). User space sweeps dead
-/// entries now and then (`sweep_ended` in keepalive-user's trace.rs), so addresses never reused do not fill
-/// it. Preallocated (transitions run in softirq context too), and not an LRU: eviction would
+/// locked table operations, most of what keeping a start cost). Once the table is half
+/// full, user space removes entries long dead (`sweep_ended` in keepalive-user's trace.rs),
+/// so addresses never reused do not fill it. Preallocated (transitions run in softirq context too), and not an LRU: eviction would
 /// drop a connection's start silently. When it is full, a connection's transitions are sent
 /// as they happen.
 #[map]
 static LIVES: HashMap<u64, Life> = HashMap::with_max_entries(CONNECTION_LIFE_SLOTS, 0);
 
-/// The entry of the connection at `key`, if it has one (a dead one is another's past).
+/// The entry of the connection at `key`, if it has one (a dead one is another's past), in
+/// the table (not copied to the stack): [`end`] it once its close is sent.
 #[inline(always)]
-fn live(key: u64) -> Option<&'static mut Life> {
+pub fn get(key: u64) -> Option<&'static mut Life> {
     let l = unsafe { &mut *LIVES.get_ptr_mut(&key)? };
     (l.alive != 0).then_some(l)
 }
@@ -85,7 +86,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8, keepalive: u8) -> bool 
     if new == TCP_ESTABLISHED {
         // A connect() seen: the same connection. Otherwise (accepted, or a connect() that
         // did not fit) its start is here, over whatever the address held.
-        let seen = if old == TCP_SYN_SENT { live(key) } else { None };
+        let seen = if old == TCP_SYN_SENT { get(key) } else { None };
         let Some(l) = seen.or_else(|| start(key)) else {
             return false;
         };
@@ -94,7 +95,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8, keepalive: u8) -> bool 
         return true;
     }
     // The application closes (close() or shutdown(), in its context).
-    let Some(l) = live(key) else {
+    let Some(l) = get(key) else {
         return false;
     };
     if retransmits != 0 {
@@ -118,13 +119,6 @@ fn owned_by_current_task(l: &mut Life, from: u8) {
     l.life.owner_from = from;
 }
 
-/// The entry of a connection that reaches CLOSE, in the table (not copied to the stack):
-/// [`end`] it once sent.
-#[inline(always)]
-pub fn get(sk: u64) -> Option<&'static mut Life> {
-    live(sk)
-}
-
 /// The connection is over: its entry is dead, for the next socket at its address to take.
 #[inline(always)]
 pub fn end(l: &mut Life) {
@@ -142,14 +136,14 @@ pub fn forget(sk: u64) {
 /// an error, a retransmission, a keepalive timer run): rare, so one lookup is cheap here.
 #[inline(always)]
 pub fn mark(sk: u64) {
-    if let Some(l) = live(sk) {
+    if let Some(l) = get(sk) {
         l.marks |= mark::TROUBLE;
     }
 }
 
 /// The connection `sk` goes `old` -> CLOSE: when its end is ordinary (see
-/// `KernelConfig::all_ends`, which turns this off) it is counted and forgotten here, and
-/// true says nothing is to be sent. One lookup and no record: most connections end this way.
+/// `KernelConfig::all_ends`, which turns this off) it is counted and its entry ended here,
+/// and true says nothing is to be sent. One lookup and no record: most connections end this way.
 #[inline(always)]
 pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
     let orderly =
@@ -157,7 +151,7 @@ pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
     if !orderly || retransmits != 0 {
         return false;
     }
-    let Some(l) = live(sk.addr()) else {
+    let Some(l) = get(sk.addr()) else {
         // Its start was not seen (older than the trace, or no room): of interest.
         return false;
     };

@@ -172,9 +172,10 @@ fn return_freed_memory() {
 /// at once); addresses never reused would keep theirs for good and, enough of them, fill
 /// the table. Removing is left until it matters because it races with a takeover: a
 /// program holding an entry it is about to take over writes into a removed one, and that
-/// connection's start is lost (a soak with a sweep every 10 s lost 32 of 28,449 ends that
-/// way; none without). Only entries dead for [`SWEEP_AFTER`] go, which makes it rarer: a
-/// recently freed address is the one being reused.
+/// connection's start is lost (a 1-minute soak sweeping every 10 s lost 32 of 28,449 ends,
+/// one without the sweep none; later soaks without it lost some too, so suspected, not
+/// proven). Only entries dead for [`SWEEP_AFTER`] go, which makes it rarer: a recently
+/// freed address is the one being reused.
 fn sweep_ended(lives: &mut HashMap<MapData, u64, Life>) {
     let Ok(now) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) else {
         return;
