@@ -36,6 +36,10 @@ impl Capture {
             // --immediate-mode: each packet handed over as it comes, not in blocks that a
             // stop would leave behind unwritten (a keepalive timeout's last RST was).
             .args(["-i", "any", "-n", "-U", "--immediate-mode"])
+            // Headers only (lengths come from the IP header): in immediate mode each ring
+            // slot holds a whole snapshot, and at the default 256 KiB the 2 MiB ring had 8
+            // slots, which a burst of connections overran ("dropped by kernel").
+            .args(["-s", "160", "-B", "8192"])
             .arg("-w")
             .arg(&file)
             .arg("tcp")
@@ -193,6 +197,24 @@ impl Wire {
 }
 
 impl Wire {
+    /// Asserts that a tracer's `events` of the connection whose end here is `local` show
+    /// exactly the probes, answers and resets (by direction) that crossed the wire, and
+    /// returns them for the scenario's own expectations.
+    pub fn assert_traced(
+        &self,
+        local: SocketAddr,
+        events: &[serde_json::Value],
+    ) -> KeepaliveOnWire {
+        let wire = self.keepalive(local);
+        let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+        assert_eq!(
+            KeepaliveOnWire::in_trace(events),
+            wire,
+            "the trace (left) and the wire (right) disagree on {local}; traced: {kinds:?}"
+        );
+        wire
+    }
+
     /// RSTs sent from `ip`, of every connection (and of none: a reset to a closed port).
     pub fn resets_from(&self, ip: IpAddr) -> usize {
         self.segments

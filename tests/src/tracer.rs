@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -14,6 +15,11 @@ use nix::{
     unistd::Pid,
 };
 use serde_json::Value;
+
+use crate::{
+    capture::{Capture, KeepaliveOnWire},
+    netns::Connection,
+};
 
 /// How long a tracer may take to load and attach: well under a second on a host, but the
 /// kernel matrix runs five at once in a guest emulated on one host thread.
@@ -202,6 +208,15 @@ pub fn events_of(lines: &[Value], local_port: u16) -> Vec<Value> {
         .collect()
 }
 
+/// The events among `lines` (a `why`'s timeline, a recording), in order.
+pub fn timeline(lines: &[Value]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "event")
+        .cloned()
+        .collect()
+}
+
 /// The `kind`s of `events`, in order.
 pub fn kinds(events: &[Value]) -> Vec<String> {
     events
@@ -335,12 +350,34 @@ pub fn advised_idle_below(v: &Value, limit_s: u64) -> u64 {
     advised as u64
 }
 
-/// Asserts the tracer printed no verdict for the connection from `local_port`: it is alive.
-pub fn no_verdict_for(lines: &[Value], local_port: u16) {
-    assert!(
-        !lines
+impl Tracer {
+    /// Ends a connection that survived: closes it, then stops the tracer and `capture`, so
+    /// both saw all of it (its close reports the answer to its last probe). Call it right
+    /// after data went both ways, when no probe can be out. Asserts the connection's events
+    /// show exactly what the wire carried and that its only verdict is that close; returns
+    /// its events and the wire's counts.
+    pub fn stop_after_close(
+        self,
+        conn: Connection,
+        client_addr: IpAddr,
+        capture: Capture,
+    ) -> (Vec<Value>, KeepaliveOnWire) {
+        let port = conn.client_port;
+        drop(conn);
+        thread::sleep(Duration::from_millis(300));
+        let lines = self.stop();
+        let events = events_of(&lines, port);
+        let wire = capture
+            .stop()
+            .assert_traced(SocketAddr::new(client_addr, port), &events);
+        let verdicts: Vec<&Value> = lines
             .iter()
-            .any(|l| l["type"] == "verdict" && l["sport"] == local_port),
-        "a verdict for a live connection: {lines:?}"
-    );
+            .filter(|l| l["type"] == "verdict" && l["sport"] == port)
+            .collect();
+        assert!(
+            verdicts.iter().all(|v| v["verdict"] == "closed"),
+            "a verdict other than the test's close: {verdicts:?}"
+        );
+        (events, wire)
+    }
 }

@@ -5,14 +5,17 @@
 
 use std::{
     io::{Read, Write},
+    net::{IpAddr, SocketAddr},
     thread,
     time::{Duration, Instant},
 };
 
 use keepalive_tests::{
-    Link, Tracer, is_root, keepalive,
+    Link, Tracer,
+    capture::{Capture, KeepaliveOnWire},
+    is_root, keepalive,
     netns::Connection,
-    tracer::{Why, advised_idle_below, events_of, kinds, no_verdict_for},
+    tracer::{Why, advised_idle_below, kinds, timeline},
 };
 use serde_json::Value;
 
@@ -34,18 +37,27 @@ fn wait_for_error(client: &std::net::TcpStream, limit: Duration) -> (Duration, i
 
 /// Waits for `conn` to die with ETIMEDOUT after its peer went quiet, and for `why`'s
 /// verdict on it: of kind `verdict`, and given up about `promised` after the last sign of
-/// life (not much sooner; later by timer slack at most). Returns the verdict.
-fn dies_as_promised(why: Why, conn: &Connection, verdict: &str, promised: Duration) -> Value {
+/// life (not much sooner; later by timer slack at most). Its timeline matches the wire
+/// `capture` saw on `client_addr`'s side. Returns the verdict and the wire's counts.
+fn dies_as_promised(
+    why: Why,
+    conn: &Connection,
+    verdict: &str,
+    promised: Duration,
+    (capture, client_addr): (Capture, IpAddr),
+) -> (Value, KeepaliveOnWire) {
     let (took, err) = wait_for_error(&conn.client, promised * 4 + Duration::from_secs(10));
     assert_eq!(err, etimedout(), "the application sees ETIMEDOUT");
-    let (v, _) = why.verdict(Duration::from_secs(20));
+    let (v, lines) = why.verdict(Duration::from_secs(20));
+    let local = SocketAddr::new(client_addr, conn.client_port);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], verdict, "{v}");
     assert!(
         took >= promised.mul_f64(0.8) && took <= promised + Duration::from_secs(2),
         "gave up after {took:?}, promised {promised:?}"
     );
-    v
+    (v, wire)
 }
 
 #[test]
@@ -55,11 +67,19 @@ fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_
 
     // Idle 1 s, 2 probes 1 s apart: the advice promises detection after 1 + 2 x 1 = 3 s.
     let why = Why::start(&["--netns", &link.a.name]);
+    let capture = Capture::start(&link.a);
     let conn = link.connect(keepalive(1, 1, 2));
     link.blackhole_b(conn.server_port);
     // The promise, against the kernel: detected 3 s after the last sign of life.
     let promised = Duration::from_secs(3);
-    let v = dies_as_promised(why, &conn, "keepalive_timeout", promised);
+    let (v, wire) = dies_as_promised(
+        why,
+        &conn,
+        "keepalive_timeout",
+        promised,
+        (capture, link.a_addr),
+    );
+    assert_eq!((wire.probes, wire.answers, wire.resets_sent), (2, 0, 1));
     let advice = v["advice"].to_string();
     assert!(advice.contains("idle + count x interval = 3s"), "{advice}");
     assert!(advice.contains("raise TCP_KEEPCNT"), "{advice}");
@@ -72,6 +92,7 @@ fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_
 
     // Applied: more probes (idle 1 s + 8 x 1 s = 9 s to detect) ride out the same outage.
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let capture = Capture::start(&link.a);
     let mut conn = link.connect(keepalive(1, 1, 8));
     link.blackhole_b(conn.server_port);
     thread::sleep(OUTAGE);
@@ -79,14 +100,14 @@ fn keepalive_timeout_detection_is_as_promised_and_the_advised_count_survives_an_
     // The next probe after the outage is answered.
     thread::sleep(Duration::from_secs(2));
     conn.still_works(Duration::from_secs(15));
-    let lines = tracer.stop();
-    let events = events_of(&lines, conn.client_port);
+    let (events, wire) = tracer.stop_after_close(conn, link.a_addr, capture);
     let kinds = kinds(&events);
-    let probes = kinds.iter().filter(|k| *k == "keepalive_probe").count();
-    assert!(probes >= 3, "probes went out during the outage: {kinds:?}");
-    assert!(kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
+    assert!(
+        wire.probes >= 3,
+        "probes went out during the outage: {kinds:?}"
+    );
+    assert!(wire.answers >= 1, "{kinds:?}");
     assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
-    no_verdict_for(&lines, conn.client_port);
 }
 
 #[test]
@@ -102,10 +123,18 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
 
     // TCP_USER_TIMEOUT=2000 with data in flight: given up 2 s after the peer went quiet.
     let why = Why::start(&["--netns", &link.a.name]);
+    let capture = Capture::start(&link.a);
     let mut conn = link.connect(user_timeout(2000));
     link.blackhole_b(conn.server_port);
     conn.client.write_all(b"into the void").unwrap();
-    let v = dies_as_promised(why, &conn, "user_timeout", Duration::from_secs(2));
+    let (v, wire) = dies_as_promised(
+        why,
+        &conn,
+        "user_timeout",
+        Duration::from_secs(2),
+        (capture, link.a_addr),
+    );
+    assert_eq!(wire.probes, 0, "{wire:?}");
     let advice = v["advice"].to_string();
     assert!(advice.contains("TCP_USER_TIMEOUT=2000 ms"), "{advice}");
     assert!(advice.contains("raise it"), "{advice}");
@@ -114,6 +143,7 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
 
     // Applied: raised above the outage, the same silence is ridden out and the data arrives.
     let tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let capture = Capture::start(&link.a);
     let mut conn = link.connect(user_timeout(15_000));
     link.blackhole_b(conn.server_port);
     conn.client.write_all(b"slow peer!").unwrap();
@@ -126,14 +156,13 @@ fn user_timeout_bounds_detection_as_promised_and_the_raised_value_rides_out_a_sl
     conn.server.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"slow peer!");
     conn.still_works(Duration::from_secs(15));
-    let lines = tracer.stop();
-    let events = events_of(&lines, conn.client_port);
+    let (events, wire) = tracer.stop_after_close(conn, link.a_addr, capture);
     let kinds = kinds(&events);
     assert!(
         kinds.iter().any(|k| k == "retransmit"),
         "retransmissions during the outage: {kinds:?}"
     );
-    no_verdict_for(&lines, conn.client_port);
+    assert_eq!(wire.probes, 0, "{wire:?}");
 }
 
 #[test]
@@ -157,10 +186,18 @@ fn a_firewall_that_resets_forgotten_flows_and_the_advised_idle_keeps_the_flow() 
 
     // Keepalive idle above the firewall's limit: the first probe draws the RST.
     let why = Why::start(&["--netns", &topo.client.name]);
+    let capture = Capture::start(&topo.client);
     let conn = topo.connect(keepalive(6, 1, 3));
-    let (v, _) = why.verdict(Duration::from_secs(30));
+    let (v, lines) = why.verdict(Duration::from_secs(30));
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "reset_after_probe", "{v}");
+    // The firewall's RST answered the first probe, as the wire shows.
+    let local = SocketAddr::new(topo.client_addr, conn.client_port);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
+    assert_eq!(
+        (wire.probes, wire.resets_received, wire.resets_sent),
+        (1, 1, 0)
+    );
     let advice = v["advice"].to_string();
     assert!(advice.contains("within 6s of idleness"), "{advice}");
     let advised = advised_idle_below(&v, FORGET_S);
@@ -169,20 +206,15 @@ fn a_firewall_that_resets_forgotten_flows_and_the_advised_idle_keeps_the_flow() 
     // Applied: probes every `advised` seconds keep the flow in the firewall through four of
     // its idle limits, then data still goes both ways.
     let tracer = Tracer::trace_netns(&topo.client.name, &[]);
+    let capture = Capture::start(&topo.client);
     let mut conn = topo.connect(keepalive(advised, 1, 3));
     thread::sleep(Duration::from_secs(4 * FORGET_S));
     conn.still_works(Duration::from_secs(15));
-    let lines = tracer.stop();
-    let events = events_of(&lines, conn.client_port);
+    let (events, wire) = tracer.stop_after_close(conn, topo.client_addr, capture);
     let kinds = kinds(&events);
-    assert!(kinds.iter().any(|k| k == "keepalive_answered"), "{kinds:?}");
-    assert!(
-        !kinds
-            .iter()
-            .any(|k| k == "reset_received" || k == "keepalive_timeout"),
-        "{kinds:?}"
-    );
-    no_verdict_for(&lines, conn.client_port);
+    assert!(wire.answers >= 1, "{kinds:?}");
+    assert_eq!(wire.resets_received, 0, "{kinds:?}");
+    assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
 }
 
 #[test]
@@ -194,6 +226,7 @@ fn local_aborts_and_the_advised_close_ends_with_fin() {
     let ends_with = |verdict: &str, linger_zero: bool, close: &dyn Fn(Connection)| {
         // --all: a plain close of a short connection is an ordinary end, shown only then.
         let why = Why::start(&["--netns", &link.a.name, "--all"]);
+        let capture = Capture::start(&link.a);
         let conn = link.connect(move |s: &socket2::Socket| {
             if linger_zero {
                 s.set_linger(Some(Duration::ZERO)).unwrap()
@@ -201,9 +234,15 @@ fn local_aborts_and_the_advised_close_ends_with_fin() {
         });
         let port = conn.client_port;
         close(conn);
-        let (v, _) = why.verdict(Duration::from_secs(10));
+        let (v, lines) = why.verdict(Duration::from_secs(10));
         assert_eq!(v["sport"], port, "{v}");
         assert_eq!(v["verdict"], verdict, "{v}");
+        // An abort is the client's one RST on the wire; a close, none.
+        let wire = capture
+            .stop()
+            .assert_traced(SocketAddr::new(link.a_addr, port), &timeline(&lines));
+        let aborted = usize::from(verdict == "local_abort");
+        assert_eq!((wire.resets_sent, wire.resets_received), (aborted, 0));
         v
     };
     // The client closes; the server reads the end of stream (or the reset) and closes too.

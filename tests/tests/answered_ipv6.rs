@@ -8,7 +8,7 @@ use std::{
 
 use keepalive_tests::{
     Link, Tracer,
-    capture::{Capture, KeepaliveOnWire},
+    capture::Capture,
     is_root, keepalive,
     tracer::{events_of, kinds},
 };
@@ -37,10 +37,8 @@ fn answered_probes_over_ipv6_keep_the_connection_alive() {
     let lines = tracer.stop();
     let events = events_of(&lines, port);
     // Every probe and answer the wire carried, no more, no fewer.
-    let wire = capture
-        .stop()
-        .keepalive(std::net::SocketAddr::new(link.a_addr, port));
-    assert_eq!(KeepaliveOnWire::in_trace(&events), wire);
+    let local = std::net::SocketAddr::new(link.a_addr, port);
+    capture.stop().assert_traced(local, &events);
     let kinds = kinds(&events);
     assert!(
         kinds.iter().filter(|k| *k == "keepalive_probe").count() >= 2,

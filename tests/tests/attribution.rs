@@ -4,10 +4,11 @@
 //! its owner's unit, container or pod, and a filter by each selects that connection only,
 //! live and in a replayed recording.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use keepalive_tests::{
     IdleServer, Link, Tracer,
+    capture::Capture,
     cgroup::Cgroup,
     is_root,
     ssh::TempDir,
@@ -67,6 +68,7 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         ("pod", with(&["--pod", &pod_filter])),
     ];
 
+    let capture = Capture::start(&link.a);
     let mut clients: Vec<_> = cgroups
         .iter()
         .map(|(role, cg)| (*role, cg.client(&ns, server.addr, (2, 1, 2))))
@@ -117,6 +119,20 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
         "{metrics}"
     );
     let lines = all.stop();
+    // Every connection's probes and timeout RST, in the unfiltered trace as on the wire.
+    let wire = capture.stop();
+    let on_wire = |lines: &[Value], role: &str| {
+        let port = port_of[role];
+        let seen = wire.assert_traced(SocketAddr::new(link.a_addr, port), &events_of(lines, port));
+        assert_eq!(
+            (seen.probes, seen.answers, seen.resets_sent),
+            (2, 0, 1),
+            "{role}"
+        );
+    };
+    for role in port_of.keys() {
+        on_wire(&lines, role);
+    }
     let verdict = |lines: &[Value], port: u16| -> Value {
         let found: Vec<&Value> = lines
             .iter()
@@ -166,6 +182,8 @@ fn verdicts_name_the_unit_container_and_pod_and_filters_select_each() {
     for (role, tracer) in filtered {
         let lines = tracer.stop();
         verdict(&lines, port_of[role]);
+        // What a filter selects, it shows whole.
+        on_wire(&lines, role);
         for (other, port) in &port_of {
             if *other != role {
                 assert!(

@@ -11,6 +11,7 @@ use std::{
 
 use keepalive_tests::{
     Routed,
+    capture::Capture,
     cgroup::Cgroup,
     is_root,
     tracer::{Tracer, binary, events_of, kinds, run_json, wait_bounded},
@@ -122,6 +123,7 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     let server = echo_server(&topo);
     let cg = Cgroup::new("enforced");
     let tracer = Tracer::trace_netns(&topo.client.name, &[]);
+    let capture = Capture::start(&topo.client);
     let mut enforce = Command::new(binary())
         .args([
             "enforce",
@@ -187,8 +189,15 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     let events = events_of(&lines, inside_port);
     let kinds = kinds(&events);
     assert!(kinds.iter().any(|k| k == "keepalive_enforced"), "{kinds:?}");
-    let answered = kinds.iter().filter(|k| *k == "keepalive_answered").count();
-    assert!(answered >= 5, "probes answered over 20 s idle: {kinds:?}");
+    // The probes enforce turned on, and their answers, as the wire carried them (the
+    // client has closed: its close reported the last answer).
+    let wire = capture
+        .stop()
+        .assert_traced(SocketAddr::new(topo.client_addr, inside_port), &events);
+    assert!(
+        wire.answers >= 5,
+        "probes answered over 20 s idle: {kinds:?}"
+    );
     assert!(!kinds.iter().any(|k| k == "keepalive_timeout"), "{kinds:?}");
     assert!(
         !kinds_of(&lines, outside_port)

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use keepalive_tests::{Link, Tracer, is_root, keepalive, tracer::run_json};
+use keepalive_tests::{
+    Link, Tracer,
+    capture::Capture,
+    is_root, keepalive,
+    tracer::{events_of, run_json},
+};
 use socket2::SockRef;
 
 #[test]
@@ -43,7 +48,8 @@ fn sockets_lists_keepalive_settings_timer_and_owner() {
 fn a_connection_older_than_the_tracer_gets_its_owner_and_cookie_in_the_verdict() {
     assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
     let link = Link::new("client", "server", false);
-    // Established, idle and owned before any tracer runs.
+    // Established, idle and owned before any tracer runs (the capture sees it all).
+    let capture = Capture::start(&link.a);
     let conn = link.connect(keepalive(3, 1, 2));
     let mut tracer = Tracer::trace_netns(&link.a.name, &[]);
     link.blackhole_b(conn.server_port);
@@ -61,5 +67,10 @@ fn a_connection_older_than_the_tracer_gets_its_owner_and_cookie_in_the_verdict()
         keepalive_tests::socket_cookie(&conn.client),
         "{verdict}"
     );
-    tracer.stop();
+    let lines = tracer.stop();
+    let local = std::net::SocketAddr::new(link.a_addr, port);
+    let wire = capture
+        .stop()
+        .assert_traced(local, &events_of(&lines, port));
+    assert_eq!((wire.probes, wire.resets_sent), (2, 1));
 }

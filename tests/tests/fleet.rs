@@ -9,9 +9,11 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, is_root, keepalive,
+    Link,
+    capture::Capture,
+    is_root, keepalive,
     metrics::{free_port, sample, scrape, sum},
-    tracer::{Tracer, binary, wait_bounded, wait_tracing_line},
+    tracer::{Tracer, binary, events_of, wait_bounded, wait_tracing_line},
 };
 use serde_json::Value;
 use socket2::SockRef;
@@ -23,6 +25,7 @@ fn metrics_match_the_verdicts_printed() {
     let port = free_port();
     let metrics_addr = format!("127.0.0.1:{port}");
     let mut tracer = Tracer::trace_netns(&link.a.name, &["--metrics", &metrics_addr]);
+    let capture = Capture::start(&link.a);
     // One connection dies of keepalive timeout, one is aborted, one closes normally (an
     // ordinary end: counted by the kernel, no verdict).
     let dying = link.connect(keepalive(1, 1, 2));
@@ -46,6 +49,14 @@ fn metrics_match_the_verdicts_printed() {
     thread::sleep(Duration::from_millis(300));
     let metrics = scrape(port);
     let lines = tracer.stop();
+    // The trace is the wire's: two probes and the timeout's RST, the abort's RST.
+    let wire = capture.stop();
+    let on_wire = |port: u16| {
+        let local = std::net::SocketAddr::new(link.a_addr, port);
+        wire.assert_traced(local, &events_of(&lines, port))
+    };
+    assert_eq!(on_wire(dying_port).probes, 2);
+    assert_eq!(on_wire(aborted_port).resets_sent, 1);
     let count = |pred: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| pred(v)).count() as f64;
     let events = |kind: &str| count(&|v| v["type"] == "event" && v["kind"] == kind);
     assert_eq!(

@@ -3,15 +3,18 @@
 //! store alone, and say when nobody was tracing.
 
 use std::{
+    net::SocketAddr,
     process::Command,
     thread,
     time::{Duration, Instant},
 };
 
 use keepalive_tests::{
-    HistoryStore as Store, Link, Routed, is_root, json_lines,
+    HistoryStore as Store, Link, Routed,
+    capture::Capture,
+    is_root, json_lines,
     ssh::{SshSession, Sshd},
-    tracer::{Tracer, binary},
+    tracer::{Tracer, binary, timeline},
 };
 use serde_json::Value;
 
@@ -42,6 +45,7 @@ fn the_morning_after_why_answers_from_the_history_alone() {
     let sshd = Sshd::start(&topo.server, SERVER, "hist1");
     let mut tracer =
         Tracer::trace_netns(&topo.client.name, &["--quiet", "--history", store.path()]);
+    let capture = Capture::start(&topo.client);
     let mut ssh = SshSession::start(&topo.client, &sshd, SERVER, &["TCPKeepAlive=yes"]);
     let pid = ssh.pid();
     ssh.wait_keepalive_answered(Duration::from_secs(20)); // idle; a probe answered
@@ -94,6 +98,10 @@ fn the_morning_after_why_answers_from_the_history_alone() {
     let probes = kinds.iter().filter(|k| **k == "keepalive_probe").count();
     assert!(probes >= 4, "{kinds:?}");
     assert!(kinds.contains(&"keepalive_timeout"), "{kinds:?}");
+    // The timeline kept is the whole of what the wire carried.
+    let local = SocketAddr::new(topo.client_addr, v["sport"].as_u64().unwrap() as u16);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
+    assert_eq!(wire.resets_sent, 1, "{wire:?}");
     // The tracer stopped: the time since is a gap, said so.
     let gap = lines
         .iter()

@@ -2,7 +2,7 @@
 
 use std::{io::Read, time::Duration};
 
-use keepalive_tests::{Link, Tracer, is_root, tracer::events_of};
+use keepalive_tests::{Link, Tracer, capture::Capture, is_root, tracer::events_of};
 use socket2::SockRef;
 
 #[test]
@@ -13,6 +13,7 @@ fn linger_zero_close_is_reset_sent_abort_on_linger() {
     );
     let link = Link::new("client", "server", false);
     let mut tracer = Tracer::trace_netns(&link.a.name, &[]);
+    let capture = Capture::start(&link.a);
     let conn = link.connect(|_| {});
     SockRef::from(&conn.client)
         .set_linger(Some(Duration::ZERO))
@@ -35,9 +36,15 @@ fn linger_zero_close_is_reset_sent_abort_on_linger() {
     assert_eq!(reset["reason"], "TCP_ABORT_ON_LINGER", "{reset}");
     assert_eq!(reset["dport"], conn.server_port);
     let lines = tracer.stop();
+    let events = events_of(&lines, port);
     assert!(
-        events_of(&lines, port)
+        events
             .iter()
             .any(|e| e["kind"] == "state_change" && e["to"] == "CLOSE")
     );
+    // One RST, from this end, on the wire as in the trace.
+    let wire = capture
+        .stop()
+        .assert_traced(std::net::SocketAddr::new(link.a_addr, port), &events);
+    assert_eq!((wire.resets_sent, wire.resets_received), (1, 0));
 }

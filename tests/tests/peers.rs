@@ -10,21 +10,10 @@ use std::{
 
 use keepalive_tests::{
     Routed,
-    capture::{Capture, KeepaliveOnWire},
+    capture::Capture,
     is_root, keepalive,
-    tracer::Why,
+    tracer::{Why, timeline},
 };
-use serde_json::Value;
-
-/// What `why` printed of the connection (its timeline's events) against the wire.
-fn matches_the_wire(lines: &[Value], wire: KeepaliveOnWire) {
-    let events: Vec<Value> = lines
-        .iter()
-        .filter(|l| l["type"] == "event")
-        .cloned()
-        .collect();
-    assert_eq!(KeepaliveOnWire::in_trace(&events), wire, "{events:?}");
-}
 
 #[test]
 fn peer_host_vanished_is_keepalive_timeout() {
@@ -39,11 +28,9 @@ fn peer_host_vanished_is_keepalive_timeout() {
     assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
     assert_eq!(v["probes_unanswered"], 3, "{v}");
     // Three probes, no answer, the timeout's RST: as the wire carried them.
-    let wire = capture
-        .stop()
-        .keepalive(SocketAddr::new(topo.client_addr, conn.client_port));
+    let local = SocketAddr::new(topo.client_addr, conn.client_port);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
     assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
-    matches_the_wire(&lines, wire);
 }
 
 #[test]
@@ -57,11 +44,9 @@ fn peer_host_restarted_answers_the_probe_with_rst() {
     topo.restart_server();
     let (v, lines) = why.verdict(Duration::from_secs(30));
     // A probe, answered with the peer's RST (no answer, no RST of ours).
-    let wire = capture
-        .stop()
-        .keepalive(SocketAddr::new(topo.client_addr, conn.client_port));
+    let local = SocketAddr::new(topo.client_addr, conn.client_port);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
     assert_eq!((wire.probes, wire.answers, wire.resets_received), (1, 0, 1));
-    matches_the_wire(&lines, wire);
     assert_eq!(v["sport"], conn.client_port, "{v}");
     assert_eq!(v["verdict"], "reset_after_probe", "{v}");
     assert_eq!(v["error"], "ECONNRESET", "{v}");

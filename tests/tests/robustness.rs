@@ -10,7 +10,9 @@ use std::{
 };
 
 use keepalive_tests::{
-    Link, is_root, keepalive,
+    Link,
+    capture::Capture,
+    is_root, keepalive,
     tracer::{Tracer, binary, events_of, wait_bounded, wait_tracing_line},
 };
 use nix::{
@@ -220,18 +222,28 @@ fn two_tracers_at_once_see_the_same_events() {
         &link.a.name,
         &["--kind", "keepalive_probe,keepalive_answered"],
     );
+    let capture = Capture::start(&link.a);
     let conn = link.connect(keepalive(1, 1, 3));
     thread::sleep(Duration::from_millis(2600));
+    // Closed first: its close reports the answer to its last probe to both.
+    let port = conn.client_port;
+    drop(conn);
+    thread::sleep(Duration::from_millis(300));
     let (a, b) = (one.stop(), two.stop());
     let probes = |lines: &[Value]| -> Vec<String> {
-        events_of(lines, conn.client_port)
+        events_of(lines, port)
             .iter()
             .filter(|e| e["kind"] == "keepalive_probe" || e["kind"] == "keepalive_answered")
             .map(|e| format!("{} {}", e["kind"], e["probes"]))
             .collect()
     };
-    assert!(!probes(&a).is_empty());
     assert_eq!(probes(&a), probes(&b));
+    // Both exactly as the wire.
+    let wire = capture.stop();
+    let local = std::net::SocketAddr::new(link.a_addr, port);
+    let seen = wire.assert_traced(local, &events_of(&a, port));
+    assert!(seen.probes >= 1 && seen.answers >= 1, "{seen:?}");
+    wire.assert_traced(local, &events_of(&b, port));
 }
 
 #[test]

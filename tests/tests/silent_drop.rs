@@ -5,7 +5,7 @@ use std::{io::Read, time::Duration};
 
 use keepalive_tests::{
     Link, Tracer,
-    capture::{Capture, KeepaliveOnWire},
+    capture::Capture,
     is_root, keepalive,
     tracer::{events_of, kinds},
 };
@@ -42,10 +42,8 @@ fn silent_drop_gives_three_probes_then_timeout_then_etimedout() {
     let lines = tracer.stop();
     let events = events_of(&lines, local_port);
     // Exactly what crossed the wire: three probes, no answer, the client's one RST.
-    let wire = capture
-        .stop()
-        .keepalive(std::net::SocketAddr::new(link.a_addr, local_port));
-    assert_eq!(KeepaliveOnWire::in_trace(&events), wire);
+    let local = std::net::SocketAddr::new(link.a_addr, local_port);
+    let wire = capture.stop().assert_traced(local, &events);
     assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
     let kinds = kinds(&events);
     let probes: Vec<u64> = events

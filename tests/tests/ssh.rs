@@ -1,12 +1,14 @@
 //! The headline use: an SSH session died, and `keepalive why` says why. Real sshd and ssh,
 //! a router namespace between them, the path cut by nft.
 
-use std::{thread, time::Duration};
+use std::{net::SocketAddr, thread, time::Duration};
 
 use keepalive_tests::{
-    Routed, is_root,
+    Routed,
+    capture::Capture,
+    is_root,
     ssh::{SshSession, Sshd},
-    tracer::{Why, run_json},
+    tracer::{Why, run_json, timeline},
 };
 use serde_json::Value;
 
@@ -35,6 +37,7 @@ fn ssh_with_tcp_keepalive_dies_of_keepalive_timeout_and_why_names_ssh() {
     }
     let sshd = Sshd::start(&topo.server, SERVER, "ka1");
     let why = Why::start(&["--comm", "ssh", "--netns", &topo.client.name]);
+    let capture = Capture::start(&topo.client);
     let mut ssh = SshSession::start(&topo.client, &sshd, SERVER, &["TCPKeepAlive=yes"]);
     let pid = ssh.pid();
     let port = local_port(&topo.client.name, "ssh");
@@ -52,11 +55,12 @@ fn ssh_with_tcp_keepalive_dies_of_keepalive_timeout_and_why_names_ssh() {
     assert_eq!(v["probes_unanswered"], 3);
     assert!(advice(&v).contains("ServerAliveInterval"), "{v}");
     assert!(advice(&v).contains("TCPKeepAlive"), "{v}");
-    // The timeline shows the probes that were answered before the cut.
-    assert!(
-        lines.iter().any(|l| l["kind"] == "keepalive_answered"),
-        "{lines:?}"
-    );
+    // The timeline shows the probes answered before the cut, then the three lost, and the
+    // timeout's RST, exactly as the wire carried them.
+    let local = SocketAddr::new(topo.client_addr, port as u16);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
+    assert!(wire.answers >= 1, "{wire:?}");
+    assert_eq!(wire.resets_sent, 1, "{wire:?}");
 }
 
 #[test]
@@ -65,6 +69,7 @@ fn ssh_server_alive_gives_up_by_itself_not_a_keepalive_timeout() {
     let topo = Routed::new(false);
     let sshd = Sshd::start(&topo.server, SERVER, "ka2");
     let why = Why::start(&["--comm", "ssh", "--netns", &topo.client.name]);
+    let capture = Capture::start(&topo.client);
     let mut ssh = SshSession::start(
         &topo.client,
         &sshd,
@@ -85,12 +90,16 @@ fn ssh_server_alive_gives_up_by_itself_not_a_keepalive_timeout() {
         "ssh exits 255 on 'server not responding'"
     );
 
-    let (v, _) = why.verdict(Duration::from_secs(10));
+    let (v, lines) = why.verdict(Duration::from_secs(10));
     assert_eq!(v["sport"], port);
     assert_eq!(
         (v["pid"].as_u64(), v["comm"].as_str()),
         (Some(pid as u64), Some("ssh"))
     );
+    // Keepalive was off: no probe on the wire or in the timeline, and no reset.
+    let local = SocketAddr::new(topo.client_addr, port as u16);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
+    assert_eq!(wire.probes, 0, "{wire:?}");
     assert_ne!(v["verdict"], "keepalive_timeout", "{v}");
     assert_eq!(v["verdict"], "closed", "{v}");
     assert_eq!(
@@ -118,15 +127,20 @@ fn sshd_side_of_a_vanished_client_is_keepalive_timeout_owned_by_sshd() {
     }
     let sshd = Sshd::start(&topo.server, SERVER, "ka3");
     let why = Why::start(&["--comm", "sshd", "--netns", &topo.server.name]);
+    let capture = Capture::start(&topo.server);
     let _ssh = SshSession::start(&topo.client, &sshd, SERVER, &[]);
     thread::sleep(Duration::from_secs(1));
     // The sshd processes now, the session's among them: it may be gone once it has died.
     let sshds = processes_named("sshd");
     topo.blackhole();
 
-    let (v, _) = why.verdict(Duration::from_secs(30));
+    let (v, lines) = why.verdict(Duration::from_secs(30));
     assert_eq!(v["verdict"], "keepalive_timeout", "{v}");
     assert_eq!(v["sport"], 22);
+    // sshd's side on the server's wire: three probes lost, the timeout's RST.
+    let local = SocketAddr::new(topo.server_addr, 22);
+    let wire = capture.stop().assert_traced(local, &timeline(&lines));
+    assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
     assert_eq!(v["comm"], "sshd", "{v}");
     let pid = v["pid"].as_u64().unwrap() as u32;
     assert!(

@@ -3,26 +3,31 @@
 
 use std::{
     io::{Read, Write},
+    net::SocketAddr,
     process::{Command, Stdio},
     thread,
     time::Duration,
 };
 
 use keepalive_tests::{
-    Link, Tracer, is_root, keepalive,
+    Link, Tracer,
+    capture::{Capture, KeepaliveOnWire},
+    is_root, json_lines, keepalive,
     netns::Connection,
-    tracer::{binary, run_json, wait_bounded},
+    tracer::{binary, events_of, run_json, timeline, wait_bounded},
 };
 use serde_json::Value;
 use socket2::SockRef;
 
-/// Runs `keepalive why --format json` (and a recording tracer) on the client namespace while
-/// `scenario` plays; returns the verdict line, the replayed verdict line and the connection.
+/// Runs `keepalive why --format json` (and a recording tracer, and a capture) on the client
+/// namespace while `scenario` plays. Both the timeline `why` printed and the recording show
+/// exactly the probes, answers and resets the wire carried. Returns the verdict line, the
+/// replayed verdict line and what the wire carried.
 fn why(
     link: &Link,
     setup: impl FnOnce(&socket2::Socket) + Send + 'static,
     scenario: impl FnOnce(&Link, Connection) -> Option<Connection>,
-) -> (Value, Value, u16) {
+) -> (Value, Value, KeepaliveOnWire) {
     assert!(
         is_root(),
         "end-to-end tests load BPF programs: run as root (cargo xtask test)"
@@ -44,6 +49,7 @@ fn why(
         s
     });
     wait_tracing(&mut why);
+    let capture = Capture::start(&link.a);
     let conn = link.connect(setup);
     let client_port = conn.client_port;
     // Keeps the connection open (unless the scenario closed it) until why has answered.
@@ -51,9 +57,15 @@ fn why(
     let (status, killed) = wait_bounded(why, Duration::from_secs(40));
     assert!(!killed, "keepalive why did not answer within 40 s");
     assert!(status.success(), "keepalive why exited with {status}");
-    let verdict = last_verdict(&reader.join().unwrap());
+    let printed = json_lines(reader.join().unwrap().as_bytes());
+    let verdict = last_verdict(&printed);
     assert_eq!(verdict["sport"], client_port, "{verdict}");
     recorder.stop();
+    let wire = capture.stop();
+    let local = SocketAddr::new(link.a_addr, client_port);
+    wire.assert_traced(local, &timeline(&printed));
+    let recorded = json_lines(&std::fs::read(&recording).unwrap());
+    let on_wire = wire.assert_traced(local, &events_of(&recorded, client_port));
 
     let port = client_port.to_string();
     let replayed = run_json(&[
@@ -70,7 +82,7 @@ fn why(
     .expect("a replayed verdict");
     let _ = std::fs::remove_dir_all(&dir);
     log_verdict(&verdict);
-    (verdict, replayed, client_port)
+    (verdict, replayed, on_wire)
 }
 
 /// Appends the verdict to `KEEPALIVE_VERDICT_LOG` when set: `cargo xtask vm-test` runs these
@@ -104,12 +116,12 @@ fn wait_tracing(child: &mut std::process::Child) {
     thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
 }
 
-fn last_verdict(out: &str) -> Value {
-    out.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["type"] == "verdict")
-        .next_back()
-        .unwrap_or_else(|| panic!("no verdict in: {out}"))
+fn last_verdict(lines: &[Value]) -> Value {
+    lines
+        .iter()
+        .rfind(|v| v["type"] == "verdict")
+        .cloned()
+        .unwrap_or_else(|| panic!("no verdict in: {lines:?}"))
 }
 
 /// The same verdict live and replayed; the owner is this test process.
@@ -141,11 +153,12 @@ fn check(verdict: &Value, replayed: &Value, kind: &str) {
 #[test]
 fn silent_drop_is_keepalive_timeout_with_probes_equal_to_keepcnt() {
     let link = Link::new("client", "server", false);
-    let (v, r, _) = why(&link, keepalive(2, 1, 3), |link, conn| {
+    let (v, r, wire) = why(&link, keepalive(2, 1, 3), |link, conn| {
         link.blackhole_b(conn.server_port);
         Some(conn)
     });
     check(&v, &r, "keepalive_timeout");
+    assert_eq!((wire.probes, wire.answers, wire.resets_sent), (3, 0, 1));
     assert_eq!(v["probes_unanswered"], 3);
     assert_eq!(v["idle_s"], 2.0);
     assert_eq!(v["error"], "ETIMEDOUT");
@@ -155,7 +168,7 @@ fn silent_drop_is_keepalive_timeout_with_probes_equal_to_keepcnt() {
 #[test]
 fn probe_answered_with_rst_by_a_middlebox_is_reset_after_probe() {
     let link = Link::new("client", "server", false);
-    let (v, r, _) = why(&link, keepalive(2, 1, 3), |link, conn| {
+    let (v, r, wire) = why(&link, keepalive(2, 1, 3), |link, conn| {
         // The server side forgot the connection: its first packet now meets a RST.
         link.b.nft(&format!(
             "table inet ka {{\n chain input {{\n type filter hook input priority 0; policy accept;\n \
@@ -166,6 +179,10 @@ fn probe_answered_with_rst_by_a_middlebox_is_reset_after_probe() {
     });
     check(&v, &r, "reset_after_probe");
     assert_eq!(v["probes_unanswered"], 1);
+    assert_eq!(
+        (wire.probes, wire.resets_sent, wire.resets_received),
+        (1, 0, 1)
+    );
     assert_eq!(v["error"], "ECONNRESET");
 }
 
@@ -177,18 +194,19 @@ fn user_timeout_below_the_keepalive_budget_is_user_timeout() {
         s.set_tcp_user_timeout(Some(Duration::from_millis(3500)))
             .unwrap();
     };
-    let (v, r, _) = why(&link, setup, |link, conn| {
+    let (v, r, wire) = why(&link, setup, |link, conn| {
         link.blackhole_b(conn.server_port);
         Some(conn)
     });
     check(&v, &r, "user_timeout");
     assert_eq!(v["error"], "ETIMEDOUT");
+    assert!(wire.probes >= 1 && wire.answers == 0, "{wire:?}");
 }
 
 #[test]
 fn linger_zero_is_local_abort_on_linger() {
     let link = Link::new("client", "server", false);
-    let (v, r, _) = why(
+    let (v, r, wire) = why(
         &link,
         |_| {},
         |_, conn| {
@@ -201,13 +219,17 @@ fn linger_zero_is_local_abort_on_linger() {
     );
     check(&v, &r, "local_abort");
     assert_eq!(v["reason"], "TCP_ABORT_ON_LINGER");
+    assert_eq!(
+        (wire.probes, wire.resets_sent, wire.resets_received),
+        (0, 1, 0)
+    );
 }
 
 #[test]
 fn data_in_flight_on_a_dead_path_is_retransmit_timeout() {
     let link = Link::new("client", "server", false);
     link.a.sysctl("net.ipv4.tcp_retries2", "3");
-    let (v, r, _) = why(
+    let (v, r, wire) = why(
         &link,
         |_| {},
         |link, conn| {
@@ -218,5 +240,6 @@ fn data_in_flight_on_a_dead_path_is_retransmit_timeout() {
     );
     check(&v, &r, "retransmit_timeout");
     assert_eq!(v["error"], "ETIMEDOUT");
+    assert_eq!(wire.probes, 0, "{wire:?}");
     assert!(v["advice"].to_string().contains("Keepalive was off"), "{v}");
 }
