@@ -18,7 +18,8 @@ use crate::{
     loader::{self, LoadOptions},
 };
 
-/// Writes the report; returns false when no mode works here.
+/// Writes the report; returns false when no mode works here (or, for `--mode kprobe` or
+/// `--mode tracepoint`, when that mode does not).
 pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
     let uname = nix::sys::utsname::uname()?;
     writeln!(
@@ -154,7 +155,23 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
         (Err(_), Err(_)) => "nothing: no mode works on this system (see above)".to_string(),
     };
     writeln!(out, "\nauto mode:    {verdict}")?;
-    Ok(kprobe.is_ok() || tracepoint.is_ok())
+    // With --mode, the answer is whether that mode works: the exit code a deployment's
+    // check (or a test of one mode) relies on.
+    let asked = match opts.mode {
+        Mode::Auto => return Ok(kprobe.is_ok() || tracepoint.is_ok()),
+        Mode::Kprobe => &kprobe,
+        Mode::Tracepoint => &tracepoint,
+    };
+    match asked {
+        Ok(()) => writeln!(out, "--mode {}: works", opts.mode.name())?,
+        Err(e) => writeln!(
+            out,
+            "--mode {}: does not work here: {}",
+            opts.mode.name(),
+            brief(e)
+        )?,
+    }
+    Ok(asked.is_ok())
 }
 
 /// An error in a line or a few: a verifier log keeps only its verdict at the end.

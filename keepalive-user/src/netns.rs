@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 /// Where `ip netns add NAME` keeps its namespaces.
 pub const NAMED: &str = "/run/netns";
 
-/// The file of a namespace given by name or path (not by inode: there is no file for that).
+/// The file of a namespace given by name or path (for an inode number, see [`file`]).
 pub fn path(spec: &str) -> PathBuf {
     if spec.contains('/') {
         PathBuf::from(spec)
@@ -41,6 +41,36 @@ pub fn current() -> u32 {
     std::fs::metadata("/proc/self/ns/net")
         .map(|m| m.ino() as u32)
         .unwrap_or(0)
+}
+
+/// A file of the namespace given by name, path or inode number: for a number, an `ip netns`
+/// name or a process's /proc/PID/ns/net with that inode (a namespace with no process and
+/// no name has no file to enter).
+pub fn file(spec: &str) -> Result<PathBuf> {
+    let inode = inode(spec)?;
+    if spec.parse::<u32>().is_err() {
+        return Ok(path(spec));
+    }
+    let procs = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"));
+    named()
+        .into_iter()
+        .chain(procs)
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() as u32 == inode))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--netns {spec}: no named namespace or process has network namespace {inode}"
+            )
+        })
 }
 
 /// The namespaces `ip netns` names.

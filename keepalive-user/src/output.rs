@@ -14,12 +14,12 @@ use crate::{
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// Aligned columns, one line per event.
+    /// For people: aligned columns and words.
     Human,
-    /// One JSON object per line, `"type"` telling events, verdicts and the summary apart.
+    /// One JSON object per line, its `"type"` saying what it is (event, verdict, summary, ...).
     Json,
-    /// One self-contained line per event and per verdict, no timestamps or banners: for the
-    /// systemd journal (the default when stdout is the journal).
+    /// One self-contained line per item, no timestamps or banners: for the systemd journal
+    /// (trace's default when stdout is the journal).
     Journal,
 }
 

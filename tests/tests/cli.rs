@@ -60,3 +60,23 @@ fn unknown_netns_and_missing_btf_name_what_is_missing() {
         "{err}"
     );
 }
+
+#[test]
+fn doctor_with_a_mode_exits_by_whether_that_mode_works_here() {
+    // Kprobe mode works where the kernel has kprobe events; tracepoint mode everywhere here.
+    let kprobes = std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    let (code, out, err) = run(&["doctor", "--mode", "kprobe"]);
+    assert_eq!(code, if kprobes { 0 } else { 1 }, "{out}{err}");
+    let said = if kprobes { "works" } else { "does not work" };
+    assert!(out.contains(&format!("--mode kprobe: {said}")), "{out}");
+    let (code, out, err) = run(&["doctor", "--mode", "tracepoint"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("--mode tracepoint: works"), "{out}");
+}
+
+#[test]
+fn sockets_with_an_unknown_netns_is_bad_input() {
+    let (code, _, err) = run(&["sockets", "--netns", "no-such-namespace-xyz"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no-such-namespace-xyz"), "{err}");
+}

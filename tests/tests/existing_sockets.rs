@@ -42,6 +42,16 @@ fn sockets_lists_keepalive_settings_timer_and_owner() {
         (ka["count"].as_u64(), ka["user_timeout_ms"].as_u64()),
         (Some(4), Some(9000))
     );
+    // The namespace by its inode number, as `trace` prints it in `netns`: the same rows.
+    let inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(format!("/run/netns/{}", link.a.name)).unwrap(),
+    )
+    .to_string();
+    let by_inode = run_json(&["sockets", "--netns", &inode, "--format", "json"]);
+    let ports = |rows: &[serde_json::Value]| -> Vec<u64> {
+        rows.iter().filter_map(|r| r["sport"].as_u64()).collect()
+    };
+    assert_eq!(ports(&by_inode), ports(&rows), "{by_inode:?}");
 }
 
 #[test]

@@ -53,7 +53,8 @@ enum Task {
     /// Run the end-to-end scenarios on other kernels under QEMU (Debian 12's 6.1 and 6.12) and
     /// on the host kernel, in every mode each supports; compare the modes' verdicts.
     VmTest(vm::Args),
-    /// Run every test: unit tests and the end-to-end scenarios in network namespaces (as root).
+    /// Run the test suite: unit tests and the end-to-end scenarios in network namespaces (as
+    /// root), in each mode the host supports. Soak, fuzz and vm-test are tasks of their own.
     Test(test::Args),
     /// Build the OCI image the DaemonSet runs (a static binary from scratch, with buildah),
     /// into target/image/, and run its binary's --version and doctor.

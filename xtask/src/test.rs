@@ -14,12 +14,15 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     setup::run()?;
     let bin = build()?;
+    // The docs test reads the development tasks' --help from this very binary.
+    let xtask = std::env::current_exe()?;
     // Auto mode: kprobe mode where the kernel has kprobes (the tests assert which ran).
     run_checked(
         cargo()
             .args(["test", "--workspace", "--exclude", "keepalive-ebpf"])
             .args(&args.args)
-            .env("KEEPALIVE_BIN", &bin),
+            .env("KEEPALIVE_BIN", &bin)
+            .env("XTASK_BIN", &xtask),
         "the tests",
     )?;
     // There tracepoint mode is a mode of its own that users get where kprobes are off: its
@@ -30,6 +33,7 @@ pub fn run(args: Args) -> Result<()> {
                 .args(["test", "--package", "keepalive-tests"])
                 .args(&args.args)
                 .env("KEEPALIVE_BIN", &bin)
+                .env("XTASK_BIN", &xtask)
                 .env("KEEPALIVE_MODE", "tracepoint"),
             "the end-to-end scenarios in tracepoint mode",
         )?;

@@ -16,7 +16,7 @@ use keepalive_user::{
 /// Which connections to look at.
 #[derive(Args, Default)]
 pub struct ConnectionArgs {
-    /// Only connections with this local or remote port, e.g. --port 22 (filtered in the kernel).
+    /// Only connections with this local or remote port, e.g. --port 22.
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// Only connections with this local or remote address, e.g. --addr 2001:db8::2.
@@ -29,7 +29,7 @@ pub struct ConnectionArgs {
     #[arg(short, long)]
     pub comm: Option<String>,
     /// Only sockets of this network namespace: a name from `ip netns`, a path such as
-    /// /proc/PID/ns/net, or an inode number as printed in `netns` (filtered in the kernel).
+    /// /proc/PID/ns/net, or an inode number as printed in `netns`.
     #[arg(short = 'n', long, value_name = "NETNS")]
     pub netns: Option<String>,
     /// Only connections owned by processes of this systemd unit (its cgroup), with or

@@ -7,6 +7,13 @@ use clap::Args;
 
 use super::args::{ConnectionArgs, KernelArgs};
 
+pub const EXAMPLES: &str = "\
+Examples:
+  keepalive doctor
+      What this kernel offers, each mode loaded for real, and which one auto picks.
+  keepalive doctor --mode kprobe
+      The same report; exits 0 only if kprobe mode works here (a deployment's check).";
+
 #[derive(Args)]
 pub struct DoctorArgs {
     #[command(flatten)]

@@ -64,7 +64,9 @@ pub enum Command {
     #[command(after_help = path::EXAMPLES)]
     Path(path::PathArgs),
     /// Check this system: kernel, BTF, kprobes, tracepoints, program types, which mode `auto`
-    /// picks and why, and what the other mode lacks.
+    /// picks and why, and what the other mode lacks. Exits 1 when no mode works, or with
+    /// --mode kprobe|tracepoint when that mode does not.
+    #[command(after_help = doctor::EXAMPLES)]
     Doctor(doctor::DoctorArgs),
 }
 

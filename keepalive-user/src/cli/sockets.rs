@@ -2,11 +2,11 @@
 
 use std::{io, process::ExitCode};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use keepalive_user::{netns, output::Format, snapshot};
 
-use super::args::ConnectionArgs;
+use super::args::{ConnectionArgs, UsageError};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -33,12 +33,11 @@ pub struct SocketsArgs {
 pub fn run(args: SocketsArgs) -> Result<ExitCode> {
     let entries = match &args.connection.netns {
         Some(ns) => {
-            let inode = netns::inode(ns)?;
-            if ns.parse::<u32>().is_ok() {
-                bail!("--netns for `sockets` takes a name or a path, not an inode number")
-            }
-            let path = netns::path(ns);
-            snapshot::tcp_sockets_in(&path.to_string_lossy(), inode)?
+            // A namespace that is not there is bad input, like a bad flag.
+            let usage = |e: anyhow::Error| UsageError(format!("{e:#}"));
+            let inode = netns::inode(ns).map_err(usage)?;
+            let file = netns::file(ns).map_err(usage)?;
+            snapshot::tcp_sockets_in(&file.to_string_lossy(), inode)?
         }
         None => snapshot::tcp_sockets(netns::current())?,
     };
