@@ -85,6 +85,15 @@ fn compare<T: PartialEq + std::fmt::Debug>(
     ))
 }
 
+/// Whether the kernel reports a reset it sends for a segment that matches no socket. Before
+/// Linux 6.10 `tcp:tcp_send_reset` fired only for full sockets; the release that made it
+/// fire for every reset also gave it the `reason` field, which its format shows.
+fn kernel_traces_resets_of_no_socket() -> bool {
+    std::fs::read_to_string("/sys/kernel/tracing/events/tcp/tcp_send_reset/format")
+        .expect("the tracers mount tracefs")
+        .contains("reason")
+}
+
 /// Every kind of reset and probe once; Err says what both tracers lack alike.
 fn scenario() -> Result<(), String> {
     let link = Link::new("client", "server", false);
@@ -111,7 +120,9 @@ fn scenario() -> Result<(), String> {
     *expected_reasons.entry("TCP_ABORT_ON_CLOSE").or_default() += 1;
 
     // 3. A segment for no socket: the server's namespace connects to a closed port here;
-    //    tcp_v4_rcv() finds no socket and answers with RST, SK_RST_REASON_NO_SOCKET.
+    //    tcp_v4_rcv() finds no socket and answers with RST, SK_RST_REASON_NO_SOCKET. Before
+    //    Linux 6.10 the kernel's tracepoint does not fire for it: the wire has one reset
+    //    more than any tracer can see there.
     let a_addr = link.a_addr;
     let refused = link
         .b
@@ -120,7 +131,12 @@ fn scenario() -> Result<(), String> {
         refused.is_err(),
         "nothing listens on port 9 in the client namespace"
     );
-    *expected_reasons.entry("NO_SOCKET").or_default() += 1;
+    let unseen_resets = if kernel_traces_resets_of_no_socket() {
+        *expected_reasons.entry("NO_SOCKET").or_default() += 1;
+        0
+    } else {
+        1
+    };
 
     // 4. Keepalive probes answered: idle 1 s, 1 s apart, for about 3.5 s.
     let conn4 = link.connect(keepalive(1, 1, 5));
@@ -171,7 +187,7 @@ fn scenario() -> Result<(), String> {
         "resets sent",
         resets.len(),
         events(&lines2, "reset_sent").count(),
-        on_wire,
+        on_wire - unseen_resets,
     )?;
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
     for r in &resets {

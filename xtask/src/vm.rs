@@ -23,8 +23,17 @@ use crate::{cargo, cpio::Archive, target_dir};
 
 /// Scenario test binaries run in every mode (tests/tests/<name>.rs). `why` covers silent
 /// drop, reset after probe, linger 0, user timeout and retransmission timeout, and logs each
-/// verdict for the comparison between modes.
-const SCENARIOS: &[&str] = &["why", "linger_zero", "silent_drop"];
+/// verdict for the comparison between modes; each compares the trace with the wire.
+/// kernel_counters, robustness and states check counts against the kernel's own, loss,
+/// detaching and state changes in each mode.
+const SCENARIOS: &[&str] = &[
+    "why",
+    "linger_zero",
+    "silent_drop",
+    "kernel_counters",
+    "robustness",
+    "states",
+];
 const MODES: &[&str] = &["kprobe", "tracepoint"];
 
 /// Guest kernels: a label, the Debian package name pattern (newest match wins), and the
@@ -209,15 +218,12 @@ fn common_archive(keepalive: &Path, tests: &[(String, PathBuf)]) -> Result<Archi
         add(&format!("/tests/{name}"), path, true)?;
         needs_libs.push(path.clone());
     }
-    // tcpdump: the scenarios compare the trace with the wire.
-    for tool in ["ip", "nft", "tcpdump"] {
+    // tcpdump: the scenarios compare the trace with the wire. bpftool, setpriv and
+    // unshare: robustness checks detaching, privileges and tracefs (and bpftool helps
+    // investigate with --command).
+    for tool in ["ip", "nft", "tcpdump", "bpftool", "setpriv", "unshare"] {
         let path = which(tool)?;
         add(&format!("/usr/sbin/{tool}"), &path, false)?;
-        needs_libs.push(path);
-    }
-    // For investigating with --command (program run counts, maps); optional.
-    if let Ok(path) = which("bpftool") {
-        add("/usr/sbin/bpftool", &path, false)?;
         needs_libs.push(path);
     }
     let mut libs = std::collections::BTreeSet::new();
