@@ -542,78 +542,132 @@ fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
 /// Tracepoints that fire in process context and in softirq context alike. The kernel skips
 /// a program that is already running on the CPU, so an event in a softirq that interrupts the
 /// same program in process context would be lost silently. Each gets a second program that
-/// runs after the first and handles the event only when the first is busy in an outer context
-/// (its ACTIVE count is not zero), so the event was skipped for it.
+/// runs after the first and handles the event only when the first did not: the first notes
+/// each event it takes (by its arguments) in a per-CPU ring, and the second handles an event
+/// that is not there. (Telling from a flag the first sets while it runs left a gap: the
+/// kernel counts a program as running a little before its first instruction and after its
+/// last, and an event nested there was lost by both.)
 macro_rules! guarded {
-    ($slot:expr, $tp:tt, $primary:ident, $backup:ident, $body:ident) => {
+    ($slot:expr, $tp:tt, $primary:ident, $backup:ident, $body:ident, $key:ident) => {
         #[btf_tracepoint(function = $tp)]
         pub fn $primary(ctx: BtfTracePointContext) -> i32 {
-            let active = ACTIVE.get_ptr_mut($slot);
-            if let Some(a) = active {
-                unsafe { *a += 1 };
+            if let Some(h) = TAKEN.get_ptr_mut($slot) {
+                let h = unsafe { &mut *h };
+                h.keys[(h.next & (TAKEN_RING as u32 - 1)) as usize] = $key(&ctx);
+                h.next = h.next.wrapping_add(1);
             }
-            let ret = $body(ctx);
-            if let Some(a) = active {
-                unsafe { *a -= 1 };
-            }
-            ret
+            $body(ctx)
         }
 
         #[btf_tracepoint(function = $tp)]
         pub fn $backup(ctx: BtfTracePointContext) -> i32 {
-            match ACTIVE.get_ptr_mut($slot) {
-                Some(a) if unsafe { *a } > 0 => $body(ctx),
-                _ => 0,
+            let Some(h) = TAKEN.get_ptr_mut($slot) else {
+                return 0;
+            };
+            // Through the map and back: the socket pointer becomes a plain number, which
+            // may be compared as the compiler likes (with arithmetic).
+            let key = unsafe {
+                core::ptr::write_volatile(&mut (*h).event, $key(&ctx));
+                core::ptr::read_volatile(&(*h).event)
+            };
+            if unsafe { &*h }.keys.contains(&key) {
+                return 0;
             }
+            $body(ctx)
         }
     };
 }
 
-/// Per CPU and guarded tracepoint: how many runs of its primary program are in progress.
+/// Events a guarded tracepoint's first program took on this CPU, newest last. Nesting on a
+/// CPU is at most a few levels deep, so a few suffice.
+const TAKEN_RING: usize = 4;
+
+/// An event by its arguments: two words, compared, never combined (the verifier allows no
+/// arithmetic on the socket pointer a BTF tracepoint passes).
+type EventKey = [u64; 2];
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Taken {
+    keys: [EventKey; TAKEN_RING],
+    next: u32,
+    /// The second program's event, staged here (see there).
+    event: EventKey,
+}
+
+/// Per CPU and guarded tracepoint: the events its first program took.
 #[map]
-static ACTIVE: PerCpuArray<u32> = PerCpuArray::with_max_entries(8, 0);
+static TAKEN: PerCpuArray<Taken> = PerCpuArray::with_max_entries(8, 0);
+
+/// An event of a tracepoint whose only argument is the socket.
+#[inline(always)]
+fn key_sk(ctx: &BtfTracePointContext) -> EventKey {
+    [ctx.arg::<u64>(0), 0]
+}
+
+/// An event of a tracepoint on a socket and a packet (the socket may be NULL: a reset for
+/// no socket).
+#[inline(always)]
+fn key_sk_skb(ctx: &BtfTracePointContext) -> EventKey {
+    [ctx.arg::<u64>(0), ctx.arg::<u64>(1)]
+}
+
+/// A state change: the socket and both states (a socket makes each transition once).
+#[inline(always)]
+fn key_transition(ctx: &BtfTracePointContext) -> EventKey {
+    [
+        ctx.arg::<u64>(0),
+        (ctx.arg::<u32>(1) as u64) | ((ctx.arg::<u32>(2) as u64) << 32),
+    ]
+}
 
 guarded!(
     0,
     "inet_sock_set_state",
     inet_sock_set_state,
     inet_sock_set_state_nested,
-    on_inet_sock_set_state
+    on_inet_sock_set_state,
+    key_transition
 );
 guarded!(
     1,
     "tcp_retransmit_skb",
     tcp_retransmit_skb,
     tcp_retransmit_skb_nested,
-    on_tcp_retransmit_skb
+    on_tcp_retransmit_skb,
+    key_sk_skb
 );
 guarded!(
     2,
     "tcp_send_reset",
     tcp_send_reset,
     tcp_send_reset_nested,
-    on_tcp_send_reset
+    on_tcp_send_reset,
+    key_sk_skb
 );
 guarded!(
     3,
     "tcp_receive_reset",
     tcp_receive_reset,
     tcp_receive_reset_nested,
-    on_tcp_receive_reset
+    on_tcp_receive_reset,
+    key_sk
 );
 guarded!(
     4,
     "inet_sk_error_report",
     inet_sk_error_report,
     inet_sk_error_report_nested,
-    on_inet_sk_error_report
+    on_inet_sk_error_report,
+    key_sk
 );
 guarded!(
     5,
     "tcp_destroy_sock",
     tcp_destroy_sock,
     tcp_destroy_sock_nested,
-    on_tcp_destroy_sock
+    on_tcp_destroy_sock,
+    key_sk
 );
 
 #[cfg(not(test))]

@@ -162,12 +162,39 @@ impl KeepaliveOnWire {
 
 impl Wire {
     /// The keepalive probes, answers and resets of the connection whose end here is `local`.
+    /// Panics when `local` served connections to several peers (the kernel may reuse a
+    /// local port towards another server): then name the peer, [`Wire::keepalive_between`].
     pub fn keepalive(&self, local: SocketAddr) -> KeepaliveOnWire {
+        let peers: std::collections::BTreeSet<SocketAddr> = self
+            .segments
+            .iter()
+            .filter_map(|s| {
+                (s.src == local)
+                    .then_some(s.dst)
+                    .or((s.dst == local).then_some(s.src))
+            })
+            .collect();
+        assert!(
+            peers.len() <= 1,
+            "{local} served connections to {peers:?}: name the peer"
+        );
+        match peers.first() {
+            Some(peer) => self.keepalive_between(local, *peer),
+            None => KeepaliveOnWire::default(),
+        }
+    }
+
+    /// The keepalive probes, answers and resets of the connection between `local` (its end
+    /// here) and `peer`.
+    pub fn keepalive_between(&self, local: SocketAddr, peer: SocketAddr) -> KeepaliveOnWire {
         let mut seen = KeepaliveOnWire::default();
         // What the peer acknowledged last (local's snd_una), and probes out since.
         let mut acked: Option<u32> = None;
         let mut out = 0;
         for s in &self.segments {
+            if (s.src, s.dst) != (local, peer) && (s.src, s.dst) != (peer, local) {
+                continue;
+            }
             if s.src == local {
                 if s.flags & RST != 0 {
                     seen.resets_sent += 1;
@@ -205,7 +232,22 @@ impl Wire {
         local: SocketAddr,
         events: &[serde_json::Value],
     ) -> KeepaliveOnWire {
-        let wire = self.keepalive(local);
+        // The peer the events name: the same local port may have served other connections.
+        let peers: std::collections::BTreeSet<SocketAddr> = events
+            .iter()
+            .filter_map(|e| {
+                let ip: IpAddr = e["daddr"].as_str()?.parse().ok()?;
+                Some(SocketAddr::new(ip, e["dport"].as_u64()? as u16))
+            })
+            .collect();
+        assert!(
+            peers.len() <= 1,
+            "events of connections from {local} to {peers:?}: filter by the peer too"
+        );
+        let wire = match peers.first() {
+            Some(peer) => self.keepalive_between(local, *peer),
+            None => self.keepalive(local),
+        };
         let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
         assert_eq!(
             KeepaliveOnWire::in_trace(events),

@@ -208,6 +208,16 @@ pub fn events_of(lines: &[Value], local_port: u16) -> Vec<Value> {
         .collect()
 }
 
+/// Events of one connection, by its local and remote ports, in order (a local port may
+/// serve connections to several servers).
+pub fn events_between(lines: &[Value], local_port: u16, peer_port: u16) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|v| v["type"] == "event" && v["sport"] == local_port && v["dport"] == peer_port)
+        .cloned()
+        .collect()
+}
+
 /// The events among `lines` (a `why`'s timeline, a recording), in order.
 pub fn timeline(lines: &[Value]) -> Vec<Value> {
     lines
@@ -362,11 +372,11 @@ impl Tracer {
         client_addr: IpAddr,
         capture: Capture,
     ) -> (Vec<Value>, KeepaliveOnWire) {
-        let port = conn.client_port;
+        let (port, peer_port) = (conn.client_port, conn.server_port);
         drop(conn);
         thread::sleep(Duration::from_millis(300));
         let lines = self.stop();
-        let events = events_of(&lines, port);
+        let events = events_between(&lines, port, peer_port);
         let wire = capture
             .stop()
             .assert_traced(SocketAddr::new(client_addr, port), &events);

@@ -291,14 +291,30 @@ fn total(summary: &Value, kind: &str) -> u64 {
         + summary["lost_by_kind"][kind].as_u64().unwrap_or(0)
 }
 
+/// What a burst should make, from the wire: per connection, in the client namespace, its
+/// probes and the answers to them (a slow machine sends some before the server goes
+/// silent), then keepalive_timeout, reset_sent, ESTABLISHED->CLOSE (with the connection's
+/// start) and socket_error (freed sockets are not reported by default).
+struct Burst {
+    probes: u64,
+    answers: u64,
+    resets: u64,
+    deaths: u64,
+}
+
+impl Burst {
+    fn events(&self) -> u64 {
+        self.probes + self.answers + self.resets + self.deaths * (DEATH_KINDS.len() as u64 - 1)
+    }
+}
+
 /// `n` keepalive connections whose server goes silent all probe in step and time out while
-/// two tracers, with ring buffers of `rings` KiB, watch. Returns their summaries.
-/// Per connection, in the client namespace, the kernel makes the probes, keepalive_timeout,
-/// reset_sent, ESTABLISHED->CLOSE (with the connection's start) and socket_error (freed
-/// sockets are not reported by default): [`burst_events`].
-fn keepalive_burst(n: usize, rings: [&str; 2]) -> [Value; 2] {
+/// two tracers, with ring buffers of `rings` KiB, watch. Returns their summaries and what
+/// the wire carried.
+fn keepalive_burst(n: usize, rings: [&str; 2]) -> ([Value; 2], Burst) {
     let link = Link::new("client", "server", false);
     let tracers = rings.map(|kib| Tracer::trace_netns(&link.a.name, &["--ring-buffer-size", kib]));
+    let capture = Capture::start(&link.a);
     let conns: Vec<_> = (0..n)
         .map(|_| link.connect(keepalive(2, 1, PROBES)))
         .collect();
@@ -324,21 +340,34 @@ fn keepalive_burst(n: usize, rings: [&str; 2]) -> [Value; 2] {
         assert_eq!(summary["type"], "summary");
         summary
     });
+    let wire = capture.stop();
+    let mut burst = Burst {
+        probes: 0,
+        answers: 0,
+        resets: 0,
+        deaths: n as u64,
+    };
+    for c in &conns {
+        // (The kernel may give two connections to different servers the same local port.)
+        let seen = wire.keepalive_between(
+            std::net::SocketAddr::new(link.a_addr, c.client_port),
+            std::net::SocketAddr::new(link.b_addr, c.server_port),
+        );
+        burst.probes += seen.probes as u64;
+        burst.answers += seen.answers as u64;
+        burst.resets += seen.resets_sent as u64;
+    }
     // Closed only now: the server sockets' FINs would draw resets for sockets the client
     // namespace no longer has (NO_SOCKET), as many as the blackholed server retransmits.
     drop(conns);
-    summaries
-}
-
-fn burst_events(n: usize) -> u64 {
-    n as u64 * (PROBES as u64 + DEATH_KINDS.len() as u64)
+    (summaries, burst)
 }
 
 #[test]
 fn a_burst_larger_than_the_ring_buffer_is_counted_exactly_as_lost() {
     assert!(is_root(), "needs root (cargo xtask test)");
     // One page of ring buffer holds about 30 records; the other tracer has room for all.
-    let [small, roomy] = keepalive_burst(300, ["4", "16384"]);
+    let ([small, roomy], _) = keepalive_burst(300, ["4", "16384"]);
     assert!(
         small["lost"].as_u64().unwrap() > 0,
         "the burst should overflow a one-page ring buffer: {small}"
@@ -375,23 +404,33 @@ fn with_room_in_the_ring_every_event_of_the_burst_arrives() {
     // each) and of no probe (a skipped probe run is reported at the next run). It is
     // retried, twice at most.
     for attempt in 1..=3 {
-        let [a, b] = keepalive_burst(300, ["16384", "16384"]);
+        let ([a, b], burst) = keepalive_burst(300, ["16384", "16384"]);
         for s in [&a, &b] {
             assert_eq!(s["lost"], 0, "{s}");
             assert_eq!(s["unread"], 0, "{s}");
         }
-        if a["events"] == burst_events(300) && b["events"] == burst_events(300) {
+        let expected = burst.events();
+        if a["events"] == expected && b["events"] == expected {
+            assert_eq!(total(&a, "keepalive_answered"), burst.answers, "{a}");
             return;
         }
         let deaths = total(&a, "keepalive_timeout");
         let skipped_whole_deaths = [&a, &b].iter().all(|s| {
-            total(s, "keepalive_probe") == 300 * PROBES as u64
-                && DEATH_KINDS.iter().all(|k| total(s, k) == deaths)
+            total(s, "keepalive_probe") == burst.probes
+                && total(s, "keepalive_answered") == burst.answers
+                && total(s, "reset_sent") == burst.resets - (burst.deaths - deaths)
+                && DEATH_KINDS
+                    .iter()
+                    .filter(|k| **k != "reset_sent")
+                    .all(|k| total(s, k) == deaths)
         });
         assert!(
             skipped_whole_deaths && attempt < 3 && a["by_kind"] == b["by_kind"],
-            "attempt {attempt}: expected {} events\n{a}\n{b}",
-            burst_events(300)
+            "attempt {attempt}: expected {expected} events ({} probes, {} answers, {} resets \
+             on the wire)\n{a}\n{b}",
+            burst.probes,
+            burst.answers,
+            burst.resets
         );
         eprintln!(
             "attempt {attempt}: the kernel ran no program for {} of 300 deaths (both tracers); again",
