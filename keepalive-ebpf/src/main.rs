@@ -2,7 +2,9 @@
 //!
 //! Tracepoint mode uses BTF-typed tracepoints (tp_btf): the keepalive timer is found among
 //! all timers by its function address, everything else comes from TCP and socket tracepoints.
-//! Correlation and diagnosis happen in user space.
+//! What saves real work is decided here: a connection's life and its keepalive timer's
+//! probes are folded into per-socket tables (life.rs, timer.rs), and an ordinary end is only
+//! counted. Correlation across events and diagnosis happen in user space.
 #![no_std]
 #![no_main]
 // Atomic add on a map value (LOST); the BPF target has no atomic types.
@@ -89,7 +91,7 @@ fn submit_with<C: EbpfContext, T: 'static>(ctx: &C, kind: u8, fill: impl FnOnce(
 /// still arrives; it is woken early only when a record of `size` bytes takes the unread data
 /// past a multiple of wakeup_bytes, which bounds wake-ups to one per wakeup_bytes even while
 /// the reader lags (waking on every record past the threshold made a burst of probes cost
-/// ~4 us each here). Two CPUs crossing at once may both miss a band: the next band, or the
+/// several times the record itself; README, Overhead). Two CPUs crossing at once may both miss a band: the next band, or the
 /// timer, wakes the reader.
 #[inline(always)]
 fn wakeup_flags(size: usize) -> u64 {
@@ -134,7 +136,7 @@ fn count(counter: &PerCpuArray<u64>, index: u32) -> u64 {
 
 /// Zeroes a record (or any value of whole, aligned words) a word at a time. The BPF
 /// backend turns zeroing a struct or an array into a call to the library memset, which
-/// stores a byte per instruction: 136 of them for a record, a good part of a state change's
+/// stores a byte per instruction: one per byte of a record, a good part of a state change's
 /// cost. Volatile, or the stores become that call again.
 #[inline(always)]
 fn zero<T>(p: *mut T) {
