@@ -91,8 +91,8 @@ fn submit_with<C: EbpfContext, T: 'static>(ctx: &C, kind: u8, fill: impl FnOnce(
 /// still arrives; it is woken early only when a record of `size` bytes takes the unread data
 /// past a multiple of wakeup_bytes, which bounds wake-ups to one per wakeup_bytes even while
 /// the reader lags (waking on every record past the threshold made a burst of probes cost
-/// several times the record itself; README, Overhead). Two CPUs crossing at once may both miss a band: the next band, or the
-/// timer, wakes the reader.
+/// several times the record itself; README, Overhead). Two CPUs crossing at once may both
+/// miss a band: the next band, or the timer, wakes the reader.
 #[inline(always)]
 fn wakeup_flags(size: usize) -> u64 {
     // A record's room in the ring: its 8-byte header and itself, rounded up to 8 bytes.

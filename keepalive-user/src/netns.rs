@@ -43,13 +43,13 @@ pub fn current() -> u32 {
         .unwrap_or(0)
 }
 
-/// A file of the namespace given by name, path or inode number: for a number, an `ip netns`
-/// name or a process's /proc/PID/ns/net with that inode (a namespace with no process and
-/// no name has no file to enter).
-pub fn file(spec: &str) -> Result<PathBuf> {
+/// A file of the namespace given by name, path or inode number, and its inode: for a number,
+/// an `ip netns` name or a process's /proc/PID/ns/net with that inode (a namespace with no
+/// process and no name has no file to enter).
+pub fn file(spec: &str) -> Result<(PathBuf, u32)> {
     let inode = inode(spec)?;
     if spec.parse::<u32>().is_err() {
-        return Ok(path(spec));
+        return Ok((path(spec), inode));
     }
     let procs = std::fs::read_dir("/proc")
         .into_iter()
@@ -66,6 +66,7 @@ pub fn file(spec: &str) -> Result<PathBuf> {
         .into_iter()
         .chain(procs)
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() as u32 == inode))
+        .map(|p| (p, inode))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "--netns {spec}: no named namespace or process has network namespace {inode}"

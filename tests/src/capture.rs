@@ -3,7 +3,6 @@
 //! sees this: what it reports is compared with what crossed the wire.
 
 use std::{
-    io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -17,7 +16,10 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::{Netns, tracer::wait_bounded};
+use crate::{
+    Netns,
+    tracer::{pipe_lines, wait_bounded},
+};
 
 /// tcpdump capturing every TCP segment on every interface of a namespace into a file.
 pub struct Capture {
@@ -47,15 +49,7 @@ impl Capture {
             .stderr(Stdio::piped())
             .spawn()
             .expect("tcpdump (cargo xtask setup installs it)");
-        let (tx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = pipe_lines(child.stderr.take().unwrap());
         let c = Capture {
             child: Some(child),
             file,

@@ -2,7 +2,6 @@
 //! temporary directory (no system file is read or changed), and `ssh` sessions to it.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -134,13 +133,7 @@ impl SshSession {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn ssh");
-        let (tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
+        let lines = crate::tracer::pipe_lines(child.stdout.take().unwrap());
         let session = SshSession {
             child: Some(child),
             lines,

@@ -172,7 +172,8 @@ fn parse(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+/// The lines `r` gives, as they come, from a thread of their own.
+pub(crate) fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(r).lines().map_while(Result::ok) {

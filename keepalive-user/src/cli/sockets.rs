@@ -34,9 +34,7 @@ pub fn run(args: SocketsArgs) -> Result<ExitCode> {
     let entries = match &args.connection.netns {
         Some(ns) => {
             // A namespace that is not there is bad input, like a bad flag.
-            let usage = |e: anyhow::Error| UsageError(format!("{e:#}"));
-            let inode = netns::inode(ns).map_err(usage)?;
-            let file = netns::file(ns).map_err(usage)?;
+            let (file, inode) = netns::file(ns).map_err(|e| UsageError(format!("{e:#}")))?;
             snapshot::tcp_sockets_in(&file.to_string_lossy(), inode)?
         }
         None => snapshot::tcp_sockets(netns::current())?,
