@@ -119,10 +119,23 @@ fn without_enforce_the_nat_kills_the_idle_connection() {
 #[test]
 fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     assert!(is_root(), "needs root (cargo xtask test)");
+    // Run again (twice at most, saying so) only for the kernel's proven blind spot: a
+    // second tracer lacks exactly what the trace lacks against the wire.
+    for attempt in 1..=3 {
+        match enforced_scenario() {
+            Ok(()) => return,
+            Err(blind) if attempt < 3 => eprintln!("attempt {attempt}: {blind}; again"),
+            Err(blind) => panic!("attempt {attempt}: {blind}"),
+        }
+    }
+}
+
+fn enforced_scenario() -> Result<(), String> {
     let topo = nat();
     let server = echo_server(&topo);
     let cg = Cgroup::new("enforced");
     let tracer = Tracer::trace_netns(&topo.client.name, &[]);
+    let second = Tracer::trace_netns(&topo.client.name, &[]);
     let capture = Capture::start(&topo.client);
     let mut enforce = Command::new(binary())
         .args([
@@ -186,14 +199,17 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     );
 
     let lines = tracer.stop();
+    let second_lines = second.stop();
     let events = events_of(&lines, inside_port);
     let kinds = kinds(&events);
     assert!(kinds.iter().any(|k| k == "keepalive_enforced"), "{kinds:?}");
     // The probes enforce turned on, and their answers, as the wire carried them (the
     // client has closed: its close reported the last answer).
-    let wire = capture
-        .stop()
-        .assert_traced(SocketAddr::new(topo.client_addr, inside_port), &events);
+    let wire = capture.stop().traced_or_blind(
+        SocketAddr::new(topo.client_addr, inside_port),
+        &events,
+        &events_of(&second_lines, inside_port),
+    )?;
     assert!(
         wire.answers >= 5,
         "probes answered over 20 s idle: {kinds:?}"
@@ -204,6 +220,7 @@ fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
             .iter()
             .any(|k| k == "keepalive_enforced")
     );
+    Ok(())
 }
 
 fn kinds_of(lines: &[Value], port: u16) -> Vec<String> {
