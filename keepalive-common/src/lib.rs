@@ -96,7 +96,24 @@ record_kinds! {
     /// transitions instead of a record each. `pid` and `comm` are its owner's when
     /// [`ConnectionLife::owner_from`] says so. Printed as a state change.
     ConnectionClosed = 11, CONNECTION_CLOSED, "state_change";
+    /// This host dropped one of the connection's packets: `arg0` is the kernel's
+    /// `enum skb_drop_reason`, `arg1` a [`drop_direction`]. Only for connections that may be
+    /// dying (keepalive probes out, retransmitting) or that a port filter names.
+    PacketDropped = 12, PACKET_DROPPED, "packet_dropped";
 }
+
+/// Values of a [`Kind::PacketDropped`] record's `arg1`: whose packet this host dropped.
+pub mod drop_direction {
+    /// The peer's, arriving (an answer this host threw away).
+    pub const ARRIVING: u32 = 0;
+    /// The connection's own, leaving (a probe that never left).
+    pub const LEAVING: u32 = 1;
+}
+
+/// Connections whose dropped packets the kernel side reports (see [`Kind::PacketDropped`]),
+/// by address and port pair (the FLOWS map, preallocated). Past it, a connection that starts
+/// probing is not followed, which is counted as a lost `packet_dropped`.
+pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 16;
 
 /// Entries of the LOST map: one per record kind (see [`Kind`]), so user space can say what
 /// was lost.
@@ -333,6 +350,8 @@ pub struct Offsets {
     /// `sk_buff.dev`, and `net_device.nd_net.net`: the namespace a packet arrived in.
     pub skb_dev: u32,
     pub dev_net: u32,
+    /// `sk_buff.sk`: the socket a packet belongs to, once the kernel knows it.
+    pub skb_sk: u32,
 }
 
 /// Read-only global the user side fills before loading the programs.
@@ -413,6 +432,7 @@ impl KernelConfig {
                 skb_transport_header: 0,
                 skb_dev: 0,
                 dev_net: 0,
+                skb_sk: 0,
             },
             filter_port: 0,
             send_reset_has_reason: 0,

@@ -19,6 +19,7 @@ macro_rules! config {
     };
 }
 
+mod drops;
 mod enforce;
 mod life;
 mod sock;
@@ -267,6 +268,10 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     if !wanted(r) {
         return 0;
     }
+    // A connection the user names by its port: its drops matter from the start.
+    if new == TCP_ESTABLISHED && config!(filter_port) != 0 {
+        drops::follow(sk.addr(), r.cookie, r.netns, drops::Ends::of(r));
+    }
     if filtering() && needs_nothing_more(sk, old, new, retransmits, &cookie) {
         return 0;
     }
@@ -285,6 +290,7 @@ fn on_inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
         // Sent, so its keepalive timer's copy goes too (without --all-states nothing else,
         // tcp_destroy_sock, removes it), after the answers no timer run reported yet.
         timer::closed(&ctx, sk.addr(), old);
+        drops::unfollow(sk.addr(), drops::Ends::of(r));
         if let Some(l) = life::get(sk.addr()) {
             if l.life.owner_from != owner_from::UNKNOWN {
                 life::name_owner(l, r);
@@ -358,6 +364,7 @@ fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     }
     r.arg0 = sk.get::<u8>(config!(offsets.retransmits)) as u32;
     life::mark(sk.addr());
+    drops::follow(sk.addr(), r.cookie, r.netns, drops::Ends::of(r));
     submit(&ctx, r);
     0
 }

@@ -199,16 +199,34 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
     // run went unseen is still reported, with its number, at the next run.
     if probes_after <= k.reported {
         report_answer(ctx, sk, k, run.state_before, answered);
+        if answered != 0 {
+            crate::drops::unfollow(sk, ends(k));
+        }
         return;
     }
     let reported = k.reported;
     k.reported = probes_after;
+    // Probes go out unanswered: what this host drops of the connection matters now.
+    if reported == 0 && answered == 0 {
+        crate::drops::follow(sk, k.cookie, k.netns, ends(k));
+    }
     if let Some(r) = timer_record(kind::KEEPALIVE_PROBE, sk, k, run.state_before, probes_after) {
         if answered != 0 {
             r.flags |= flag::ANSWERED_FIRST;
             r.arg1 = answered as u32;
         }
         probes(ctx, r, reported, probes_after);
+    }
+}
+
+/// The connection's ends, for [`crate::drops`].
+#[inline(always)]
+fn ends(k: &KnownSocket) -> crate::drops::Ends<'_> {
+    crate::drops::Ends {
+        local: &k.saddr,
+        local_port: k.sport,
+        remote: &k.daddr,
+        remote_port: k.dport,
     }
 }
 

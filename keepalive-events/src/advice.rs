@@ -2,7 +2,7 @@
 
 use crate::{
     event::Keepalive,
-    verdict::{Reason, ResetReason, Verdict, VerdictKind},
+    verdict::{Drops, Reason, ResetReason, Verdict, VerdictKind, drops_text},
 };
 
 /// Fills `summary` and `advice` from the verdict's numbers and the socket's settings.
@@ -18,6 +18,19 @@ pub fn explain(v: &mut Verdict) {
         .unwrap_or_default();
     let mut advice = vec![];
     v.summary = match v.verdict {
+        VerdictKind::KeepaliveTimeout if !v.dropped_here.is_empty() => {
+            let (idle, _, _) = settings(ka.as_ref());
+            let answers: u32 = v.dropped_here.values().sum();
+            advice.extend(dropped_here_advice(&v.dropped_here));
+            format!(
+                "Connection timed out{lifetime}: {} keepalive probes went out after {} idle, \
+                 and the peer answered {answers} of them; this host dropped the answers ({}): \
+                 look at this host's firewall/conntrack.",
+                v.probes_unanswered,
+                secs(v.idle_s.unwrap_or(idle)),
+                drops_text(&v.dropped_here)
+            )
+        }
         VerdictKind::KeepaliveTimeout => {
             let (idle, intvl, count) = settings(ka.as_ref());
             let detection = idle + intvl * count as f64;
@@ -63,7 +76,8 @@ pub fn explain(v: &mut Verdict) {
             }
             format!(
                 "Connection timed out{lifetime}: {} keepalive probes, {} apart, went unanswered \
-                 after {} idle. The peer or a middlebox on the path silently went away.",
+                 after {} idle: no answer reached this host. The peer or a middlebox on the \
+                 path silently went away.",
                 v.probes_unanswered,
                 secs(intvl),
                 secs(v.idle_s.unwrap_or(idle))
@@ -155,6 +169,29 @@ pub fn explain(v: &mut Verdict) {
         }
         VerdictKind::Closed => format!("Connection closed normally with FIN{lifetime}."),
     };
+    if v.verdict != VerdictKind::KeepaliveTimeout && !v.dropped_here.is_empty() {
+        v.summary += &format!(
+            " This host dropped {} of the peer's packets that reached it ({}).",
+            v.dropped_here.values().sum::<u32>(),
+            drops_text(&v.dropped_here)
+        );
+        advice.extend(dropped_here_advice(&v.dropped_here));
+    }
+    if !v.dropped_leaving.is_empty() {
+        v.summary += &format!(
+            " This host dropped {} of the connection's own packets before they left ({}).",
+            v.dropped_leaving.values().sum::<u32>(),
+            drops_text(&v.dropped_leaving)
+        );
+        advice.push(format!(
+            "Outgoing packets were dropped here: look at {}.",
+            if v.dropped_leaving.contains_key("NETFILTER_DROP") {
+                "this host's output firewall rules (`nft list ruleset`)"
+            } else {
+                "the egress queue and interface (`tc -s qdisc`, `ip -s link`)"
+            }
+        ));
+    }
     if v.verdict != VerdictKind::Closed {
         if let Some(k) = &ka
             && !k.enabled
@@ -179,6 +216,53 @@ pub fn explain(v: &mut Verdict) {
         }
     }
     v.advice = advice;
+}
+
+/// What to look at for the peer's packets this host dropped, one line per kind of reason;
+/// never keepalive settings: the answers arrived.
+fn dropped_here_advice(drops: &Drops) -> Vec<String> {
+    let mut advice = vec![];
+    if drops.contains_key("NETFILTER_DROP") {
+        advice.push(
+            "This host's firewall dropped them: find the rule with `nft list ruleset` (or \
+             `iptables-save`). A `ct state invalid drop` rule drops the packets of a flow \
+             conntrack no longer knows: see `conntrack -L` and \
+             net.netfilter.nf_conntrack_tcp_timeout_established. The kernel does not name the \
+             rule; `nft monitor trace` with a `meta nftrace set 1` rule does."
+                .into(),
+        );
+    }
+    let tcp: Vec<&str> = drops
+        .keys()
+        .filter(|r| r.starts_with("TCP_"))
+        .map(String::as_str)
+        .collect();
+    if !tcp.is_empty() {
+        advice.push(format!(
+            "The TCP stack dropped them as not fitting the connection ({}): the two ends \
+             disagree about its state (a middlebox rewrote or forgot it, or the peer \
+             restarted); compare captures on both ends.",
+            tcp.join(", ")
+        ));
+    }
+    let other: Vec<&str> = drops
+        .keys()
+        .filter(|r| *r != "NETFILTER_DROP" && !r.starts_with("TCP_"))
+        .map(String::as_str)
+        .collect();
+    if !other.is_empty() {
+        advice.push(format!(
+            "The kernel dropped them for {}: see its counters (`nstat -a`, `ip -s link`) and \
+             the reason's meaning in the kernel's include/net/dropreason-core.h.",
+            other.join(", ")
+        ));
+    }
+    advice.push(
+        "Keepalive settings are not the cause: the answers arrived, and this host threw them \
+         away."
+            .into(),
+    );
+    advice
 }
 
 /// The keepalive idle time to advise after a connection was forgotten within `failed`

@@ -4,9 +4,9 @@
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use time::{Duration, OffsetDateTime};
 
-use crate::event::{Detail, Event, Keepalive, SocketId, TcpState, TimeoutReason};
+use crate::event::{Detail, DropDirection, Event, Keepalive, SocketId, TcpState, TimeoutReason};
 use crate::table::{Map, Set, mostly_empty, shrink_map};
-use crate::verdict::{Reason, ResetReason, Verdict, VerdictKind};
+use crate::verdict::{Drops, Reason, ResetReason, Verdict, VerdictKind};
 use crate::workload::{Workload, WorkloadFilter};
 
 /// Everything known about one connection so far.
@@ -46,6 +46,9 @@ pub struct Ending {
     /// The application closed while this many retransmissions were unanswered: it gave up
     /// on a peer that stopped answering (e.g. ssh's ServerAliveCountMax).
     pub gave_up_after: Option<u32>,
+    /// The peer's packets this host dropped, and the connection's own.
+    pub dropped_here: Drops,
+    pub dropped_leaving: Drops,
 }
 
 /// Events kept per connection for `keepalive why`.
@@ -356,9 +359,16 @@ impl ConnectionTimeline {
                 self.ending().closed.get_or_insert((e.ts, e.state));
             }
             Detail::Retransmit { retransmits } => self.retransmits = *retransmits,
-            // Kinds that say nothing about how a connection ends (keepalive_enforced; a new
-            // kind, until diagnosis has a use for it).
-            _ => {}
+            Detail::PacketDropped { reason, direction } => {
+                let end = self.ending();
+                let drops = match direction {
+                    DropDirection::Arriving => &mut end.dropped_here,
+                    DropDirection::Leaving => &mut end.dropped_leaving,
+                };
+                *drops.entry(reason.clone()).or_default() += 1;
+            }
+            // Says nothing about how a connection ends.
+            Detail::KeepaliveEnforced { .. } => {}
         }
     }
 
@@ -431,6 +441,8 @@ impl ConnectionTimeline {
             advice: vec![],
             recommended_idle_s: None,
             keepalive: self.keepalive.clone(),
+            dropped_here: end.dropped_here.clone(),
+            dropped_leaving: end.dropped_leaving.clone(),
         };
         crate::advice::explain(&mut v);
         Some(v)
@@ -576,6 +588,17 @@ mod tests {
                 None,
             )
         }
+        fn dropped(self, reason: &str, direction: DropDirection) -> Self {
+            self.at(
+                0.01,
+                Detail::PacketDropped {
+                    reason: reason.into(),
+                    direction,
+                },
+                TcpState::Established,
+                None,
+            )
+        }
         fn verdict(self) -> Verdict {
             let mut engine = Engine::default();
             let mut out = vec![];
@@ -620,6 +643,125 @@ mod tests {
                 .any(|a| a.contains("idle + count x interval = 5s"))
         );
         assert!(v.advice.iter().any(|a| a.contains("ServerAliveInterval")));
+    }
+
+    /// Probes each answered, each answer dropped by this host (`reason`), then the timeout.
+    fn answers_dropped_here(reason: &str) -> Verdict {
+        let k = ka(2.0, 1.0, 3, 0, true);
+        let mut r = Recording::new().established();
+        for i in 1..=3 {
+            r = r
+                .at(
+                    if i == 1 { 2.0 } else { 1.0 },
+                    Detail::KeepaliveProbe { probes: i },
+                    TcpState::Established,
+                    Some(k.clone()),
+                )
+                .dropped(reason, DropDirection::Arriving);
+        }
+        r.gave_up(3, &k)
+            .close(0.0)
+            .error("ETIMEDOUT", 110)
+            .verdict()
+    }
+
+    #[test]
+    fn answers_this_host_dropped_are_named_and_no_keepalive_tuning_is_advised() {
+        let v = answers_dropped_here("NETFILTER_DROP");
+        assert_eq!(v.verdict, VerdictKind::KeepaliveTimeout);
+        assert_eq!(v.dropped_here, Drops::from([("NETFILTER_DROP".into(), 3)]));
+        assert!(v.dropped_leaving.is_empty());
+        assert!(
+            v.summary.contains(
+                "the peer answered 3 of them; this host dropped the answers \
+                 (NETFILTER_DROP x3): look at this host's firewall/conntrack"
+            ),
+            "{}",
+            v.summary
+        );
+        assert!(!v.summary.contains("no answer reached"), "{}", v.summary);
+        let advice = v.advice.join("\n");
+        assert!(advice.contains("nft list ruleset"), "{advice}");
+        assert!(advice.contains("conntrack -L"), "{advice}");
+        assert!(!advice.contains("TCP_KEEPIDLE"), "{advice}");
+        assert!(!advice.contains("tcp_keepalive_time"), "{advice}");
+        assert_eq!(v.recommended_idle_s, None);
+        // The JSON field, and its absence when nothing was dropped.
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            json["dropped_here"],
+            serde_json::json!({"NETFILTER_DROP": 3})
+        );
+        assert!(json.get("dropped_leaving").is_none());
+        let back: Verdict = serde_json::from_value(json).unwrap();
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn answers_the_tcp_stack_refused_point_at_the_connections_state() {
+        let v = answers_dropped_here("TCP_INVALID_SEQUENCE");
+        let advice = v.advice.join("\n");
+        assert!(advice.contains("TCP stack dropped them"), "{advice}");
+        assert!(advice.contains("TCP_INVALID_SEQUENCE"), "{advice}");
+        assert!(!advice.contains("nft list ruleset"), "{advice}");
+        let v = answers_dropped_here("SOCKET_RCVBUFF");
+        assert!(
+            v.advice.join("\n").contains("for SOCKET_RCVBUFF"),
+            "{:?}",
+            v.advice
+        );
+    }
+
+    #[test]
+    fn without_drops_here_no_answer_reached_this_host() {
+        let k = ka(2.0, 1.0, 3, 0, true);
+        let v = Recording::new()
+            .established()
+            .probes(3, &k, 2.0)
+            .gave_up(3, &k)
+            .close(0.0)
+            .verdict();
+        assert!(v.dropped_here.is_empty());
+        assert!(
+            v.summary.contains("no answer reached this host"),
+            "{}",
+            v.summary
+        );
+        assert!(
+            serde_json::to_value(&v)
+                .unwrap()
+                .get("dropped_here")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn probes_dropped_before_they_left_are_named() {
+        let k = ka(2.0, 1.0, 3, 0, true);
+        let v = Recording::new()
+            .established()
+            .probes(1, &k, 2.0)
+            .dropped("QDISC_DROP", DropDirection::Leaving)
+            .probes(1, &k, 1.0)
+            .dropped("QDISC_DROP", DropDirection::Leaving)
+            .gave_up(2, &k)
+            .close(0.0)
+            .verdict();
+        assert!(v.dropped_here.is_empty());
+        assert_eq!(v.dropped_leaving, Drops::from([("QDISC_DROP".into(), 2)]));
+        assert!(
+            v.summary.contains(
+                "This host dropped 2 of the connection's own packets before they left \
+                 (QDISC_DROP x2)"
+            ),
+            "{}",
+            v.summary
+        );
+        assert!(
+            v.advice.iter().any(|a| a.contains("tc -s qdisc")),
+            "{:?}",
+            v.advice
+        );
     }
 
     #[test]

@@ -110,6 +110,31 @@ pub enum Detail {
     Retransmit {
         retransmits: u32,
     },
+    /// This host dropped one of the connection's packets, `reason` as the kernel names it
+    /// (`enum skb_drop_reason` without its prefix, e.g. `NETFILTER_DROP`).
+    PacketDropped {
+        reason: String,
+        direction: DropDirection,
+    },
+}
+
+/// Whose packet this host dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropDirection {
+    /// The peer's, arriving: an answer that reached this host and went no further.
+    Arriving,
+    /// The connection's own, leaving: it never left this host.
+    Leaving,
+}
+
+impl DropDirection {
+    pub fn name(self) -> &'static str {
+        match self {
+            DropDirection::Arriving => "arriving",
+            DropDirection::Leaving => "leaving",
+        }
+    }
 }
 
 impl Detail {
@@ -126,6 +151,7 @@ impl Detail {
             Detail::SocketDestroyed {} => Kind::SocketDestroyed,
             Detail::Retransmit { .. } => Kind::Retransmit,
             Detail::KeepaliveEnforced { .. } => Kind::KeepaliveEnforced,
+            Detail::PacketDropped { .. } => Kind::PacketDropped,
         }
     }
 

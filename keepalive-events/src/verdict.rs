@@ -84,6 +84,25 @@ pub struct Verdict {
     #[serde(default)]
     pub recommended_idle_s: Option<f64>,
     pub keepalive: Option<Keepalive>,
+    /// The peer's packets that reached this host and were dropped here, by the kernel's
+    /// reason (`{"NETFILTER_DROP": 3}`); absent when none were.
+    #[serde(default, skip_serializing_if = "Drops::is_empty")]
+    pub dropped_here: Drops,
+    /// The connection's own packets this host dropped before they left, by reason; absent
+    /// when none were.
+    #[serde(default, skip_serializing_if = "Drops::is_empty")]
+    pub dropped_leaving: Drops,
+}
+
+/// Packets dropped, by the kernel's reason name.
+pub type Drops = std::collections::BTreeMap<String, u32>;
+
+/// `NETFILTER_DROP x3, TCP_INVALID_SEQUENCE x1`
+pub fn drops_text(d: &Drops) -> String {
+    d.iter()
+        .map(|(reason, n)| format!("{reason} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a connection ended as it did, within its [`VerdictKind`]. In JSON a string: the names

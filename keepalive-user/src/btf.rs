@@ -17,6 +17,9 @@ pub struct KernelTypes {
     pub reset_reasons: Vec<(u32, String)>,
     /// `tcp:tcp_send_reset` passes a reason (Linux 6.10 and later).
     pub send_reset_has_reason: bool,
+    /// `enum skb_drop_reason` names by value, without the `SKB_DROP_REASON_` prefix; empty
+    /// when `skb:kfree_skb` passes no reason (before Linux 5.17).
+    pub drop_reasons: Vec<(u32, String)>,
     /// Which argument of `tcp_send_active_reset()` (from 0) is its reason: 2 from Linux
     /// 6.10, 1 once the priority argument went; 0 when it takes none.
     pub active_reset_reason_arg: u8,
@@ -26,6 +29,11 @@ impl KernelTypes {
     /// `tcp_send_active_reset()` takes a reason (Linux 6.10 and later).
     pub fn active_reset_has_reason(&self) -> bool {
         self.active_reset_reason_arg != 0
+    }
+
+    /// `skb:kfree_skb` says why the kernel drops a packet (Linux 5.17 and later).
+    pub fn has_drop_reasons(&self) -> bool {
+        !self.drop_reasons.is_empty()
     }
 }
 
@@ -83,6 +91,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         skb_transport_header: types.offset("sk_buff", "transport_header", Some(2))?,
         skb_dev: types.offset("sk_buff", "dev", Some(8))?,
         dev_net: types.offset("net_device", "nd_net.net", Some(8))?,
+        skb_sk: types.offset("sk_buff", "sk", Some(8))?,
     };
     let reset_reasons = types
         .enum_members("sk_rst_reason")
@@ -92,6 +101,17 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         .collect();
     // btf_trace_<tp> is a pointer to the probe's prototype: (void *data, sk, skb[, reason]).
     let send_reset_has_reason = types.tracepoint_arity("tcp_send_reset")? >= 4;
+    // (void *data, skb, location, reason[, rx_sk]): the reason from 5.17.
+    let drop_reasons = if types.tracepoint_arity("kfree_skb").unwrap_or(0) >= 4 {
+        types
+            .enum_members("skb_drop_reason")
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, v)| (v, name.trim_start_matches("SKB_DROP_REASON_").to_string()))
+            .collect()
+    } else {
+        vec![]
+    };
     // (sk, priority, reason) from 6.10; (sk, reason) since the priority went (6.18 stable).
     let active_reset_reason_arg = types
         .parameter_index("tcp_send_active_reset", "reason")
@@ -102,6 +122,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         offsets,
         reset_reasons,
         send_reset_has_reason,
+        drop_reasons,
         active_reset_reason_arg,
     })
 }
@@ -253,6 +274,8 @@ mod tests {
         assert!(k.offsets.sk_timer > k.offsets.v6_daddr);
         assert!(k.offsets.keepalive_time > k.offsets.probes_out);
         assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
+        // Every kernel this suite runs on (5.17+) names its drops.
+        assert!(k.drop_reasons.iter().any(|(_, n)| n == "NETFILTER_DROP"));
         assert_eq!(k.active_reset_has_reason(), k.send_reset_has_reason);
         // sk comes first; the reason is the second or third argument.
         assert!(!k.active_reset_has_reason() || matches!(k.active_reset_reason_arg, 1 | 2));

@@ -94,6 +94,15 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
                 "no (before 6.10): kprobe mode names causes from the calling function"
             }
         )?;
+        writeln!(
+            out,
+            "  drop reasons                     {}",
+            if t.has_drop_reasons() {
+                "yes (Linux 5.17+): packets of dying connections this host drops are named"
+            } else {
+                "no (before 5.17): drops on this host are not reported (no dropped_here)"
+            }
+        )?;
     }
 
     writeln!(out, "\nprogram types:")?;

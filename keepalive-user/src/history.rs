@@ -478,6 +478,8 @@ mod tests {
             summary: "Connection timed out".into(),
             advice: vec!["lower TCP_KEEPIDLE".into()],
             recommended_idle_s: None,
+            dropped_here: Default::default(),
+            dropped_leaving: Default::default(),
             keepalive: None,
         }
     }

@@ -54,6 +54,9 @@ pub struct Program {
     pub lost_without: &'static str,
     /// Attached only to report every state change and socket freed (`--all-states`).
     pub all_states_only: bool,
+    /// Attached only where the kernel says why it drops a packet (Linux 5.17 and later):
+    /// without the reason a drop explains nothing.
+    pub needs_drop_reasons: bool,
 }
 
 impl Program {
@@ -82,6 +85,7 @@ const fn tracepoint(
         modes,
         lost_without,
         all_states_only: false,
+        needs_drop_reasons: false,
     }
 }
 
@@ -93,6 +97,14 @@ const fn all_states_only(p: Program) -> Program {
     }
 }
 
+/// A tracepoint attached only where the kernel names its drops.
+const fn with_drop_reasons(p: Program) -> Program {
+    Program {
+        needs_drop_reasons: true,
+        ..p
+    }
+}
+
 const fn kprobe(name: &'static str, function: &'static str, lost_without: &'static str) -> Program {
     Program {
         name,
@@ -100,6 +112,7 @@ const fn kprobe(name: &'static str, function: &'static str, lost_without: &'stat
         modes: Modes::Kprobe,
         lost_without,
         all_states_only: false,
+        needs_drop_reasons: false,
     }
 }
 
@@ -222,6 +235,14 @@ pub const PROGRAMS: &[Program] = &[
         Modes::Both,
         "retransmissions",
     ),
+    // Kprobe mode takes the same tracepoint: it carries the reason, a kprobe would not.
+    with_drop_reasons(tracepoint(
+        "kfree_skb",
+        "skb",
+        "kfree_skb",
+        Modes::Both,
+        "packets of dying connections this host dropped (dropped_here)",
+    )),
 ];
 
 /// The programs `mode` (not `Auto`) attaches, in order.
@@ -274,7 +295,7 @@ mod tests {
             kprobe_functions(),
             ["tcp_keepalive_timer", "tcp_send_active_reset"]
         );
-        // Two tracepoints are tracepoint mode's own, six are common.
-        assert_eq!(tracepoints().len(), 8);
+        // Two tracepoints are tracepoint mode's own, seven are common.
+        assert_eq!(tracepoints().len(), 9);
     }
 }

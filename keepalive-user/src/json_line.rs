@@ -111,6 +111,11 @@ fn detail(out: &mut Vec<u8>, d: &Detail) -> io::Result<()> {
             boolean(out, *forced);
         }
         Detail::Retransmit { retransmits } => int_field(out, "retransmits", *retransmits),
+        Detail::PacketDropped { reason, direction } => {
+            string_field(out, "reason", reason)?;
+            out.extend_from_slice(br#","direction":"#);
+            name(out, direction.name());
+        }
     }
     Ok(())
 }

@@ -55,6 +55,12 @@ pub struct Loaded {
 /// falls back to tracepoint mode, saying why in one line.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let types = prepare(opts)?;
+    if !types.has_drop_reasons() {
+        eprintln!(
+            "keepalive: this kernel does not say why it drops packets (Linux 5.17+ does): \
+             packets of dying connections dropped on this host are not reported"
+        );
+    }
     match opts.mode {
         Mode::Auto => check_and_load(opts, types.clone(), Mode::Kprobe).or_else(|e| {
             eprintln!("keepalive: kprobe mode: {e:#}; using tracepoint mode");
@@ -126,7 +132,10 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
     }
     let aya_btf = Btf::parse_file(&opts.btf_path, Default::default())
         .with_context(|| format!("parsing {}", opts.btf_path.display()))?;
-    for program in hooks::programs(mode).filter(|p| opts.all_states || !p.all_states_only) {
+    for program in hooks::programs(mode).filter(|p| {
+        (opts.all_states || !p.all_states_only)
+            && (types.has_drop_reasons() || !p.needs_drop_reasons)
+    }) {
         let p = ebpf
             .program_mut(program.name)
             .with_context(|| format!("program {} missing from the object", program.name))?;
@@ -154,7 +163,9 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
 /// The first tracepoint `mode` needs that this kernel lacks, with what is lost without it.
 pub fn missing_tracepoint(mode: Mode) -> Option<(&'static str, &'static str, &'static str)> {
     hooks::programs(mode).find_map(|p| match p.hook {
-        Hook::Tracepoint { group, name } if !kernel::has_tracepoint(group, name) => {
+        Hook::Tracepoint { group, name }
+            if !p.needs_drop_reasons && !kernel::has_tracepoint(group, name) =>
+        {
             Some((group, name, p.lost_without))
         }
         _ => None,

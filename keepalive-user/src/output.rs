@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use crate::{
     diagnose::ConnectionTimeline,
-    event::{Closer, Detail, Event, TimeoutReason},
+    event::{Closer, Detail, DropDirection, Event, TimeoutReason},
     verdict::Verdict,
     workload::Workload,
 };
@@ -455,6 +455,12 @@ pub fn describe(e: &Event) -> String {
         }
         Detail::SocketError { error, errno } => format!("{error} ({errno})"),
         Detail::SocketDestroyed {} => "socket freed".into(),
+        Detail::PacketDropped { reason, direction } => match direction {
+            DropDirection::Arriving => {
+                format!("this host dropped a packet from the peer ({reason})")
+            }
+            DropDirection::Leaving => format!("this host dropped an outgoing packet ({reason})"),
+        },
         Detail::KeepaliveEnforced { applied, forced } => {
             let k = e.keepalive.clone().unwrap_or_default();
             format!(

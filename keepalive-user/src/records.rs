@@ -42,7 +42,8 @@ impl KernelEvents {
         } = loader::load(opts)?;
         let hz = kernel::hz()?;
         let callers_name_resets = mode == Mode::Kprobe && !types.active_reset_has_reason();
-        let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons);
+        let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons)
+            .with_drop_reasons(types.drop_reasons);
         if callers_name_resets {
             decoder = decoder.with_reset_callers(kernel::reset_callers());
         }

@@ -134,7 +134,8 @@ pub struct KeepaliveOnWire {
     /// acknowledged last (snd_una - 1): keepalive probes.
     pub probes: usize,
     /// Times the peer acknowledged after probes were out: each brings the count of
-    /// outstanding probes back to zero, as one `keepalive_answered` event says.
+    /// outstanding probes back to zero, as one `keepalive_answered` event says, or, when
+    /// this host dropped it, one arriving `packet_dropped` while probes were out.
     pub answers: usize,
     /// RSTs `local` sent, and RSTs its peer sent.
     pub resets_sent: usize,
@@ -145,9 +146,23 @@ impl KeepaliveOnWire {
     /// The same counts from a tracer's events of one connection, to compare with the wire.
     pub fn in_trace(events: &[serde_json::Value]) -> KeepaliveOnWire {
         let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+        // An answer dropped here crossed the wire all the same.
+        let mut out = false;
+        let mut dropped_answers = 0;
+        for e in events {
+            match e["kind"].as_str() {
+                Some("keepalive_probe") => out = true,
+                Some("keepalive_answered") => out = false,
+                Some("packet_dropped") if e["direction"] == "arriving" && out => {
+                    dropped_answers += 1;
+                    out = false;
+                }
+                _ => {}
+            }
+        }
         KeepaliveOnWire {
             probes: count("keepalive_probe"),
-            answers: count("keepalive_answered"),
+            answers: count("keepalive_answered") + dropped_answers,
             resets_sent: count("reset_sent"),
             resets_received: count("reset_received"),
         }
