@@ -388,6 +388,10 @@ pub struct KernelConfig {
     pub _pad: [u8; 5],
     /// An orderly end of a connection that lived at least this long is of interest.
     pub min_life_ns: u64,
+    /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (from BTF; 0 when unknown): a packet no
+    /// socket took is no followed connection's, and floods of them are the usual drops.
+    pub drop_reason_no_socket: u32,
+    pub _pad2: u32,
 }
 
 impl KernelConfig {
@@ -444,6 +448,8 @@ impl KernelConfig {
             all_ends: 0,
             _pad: [0; 5],
             min_life_ns: 0,
+            drop_reason_no_socket: 0,
+            _pad2: 0,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! that may be dying: keepalive probes out, retransmitting, or named by a port filter. Those
 //! are followed in [`FLOWS`] by their two ends, so a drop costs the rest of the host one
 //! counter read while none is followed, and one lookup of a TCP packet's ends while some are.
+//! A packet no socket took (NO_SOCKET: a closed port, a scan, a flood) is no followed
+//! connection's: it returns after the counter and its reason.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -180,6 +182,10 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if followed() == 0 {
         return 0;
     }
+    let reason = ctx.arg::<u32>(2);
+    if reason == config!(drop_reason_no_socket) && reason != 0 {
+        return 0;
+    }
     let skb = Typed(ctx.arg::<*const u8>(0));
     let nh: u16 = skb.get(config!(offsets.skb_network_header));
     if nh == u16::MAX {
@@ -237,7 +243,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if !wanted(r) {
         return 0;
     }
-    r.arg0 = ctx.arg::<u32>(2);
+    r.arg0 = reason;
     r.arg1 = if sport == f.local_port && src == f.local {
         drop_direction::LEAVING
     } else {

@@ -14,7 +14,7 @@ use keepalive_tests::{
     capture::Capture,
     cgroup::Cgroup,
     is_root,
-    tracer::{Tracer, binary, events_of, kinds, run_json, wait_bounded},
+    tracer::{Tracer, binary, events_of, kinds, rerun_blind, run_json, wait_bounded},
 };
 use serde_json::Value;
 
@@ -119,15 +119,7 @@ fn without_enforce_the_nat_kills_the_idle_connection() {
 #[test]
 fn with_enforce_the_cgroup_survives_20s_and_others_are_untouched() {
     assert!(is_root(), "needs root (cargo xtask test)");
-    // Run again (twice at most, saying so) only for the kernel's proven blind spot: a
-    // second tracer lacks exactly what the trace lacks against the wire.
-    for attempt in 1..=3 {
-        match enforced_scenario() {
-            Ok(()) => return,
-            Err(blind) if attempt < 3 => eprintln!("attempt {attempt}: {blind}; again"),
-            Err(blind) => panic!("attempt {attempt}: {blind}"),
-        }
-    }
+    rerun_blind(enforced_scenario);
 }
 
 fn enforced_scenario() -> Result<(), String> {

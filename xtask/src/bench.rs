@@ -11,7 +11,7 @@ pub struct Args {
     /// A short run (under two minutes), as CI's smoke test.
     #[arg(long)]
     quick: bool,
-    /// Only these workloads (churn, bulk, keepalive_storm, timers), e.g. --workload churn.
+    /// Only these workloads (churn, bulk, keepalive_storm, timers, drops), e.g. --workload churn.
     #[arg(long)]
     workload: Vec<String>,
     /// Alternating rounds per workload (default 5, 3 with --quick).

@@ -231,11 +231,12 @@ fn main() {
     }
     let _stats = BpfStats::enable();
     let mut results = json!({ "quick": quick, "workloads": {} });
-    let workloads: [(&str, &str, Workload); 4] = [
+    let workloads: [(&str, &str, Workload); 5] = [
         ("churn", "connections/s", churn),
         ("bulk", "MB/s", bulk),
         ("keepalive_storm", "probes/s", storm),
         ("timers", "timer expiries/s", timers),
+        ("drops", "drops/s", drops),
     ];
     println!(
         "{:<16} {:<17} {:>12} {:>12} {:>12} {:>8} {:>8} {:>10} {:>8} {:>9} {:>8}",
@@ -254,7 +255,7 @@ fn main() {
     for w in &only {
         assert!(
             workloads.iter().any(|(name, _, _)| name == w),
-            "--workload {w}: not one of churn, bulk, keepalive_storm, timers"
+            "--workload {w}: not one of churn, bulk, keepalive_storm, timers, drops"
         );
     }
     let workloads: Vec<_> = workloads
@@ -420,6 +421,26 @@ fn main() {
                 k["total_ns_per_op"].as_f64().unwrap_or(0.0),
                 programs.join(", ")
             );
+        }
+        if *name == "drops" {
+            // The one program a drop runs: keepalive's against bpftrace counting it.
+            let per_run = |config: &str| {
+                let programs = &results["workloads"][name]["kernel"][config]["programs"];
+                programs
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .find(|(p, _)| p.contains("kfree_skb"))
+                    .and_then(|(_, v)| v["ns_per_run"].as_f64())
+            };
+            if let (Some(ka), Some(count)) = (per_run("keepalive"), per_run("bpftrace_count")) {
+                println!(
+                    "  {name:<16} kfree_skb per drop: keepalive {ka:.0} ns, bpftrace counting \
+                     {count:.0} ns, {:.2}x",
+                    ka / count
+                );
+                results["workloads"][name]["kfree_skb_ratio"] = json!(ka / count);
+            }
         }
         let total =
             |config: &str| results["workloads"][name]["kernel"][config]["total_ns_per_op"].as_f64();
@@ -635,6 +656,7 @@ tracepoint:tcp:tcp_receive_reset {{ printf("reset_received %x\n", args->skaddr);
 tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {{ printf("state %x %d %d %d\n", args->skaddr, args->oldstate, args->newstate, pid); }}
 tracepoint:sock:inet_sk_error_report /args->protocol == 6/ {{ printf("error %d\n", args->error); }}
 tracepoint:tcp:tcp_destroy_sock {{ printf("destroy %x\n", args->skaddr); }}
+tracepoint:skb:kfree_skb {{ printf("drop %d\n", args->reason); }}
 "#
     );
     if print {
@@ -1199,6 +1221,90 @@ fn timers(link: &Link, secs: f64, _: usize, window: &Window) -> f64 {
     }
     window.close();
     total.load(Ordering::Relaxed) as f64 / secs
+}
+
+/// Drops per second that concern no connection: TCP segments with RST set, to a port
+/// nobody listens on (the kernel frees each, NO_SOCKET, and answers none), sent from 4
+/// threads through raw sockets. One keepalive connection probes meanwhile, so the tracer
+/// follows a connection and each drop is looked up, as on a host with one dying.
+fn drops(link: &Link, secs: f64, _: usize, window: &Window) -> f64 {
+    let (Some(src), Some(dst)) = (v4(link.a_addr), v4(link.b_addr)) else {
+        panic!("the bench link is IPv4");
+    };
+    let _probing = link.connect(keepalive(1, 1, 3));
+    // Its first probe, so the tracer follows it before the timed part.
+    thread::sleep(Duration::from_millis(1500));
+    let segment = rst_segment(src, dst, 40000, 9);
+    let total = Arc::new(AtomicU64::new(0));
+    window.open();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let total = total.clone();
+            let ns = in_netns(link);
+            thread::spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                let s = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::RAW,
+                    Some(socket2::Protocol::TCP),
+                )
+                .unwrap();
+                let to: socket2::SockAddr = SocketAddr::new(dst.into(), 0).into();
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let mut n = 0;
+                while Instant::now() < end {
+                    if s.send_to(&segment, &to).is_ok() {
+                        n += 1;
+                    }
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    window.close();
+    total.load(Ordering::Relaxed) as f64 / secs
+}
+
+fn v4(a: std::net::IpAddr) -> Option<std::net::Ipv4Addr> {
+    match a {
+        std::net::IpAddr::V4(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// A 20-byte TCP header with RST|ACK from `sport` to `dport`, its checksum over the IPv4
+/// pseudo-header of `src` -> `dst` (a bad one would be dropped for that instead).
+fn rst_segment(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    sport: u16,
+    dport: u16,
+) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0..2].copy_from_slice(&sport.to_be_bytes());
+    h[2..4].copy_from_slice(&dport.to_be_bytes());
+    h[4..8].copy_from_slice(&1u32.to_be_bytes());
+    h[12] = 5 << 4;
+    h[13] = 0x14;
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for w in b.chunks(2) {
+            sum += u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]) as u32;
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&[0, 6]);
+    add(&20u16.to_be_bytes());
+    add(&h);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    h[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    h
 }
 
 /// Heap bytes in use, counted by the global allocator: what the engine holds, exactly,
