@@ -61,19 +61,15 @@ impl Netns {
         );
     }
 
-    /// Sets a sysctl of this namespace, e.g. `net.ipv4.tcp_retries2`.
+    /// Sets a sysctl of this namespace, e.g. `net.ipv4.tcp_retries2`: written to /proc/sys
+    /// from inside it (a net sysctl file is the namespace of whoever opens it), so no
+    /// `sysctl` binary is needed (the kernel matrix's guests have none).
     pub fn sysctl(&self, key: &str, value: &str) {
-        sh(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.name,
-                "sysctl",
-                "-qw",
-                &format!("{key}={value}"),
-            ],
-        );
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_string();
+        self.run(move || {
+            std::fs::write(&path, &value).unwrap_or_else(|e| panic!("{path} = {value}: {e}"))
+        });
     }
 
     /// The namespace's TCP counters by name ("OutRsts", "TCPKeepAlive", ...), from

@@ -33,6 +33,7 @@ const SCENARIOS: &[&str] = &[
     "kernel_counters",
     "robustness",
     "states",
+    "dropped_here",
 ];
 const MODES: &[&str] = &["kprobe", "tracepoint"];
 
@@ -66,7 +67,7 @@ fn host_required_modes() -> Vec<&'static str> {
 }
 
 /// Modules the scenarios load (veth pairs, nft drop and reject rules); dependencies follow.
-const MODULES: &[&str] = &["veth", "nf_tables", "nft_reject_inet"];
+const MODULES: &[&str] = &["veth", "nf_tables", "nft_reject_inet", "nft_ct"];
 
 /// The whole guest run must finish in this time (software emulation is slow, not stuck).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(20 * 60);
