@@ -2,6 +2,7 @@
 
 use crate::{
     event::Keepalive,
+    idle_limit::{self, IdleLimit, rule},
     verdict::{Drops, Reason, ResetReason, Verdict, VerdictKind, drops_text},
 };
 
@@ -69,9 +70,12 @@ pub fn explain(v: &mut Verdict) {
                  host that went down, or a NAT or firewall that forgot the connection within \
                  {} of idleness. In that case keep the keepalive idle time well below that \
                  bound, e.g. TCP_KEEPIDLE={idle} or sysctl -w \
-                 net.ipv4.tcp_keepalive_time={idle} ({RECOMMENDED_IDLE_RULE}), so probes \
+                 net.ipv4.tcp_keepalive_time={idle} ({}), so probes \
                  refresh its state in time.",
                     secs(first_unanswered),
+                    rule(IdleLimit::Below {
+                        forgotten_s: first_unanswered
+                    }),
                 ));
             }
             format!(
@@ -91,8 +95,9 @@ pub fn explain(v: &mut Verdict) {
                 "The connection was forgotten within {} of idleness. Keep the keepalive idle \
                  time well below that limit so probes refresh NAT/conntrack state in time, \
                  e.g. TCP_KEEPIDLE={recommended} on the socket or sysctl -w \
-                 net.ipv4.tcp_keepalive_time={recommended} ({RECOMMENDED_IDLE_RULE}).",
+                 net.ipv4.tcp_keepalive_time={recommended} ({}).",
                 secs(idle),
+                rule(IdleLimit::Below { forgotten_s: idle }),
             ));
             format!(
                 "Connection reset{lifetime}: a keepalive probe sent after {} idle was answered \
@@ -266,17 +271,12 @@ fn dropped_here_advice(drops: &Drops) -> Vec<String> {
 }
 
 /// The keepalive idle time to advise after a connection was forgotten within `failed`
-/// seconds of idleness: a third of it, so there is margin even when the path's limit sits
-/// at half of it (one failure says only that the limit is below `failed`), and at most
-/// 2 minutes, below the shortest common middlebox idle timeouts (4 min on Azure load
-/// balancers, 350 s on AWS NAT gateways); at least 1 s.
+/// seconds of idleness (see [`IdleLimit::Below`]).
 pub fn recommended_idle(failed: f64) -> f64 {
-    (failed / 3.0).floor().clamp(1.0, 120.0)
+    idle_limit::recommended_idle(IdleLimit::Below {
+        forgotten_s: failed,
+    })
 }
-
-/// How [`recommended_idle`] chose, in the advice's words.
-const RECOMMENDED_IDLE_RULE: &str =
-    "a third of the idle time that failed, at most 2 min: the limit is somewhere below it";
 
 fn settings(k: Option<&Keepalive>) -> (f64, f64, u32) {
     k.map(|k| (k.idle_s, k.interval_s, k.count))

@@ -8,6 +8,7 @@ pub mod advice;
 pub mod decode;
 pub mod diagnose;
 pub mod event;
+pub mod idle_limit;
 pub mod replay;
 pub mod table;
 pub mod verdict;

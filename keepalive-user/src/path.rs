@@ -21,7 +21,7 @@ use crate::{
     loader::LoadOptions,
     netns,
     output::Format,
-    path_plan::{Findings, How, Outcome, PathResult, first_round, next_round},
+    path_plan::{Findings, How, Outcome, PathResult, first_round, next_round, round_plan},
     pipeline::Flow,
     records::KernelEvents,
 };
@@ -44,7 +44,8 @@ pub struct Args {
     /// --connections 8.
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=64))]
     pub connections: u16,
-    /// Output format: words and progress, or one JSON line with the result, e.g. --format json.
+    /// Output format: words, or one JSON line with the result, e.g. --format json (the
+    /// progress of each round goes to stderr either way).
     #[arg(short, long, value_enum, default_value = "human")]
     pub format: Format,
     /// Connect from this network namespace: a name from `ip netns` or a path such as
@@ -73,6 +74,8 @@ const MAX_ROUNDS: usize = 4;
 /// Done when kept and forgotten are this close (seconds).
 const RESOLUTION_S: u32 = 2;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A round's connections are opened over this long (see where they are opened).
+const OPEN_STAGGER: Duration = Duration::from_millis(2100);
 
 /// `HOST:PORT` to the address to connect to (the first the name resolves to).
 pub fn resolve(target: &str) -> Result<SocketAddr, String> {
@@ -216,7 +219,6 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
     let mut kernel = KernelEvents::open(&load, None)?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    let progress = args.format == Format::Human;
     let started = Instant::now();
     let mut findings = Findings::default();
     let mut idles = first_round(min_s, max_s, args.connections.into());
@@ -227,18 +229,25 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
             break;
         }
         let longest = *idles.iter().max().unwrap();
-        if progress {
-            eprintln!(
-                "round {round}: {} connections to {target}, idle {} ... {} s (this round takes at most {} s)",
-                idles.len(),
-                idles[0],
-                longest,
-                longest + PROBE_INTERVAL_S * (PROBE_COUNT + 1)
-            );
-        }
+        eprintln!(
+            "round {round}: {} connections to {target}, idle {} ... {} s, {} (this round takes \
+             at most {} s)",
+            idles.len(),
+            idles[0],
+            longest,
+            round_plan(&findings, min_s),
+            longest + PROBE_INTERVAL_S * (PROBE_COUNT + 1) + 2
+        );
         let known_before = (findings.kept_s, findings.forgotten_s);
         let mut rungs: HashMap<u16, Rung> = HashMap::new();
-        for &idle_s in &idles {
+        for (i, &idle_s) in idles.iter().enumerate() {
+            // Opened a little apart: the kernel fires a long keepalive timer late, up to a
+            // step of its timer wheel (2 s around 40 s), at moments fixed in time, so
+            // connections opened at different points of a step probe at different points
+            // of it, and repeated idle times still test different ones.
+            if i > 0 {
+                tokio::time::sleep(OPEN_STAGGER / idles.len() as u32).await;
+            }
             let stream = open(target, idle_s)?;
             let port = stream.local_addr()?.port();
             rungs.insert(
@@ -276,7 +285,7 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
             if interrupted {
                 break;
             }
-            settle(&mut rungs, &mut findings, progress);
+            settle(&mut rungs, &mut findings);
         }
         // Settled, or a round that taught nothing (the kernel's timer fires long idles late,
         // up to an eighth: the idle times left to try all test the same, measured, one).
@@ -285,7 +294,7 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
         {
             break;
         }
-        idles = next_round(&findings, min_s, args.connections.into());
+        idles = next_round(&findings, args.connections.into());
     }
     Ok(PathResult::new(
         args.target.clone(),
@@ -299,7 +308,7 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
 
 /// Decided connections are recorded and closed; so are those longer than a flow already
 /// forgotten (the path will not keep them either).
-fn settle(rungs: &mut HashMap<u16, Rung>, findings: &mut Findings, progress: bool) {
+fn settle(rungs: &mut HashMap<u16, Rung>, findings: &mut Findings) {
     let mut decided: Vec<(u32, Outcome)> = rungs
         .values()
         .filter_map(|r| r.outcome.map(|o| (r.tested_s(o), o)))
@@ -307,9 +316,7 @@ fn settle(rungs: &mut HashMap<u16, Rung>, findings: &mut Findings, progress: boo
     decided.sort_by_key(|(idle, _)| *idle);
     for (idle_s, outcome) in decided {
         findings.record(idle_s, outcome);
-        if progress {
-            eprintln!("  idle {idle_s} s: {}", words(outcome));
-        }
+        eprintln!("  idle {idle_s} s: {}", words(outcome));
     }
     rungs.retain(|_, r| r.outcome.is_none());
     if findings.how != Some(How::ServerClosed)
@@ -344,4 +351,40 @@ fn watch(
         Ok(Flow::Continue)
     })?;
     Ok(())
+}
+
+/// Where `keepalive path` keeps its last result, for `keepalive sockets --idle-limit path`.
+pub fn last_result_file() -> std::path::PathBuf {
+    std::path::Path::new(crate::history::DEFAULT_DIR).join("path-last.json")
+}
+
+/// Saves `result` as the last measurement (best effort: the answer is printed anyway).
+pub fn save_last(result: &PathResult) {
+    let file = last_result_file();
+    let saved = std::fs::create_dir_all(crate::history::DEFAULT_DIR)
+        .and_then(|()| std::fs::write(&file, serde_json::to_vec(result).unwrap_or_default()));
+    if let Err(e) = saved {
+        log::info!("not saved to {}: {e}", file.display());
+    }
+}
+
+/// The idle limit the last `keepalive path` measured: the second after the longest idle it
+/// saw kept, the earliest the path may forget.
+pub fn last_limit_s() -> Result<u32> {
+    let file = last_result_file();
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}; run `keepalive path HOST:PORT` first",
+            file.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    match (v["kept_s"].as_u64(), v["forgotten_s"].as_u64()) {
+        (Some(kept), Some(_)) => Ok(kept as u32 + 1),
+        _ => anyhow::bail!(
+            "the last `keepalive path` (to {}) measured no limit: {}",
+            v["target"],
+            file.display()
+        ),
+    }
 }

@@ -1,6 +1,7 @@
 //! `keepalive path`'s plan and judgement, pure: which idle times to try, what the first
 //! keepalive probe of each connection says, and what the path keeps. No I/O (see `path`).
 
+use keepalive_events::idle_limit::{self, IdleLimit};
 use serde::Serialize;
 
 /// What a connection's first keepalive probe, after `idle` seconds of silence, found.
@@ -112,17 +113,27 @@ pub fn first_round(min_s: u32, max_s: u32, n: usize) -> Vec<u32> {
 }
 
 /// The next round: up to `n` whole seconds strictly between the longest idle kept and the
-/// shortest forgotten, evenly spaced (empty when there is nothing between them).
-pub fn next_round(f: &Findings, min_s: u32, n: usize) -> Vec<u32> {
+/// shortest forgotten, evenly spaced (empty when there is nothing between them). With
+/// nothing kept yet (the shortest idle tried was forgotten), down to 1 s: a user does not
+/// know the limit in advance, and no recommendation comes from what was not seen kept.
+pub fn next_round(f: &Findings, n: usize) -> Vec<u32> {
     let Some(forgotten) = f.forgotten_s else {
         return vec![];
     };
-    let low = f
-        .kept_s
-        .unwrap_or(min_s.max(1).saturating_sub(1).min(forgotten));
+    let low = f.kept_s.unwrap_or(0);
     let between = forgotten.saturating_sub(low).saturating_sub(1) as usize;
     if between == 0 || f.how == Some(How::ServerClosed) {
         return vec![];
+    }
+    if between < n {
+        // Fewer whole seconds than connections: each several times, from the one kept on
+        // (a long timer fires late, so a repeat opened at another moment tests a later
+        // idle time: see `path`).
+        let mut rungs: Vec<u32> = (0..n as u32)
+            .map(|i| low.max(1) + i % (forgotten - low.max(1)))
+            .collect();
+        rungs.sort_unstable();
+        return rungs;
     }
     let k = between.min(n);
     let mut rungs: Vec<u32> = (1..=k)
@@ -133,10 +144,30 @@ pub fn next_round(f: &Findings, min_s: u32, n: usize) -> Vec<u32> {
     rungs
 }
 
-/// The idle time to set: two thirds of the longest idle the path was seen to keep (a margin
-/// for timers that run a little late, and paths that vary), at least 1 s.
-pub fn recommended_idle(kept_s: u32) -> u32 {
-    (kept_s * 2 / 3).max(1)
+/// What a round does, in words: its plan, for the progress lines.
+pub fn round_plan(f: &Findings, min_s: u32) -> String {
+    match (f.kept_s, f.forgotten_s) {
+        (None, None) => "from --min to --max, spaced geometrically".into(),
+        (Some(k), Some(fs)) => format!("between kept {k} s and forgotten {fs} s"),
+        (None, Some(fs)) if fs <= min_s => format!(
+            "nothing was kept at {fs} s (the shortest tried): searching below it, down to 1 s"
+        ),
+        (None, Some(fs)) => format!("below forgotten {fs} s, down to 1 s"),
+        (Some(k), None) => format!("above kept {k} s"),
+    }
+}
+
+/// The idle time to set for a path seen to keep `kept_s` and forget `forgotten_s` (the
+/// one rule: [`idle_limit::recommended_idle`]).
+pub fn recommended_idle(kept_s: u32, forgotten_s: u32) -> u32 {
+    idle_limit::recommended_idle(measured(kept_s, forgotten_s)) as u32
+}
+
+fn measured(kept_s: u32, forgotten_s: u32) -> IdleLimit {
+    IdleLimit::Measured {
+        kept_s: kept_s.into(),
+        forgotten_s: forgotten_s.into(),
+    }
 }
 
 /// What to set, concretely, for a recommended idle time.
@@ -150,6 +181,15 @@ pub struct Settings {
 
 impl Settings {
     pub fn for_idle(idle_s: u32, port: u16) -> Settings {
+        Settings::for_idle_in(idle_s, port, None)
+    }
+
+    /// The same, `keepalive enforce` naming `cgroup` (a path from the cgroup hierarchy's
+    /// root, e.g. /system.slice/app.service) when the owner's is known.
+    pub fn for_idle_in(idle_s: u32, port: u16, cgroup: Option<&str>) -> Settings {
+        let cgroup = cgroup.map_or("<the service's cgroup>".to_string(), |c| {
+            format!("/sys/fs/cgroup{c}")
+        });
         // Probes a fifth of the idle apart, a few of them: a dead peer is found within
         // about twice the idle time.
         let interval = (idle_s / 5).max(1);
@@ -164,7 +204,7 @@ impl Settings {
                 "ssh -o ServerAliveInterval={idle_s} -o ServerAliveCountMax=3 (application-level messages through the tunnel, not TCP keepalive)"
             ),
             enforce: format!(
-                "keepalive enforce --cgroup <the service's cgroup> --idle {idle_s} --interval {interval} --count 5 --port {port}"
+                "keepalive enforce --cgroup {cgroup} --idle {idle_s} --interval {interval} --count 5 --port {port}"
             ),
         }
     }
@@ -202,10 +242,11 @@ impl PathResult {
         port: u16,
     ) -> PathResult {
         // A server's own limit is the application's business: the settings are for a path.
+        // Only from an idle time seen kept: never a guess below a failure.
         let recommended = match (f.how, f.kept_s, f.forgotten_s) {
-            (Some(How::ServerClosed), _, _) | (_, _, None) => None,
-            (_, Some(k), Some(_)) => Some(recommended_idle(k)),
-            (_, None, Some(fs)) => Some(recommended_idle(fs.saturating_sub(1).max(1))),
+            (Some(How::ServerClosed), _, _) => None,
+            (_, Some(k), Some(fs)) => Some(recommended_idle(k, fs)),
+            _ => None,
         };
         PathResult {
             kind: "path",
@@ -222,9 +263,11 @@ impl PathResult {
         }
     }
 
-    /// Whether a limit was found (exit 0) or none up to `--max` (exit 1).
+    /// Whether a limit was measured (exit 0): forgotten after some idle time and kept after
+    /// a shorter one, or the server's own. Otherwise (none up to `--max`, or nothing kept
+    /// even at 1 s) exit 1.
     pub fn found(&self) -> bool {
-        self.forgotten_s.is_some()
+        self.forgotten_s.is_some() && (self.kept_s.is_some() || self.how == Some(How::ServerClosed))
     }
 
     /// In words, for a terminal.
@@ -244,6 +287,15 @@ impl PathResult {
                     How::ServerClosed.words()
                 ));
             }
+            (Some(how), Some(f)) if self.kept_s.is_none() && !self.interrupted => {
+                out.push_str(&format!(
+                    "{}: forgotten after {f} s of idleness ({}), and nothing down to 1 s was \
+                     kept: no keepalive idle time helps on this path. Something drops the flow \
+                     (or its state) at once; look at the firewall or NAT between.\n",
+                    self.target,
+                    how.words()
+                ));
+            }
             (Some(how), Some(f)) => {
                 out.push_str(&format!(
                     "{}: {kept}, forgotten by {f} s of idleness ({}).\n",
@@ -258,11 +310,20 @@ impl PathResult {
                 ));
             }
         }
-        if let (Some(r), Some(s)) = (self.recommended_idle_s, &self.settings) {
+        if let (Some(r), Some(s), Some(k), Some(f)) = (
+            self.recommended_idle_s,
+            &self.settings,
+            self.kept_s,
+            self.forgotten_s,
+        ) {
             out.push_str(&format!(
-                "Recommended keepalive idle time: {r} s (two thirds of what was kept).\n  \
+                "Recommended keepalive idle time: {r} s ({}).\n  \
                  host-wide:   {}\n  per socket:  {}\n  ssh:         {}\n  no code change: {}\n",
-                s.sysctl, s.setsockopt, s.ssh, s.enforce
+                idle_limit::rule(measured(k, f)),
+                s.sysctl,
+                s.setsockopt,
+                s.ssh,
+                s.enforce
             ));
         }
         if self.interrupted {
@@ -287,17 +348,22 @@ mod tests {
         assert_eq!(first_round(1, 3, 8), [1, 2, 3]);
     }
 
-    #[test]
-    fn bisection_narrows_to_the_resolution() {
-        // A NAT that forgets after 6 s: the first round brackets it, the second pins it.
-        let limit = 6;
-        let nat = |idle: u32| {
+    /// A NAT that keeps flows idle up to `limit` s and silently forgets longer ones.
+    fn nat(limit: u32) -> impl Fn(u32) -> Outcome {
+        move |idle| {
             if idle <= limit {
                 Outcome::Kept
             } else {
                 Outcome::Silent
             }
-        };
+        }
+    }
+
+    #[test]
+    fn bisection_narrows_to_the_resolution() {
+        // A NAT that forgets after 6 s: the first round brackets it, the second pins it.
+        let limit = 6;
+        let nat = nat(limit);
         let mut f = Findings::default();
         for idle in first_round(2, 20, 8) {
             f.record(idle, nat(idle));
@@ -306,7 +372,7 @@ mod tests {
             f.kept_s.unwrap() <= limit && f.forgotten_s.unwrap() > limit,
             "{f:?}"
         );
-        let next = next_round(&f, 2, 16);
+        let next = next_round(&f, 16);
         assert!(!next.is_empty());
         for idle in next {
             f.record(idle, nat(idle));
@@ -314,7 +380,7 @@ mod tests {
         assert_eq!((f.kept_s, f.forgotten_s), (Some(6), Some(7)));
         assert!(f.settled(2));
         assert_eq!(f.how, Some(How::Silent));
-        assert!(next_round(&f, 2, 16).is_empty());
+        assert!(next_round(&f, 16).is_empty());
     }
 
     #[test]
@@ -346,13 +412,87 @@ mod tests {
         assert_eq!(json["how"], "rst");
     }
 
+    /// A path forgetting after `limit` s, measured with the defaults (15 s to 2 h, 16
+    /// connections a round, 4 rounds, 2 s resolution), as `path` runs its rounds.
+    fn measure_with_defaults(limit: u32) -> (Findings, Vec<String>) {
+        let nat = nat(limit);
+        let mut f = Findings::default();
+        let mut plans = vec![];
+        let mut idles = first_round(15, 7200, 16);
+        for _ in 0..4 {
+            if idles.is_empty() {
+                break;
+            }
+            plans.push(round_plan(&f, 15));
+            for &idle in &idles {
+                f.record(idle, nat(idle));
+            }
+            if f.settled(2) {
+                break;
+            }
+            idles = next_round(&f, 16);
+        }
+        (f, plans)
+    }
+
+    #[test]
+    fn a_limit_below_the_shortest_idle_tried_is_searched_down_to_and_never_guessed() {
+        for limit in [1, 3, 7, 14, 40, 350, 600, 900] {
+            let (f, plans) = measure_with_defaults(limit);
+            let (k, fs) = (f.kept_s.unwrap(), f.forgotten_s.unwrap());
+            assert!(k <= limit && limit < fs && fs - k <= 2, "{limit}: {f:?}");
+            let r = PathResult::new("h:1".into(), &f, 7200, 60, false, 1);
+            assert!(r.found());
+            let rec = r.recommended_idle_s.unwrap();
+            assert!(rec <= k && rec < limit.max(2), "{limit}: {rec}");
+            if limit < 15 {
+                assert!(
+                    plans[1].contains("searching below it, down to 1 s"),
+                    "{plans:?}"
+                );
+            }
+        }
+        // Kept 7 s: probing after 5 s goes out by 5.6 s even when the timer fires late.
+        let (f, _) = measure_with_defaults(7);
+        let r = PathResult::new("198.18.2.1:4022".into(), &f, 7200, 60, false, 4022);
+        assert_eq!((r.kept_s, r.recommended_idle_s), (Some(7), Some(5)));
+        assert!(
+            r.human().contains("Recommended keepalive idle time: 5 s"),
+            "{}",
+            r.human()
+        );
+    }
+
+    #[test]
+    fn nothing_kept_down_to_one_second_says_so_and_recommends_nothing() {
+        let mut f = Findings::default();
+        for idle in first_round(15, 7200, 16) {
+            f.record(idle, Outcome::Silent);
+        }
+        assert!(!f.settled(2));
+        let next = next_round(&f, 16);
+        assert_eq!(next.first(), Some(&1), "{next:?}");
+        for idle in next {
+            f.record(idle, Outcome::Silent);
+        }
+        assert!(f.settled(2));
+        let r = PathResult::new("h:1".into(), &f, 7200, 60, false, 1);
+        assert_eq!((r.kept_s, r.recommended_idle_s), (None, None));
+        assert!(!r.found());
+        assert!(
+            r.human().contains("nothing down to 1 s was kept"),
+            "{}",
+            r.human()
+        );
+    }
+
     #[test]
     fn nothing_forgotten_up_to_max_is_no_limit() {
         let mut f = Findings::default();
         for idle in first_round(1, 10, 4) {
             f.record(idle, Outcome::Kept);
         }
-        assert!(next_round(&f, 1, 16).is_empty());
+        assert!(next_round(&f, 16).is_empty());
         let r = PathResult::new("h:1".into(), &f, 10, 12, false, 1);
         assert!(!r.found());
         assert!(r.human().contains("no limit found"));

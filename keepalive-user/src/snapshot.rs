@@ -30,6 +30,11 @@ pub struct SocketEntry {
     pub timer_s: Option<f64>,
     /// Keepalive probes sent and not answered yet (`tcpi_probes`).
     pub probes: u8,
+    /// Milliseconds since anything crossed the path for it, either way: the last data sent
+    /// or received, or the last ACK received (`tcp_info`); what a middlebox's idle timer
+    /// has counted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
     /// Inode of the socket's file, 0 when no process holds it.
     #[serde(skip)]
     pub inode: u32,
@@ -117,14 +122,17 @@ fn entry(r: &netlink_packet_sock_diag::inet::InetResponse, netns: u32) -> Socket
         Some(Timer::TimeWait) => (Some("timewait"), None),
         None => (None, None),
     };
-    let probes = r
-        .nlas
-        .iter()
-        .find_map(|n| match n {
-            Nla::TcpInfo(info) => Some(info.probes),
-            _ => None,
-        })
-        .unwrap_or(0);
+    let info = r.nlas.iter().find_map(|n| match n {
+        Nla::TcpInfo(info) => Some(info),
+        _ => None,
+    });
+    let probes = info.map_or(0, |i| i.probes);
+    let idle_ms = info.map(|i| {
+        i.last_data_sent
+            .min(i.last_data_recv)
+            .min(i.last_ack_recv)
+            .into()
+    });
     SocketEntry {
         socket: SocketId {
             saddr: unmap(id.source_address),
@@ -138,6 +146,7 @@ fn entry(r: &netlink_packet_sock_diag::inet::InetResponse, netns: u32) -> Socket
         timer: timer.map(str::to_string),
         timer_s,
         probes,
+        idle_ms,
         inode: h.inode,
     }
 }

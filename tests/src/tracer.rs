@@ -325,6 +325,22 @@ pub fn run_json(args: &[&str]) -> Vec<Value> {
     crate::json_lines(&out.stdout)
 }
 
+/// The verdict `keepalive why --from RECORDING --port PORT` gives: the replay of a recording.
+pub fn replayed_verdict(recording: &std::path::Path, port: u16) -> Value {
+    run_json(&[
+        "why",
+        "--format",
+        "json",
+        "--from",
+        recording.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ])
+    .into_iter()
+    .rfind(|v| v["type"] == "verdict")
+    .expect("a replayed verdict")
+}
+
 /// Reads a starting `keepalive`'s stderr up to its "Tracing ..." line and returns that line.
 /// Lines before it (auto mode saying it falls back to tracepoints) are echoed for the log.
 pub fn wait_tracing_line(err: &mut impl BufRead) -> String {

@@ -10,7 +10,7 @@ use keepalive_tests::{
     capture::{Capture, KeepaliveOnWire},
     is_root, keepalive,
     netns::Connection,
-    tracer::{events_of, run_json},
+    tracer::{events_of, replayed_verdict},
 };
 use serde_json::Value;
 
@@ -86,19 +86,7 @@ fn die(ipv6: bool, dropper: Dropper, idle: u64) -> Death {
     let recording = std::env::temp_dir().join(format!("keepalive-{}.jsonl", link.a.name));
     let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
     std::fs::write(&recording, text.join("\n")).unwrap();
-    let port = conn.client_port.to_string();
-    let replayed = run_json(&[
-        "why",
-        "--format",
-        "json",
-        "--from",
-        recording.to_str().unwrap(),
-        "--port",
-        &port,
-    ])
-    .into_iter()
-    .rfind(|v| v["type"] == "verdict")
-    .expect("a replayed verdict");
+    let replayed = replayed_verdict(&recording, conn.client_port);
     let _ = std::fs::remove_file(&recording);
     for field in ["verdict", "dropped_here", "summary", "advice"] {
         assert_eq!(replayed[field], verdict[field], "{field} replayed");

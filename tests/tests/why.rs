@@ -14,7 +14,7 @@ use keepalive_tests::{
     capture::{Capture, KeepaliveOnWire},
     is_root, json_lines, keepalive,
     netns::Connection,
-    tracer::{binary, events_of, run_json, timeline, wait_bounded},
+    tracer::{binary, events_of, replayed_verdict, timeline, wait_bounded},
 };
 use serde_json::Value;
 use socket2::SockRef;
@@ -67,19 +67,7 @@ fn why(
     let recorded = json_lines(&std::fs::read(&recording).unwrap());
     let on_wire = wire.assert_traced(local, &events_of(&recorded, client_port));
 
-    let port = client_port.to_string();
-    let replayed = run_json(&[
-        "why",
-        "--format",
-        "json",
-        "--from",
-        recording.to_str().unwrap(),
-        "--port",
-        &port,
-    ])
-    .into_iter()
-    .rfind(|v| v["type"] == "verdict")
-    .expect("a replayed verdict");
+    let replayed = replayed_verdict(&recording, client_port);
     let _ = std::fs::remove_dir_all(&dir);
     log_verdict(&verdict);
     (verdict, replayed, on_wire)

@@ -21,7 +21,10 @@ Examples:
 
 Any service that holds idle TCP connections will do; nothing is sent but keepalive probes.
 A server that closes idle connections itself (FIN) is reported as that, not as the path.
-Exit status: 0 a limit was measured, 1 none found up to --max, 2 usage error.
+When even --min is forgotten, it searches below, down to 1 s; it recommends only an idle
+time below one it saw kept.
+Exit status: 0 a limit was measured, 1 none found up to --max (or nothing kept even at
+1 s), 2 usage error.
 Ctrl-C prints what is known so far.";
 
 #[derive(Args)]
@@ -46,6 +49,9 @@ pub async fn run(args: PathArgs) -> Result<ExitCode> {
     }
     let load = args.kernel.load_options(&ConnectionArgs::default())?;
     let result = keepalive_user::path::run(&args.path, load).await?;
+    if result.found() && !result.interrupted {
+        keepalive_user::path::save_last(&result);
+    }
     match args.path.format {
         Format::Json => println!("{}", serde_json::to_string(&result)?),
         _ => print!("{}", result.human()),

@@ -16,7 +16,13 @@ Examples:
   keepalive sockets --comm ssh --format json
       Only ssh's connections, as JSON lines.
   keepalive sockets --netns blue --all
-      Every TCP socket of namespace `blue`, listening and TIME_WAIT ones included.";
+      Every TCP socket of namespace `blue`, listening and TIME_WAIT ones included.
+  keepalive sockets --idle-limit 350s
+      Marks the connections an idle limit of 350 s (AWS NLB and NAT gateway) would kill:
+      keepalive off, or a first probe too late; by owner, each group with its fix. Exit 1
+      when any is at risk, 0 when none.
+  keepalive sockets --idle-limit path
+      The same with the limit the last `keepalive path` measured.";
 
 #[derive(Args)]
 pub struct SocketsArgs {
@@ -28,9 +34,29 @@ pub struct SocketsArgs {
     /// Output format, e.g. --format json.
     #[arg(short, long, value_enum, default_value = "human")]
     format: Format,
+    /// Mark the established connections a path that forgets idle ones after this long
+    /// would kill, e.g. --idle-limit 350s (or `path`: what the last `keepalive path`
+    /// measured).
+    #[arg(long, value_name = "DURATION|path")]
+    idle_limit: Option<String>,
+}
+
+/// The idle limit `--idle-limit` names, in seconds.
+fn idle_limit_s(arg: &str) -> Result<u32> {
+    if arg == "path" {
+        return keepalive_user::path::last_limit_s()
+            .map_err(|e| UsageError(format!("{e:#}")).into());
+    }
+    let d = keepalive_user::history::parse_duration(arg)
+        .map_err(|e| UsageError(format!("--idle-limit {arg}: {e}")))?;
+    match u32::try_from(d.whole_seconds()) {
+        Ok(s) if s >= 1 => Ok(s),
+        _ => Err(UsageError(format!("--idle-limit {arg}: at least 1s")).into()),
+    }
 }
 
 pub fn run(args: SocketsArgs) -> Result<ExitCode> {
+    let limit = args.idle_limit.as_deref().map(idle_limit_s).transpose()?;
     let entries = match &args.connection.netns {
         Some(ns) => {
             // A namespace that is not there is bad input, like a bad flag.
@@ -44,7 +70,12 @@ pub fn run(args: SocketsArgs) -> Result<ExitCode> {
         &args.connection.filter(),
         &args.connection.workloads(),
         args.all,
+        limit,
     );
     keepalive_user::sockets::print(&rows, args.format, &mut io::stdout().lock())?;
-    Ok(ExitCode::SUCCESS)
+    Ok(if rows.iter().any(|r| r.at_risk.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
