@@ -113,7 +113,7 @@ pub mod drop_direction {
 /// Connections whose dropped packets the kernel side reports (see [`Kind::PacketDropped`]),
 /// by address and port pair (the FLOWS map, preallocated). Past it, a connection that starts
 /// probing is not followed, which is counted as a lost `packet_dropped`.
-pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 16;
+pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 14;
 
 /// Entries of the LOST map: one per record kind (see [`Kind`]), so user space can say what
 /// was lost.
@@ -391,6 +391,13 @@ pub struct KernelConfig {
     /// `SKB_DROP_REASON_NO_SOCKET` on this kernel (from BTF; 0 when unknown): a packet no
     /// socket took is no followed connection's, and floods of them are the usual drops.
     pub drop_reason_no_socket: u32,
+    /// `SKB_DROP_REASON_TCP_OLD_SEQUENCE` (0 when unknown): how a host's TCP drops every
+    /// keepalive probe it receives, after answering it; keepalive at work, not a fault.
+    pub drop_reason_old_sequence: u32,
+    /// 1 when `skb:kfree_skb` names the socket that was receiving the packet (`rx_sk`,
+    /// Linux 6.13 and later): how a drop inside TCP, where the packet has no device or
+    /// socket left, is told to be a followed connection's.
+    pub kfree_skb_rx_sk: u32,
     pub _pad2: u32,
 }
 
@@ -449,6 +456,8 @@ impl KernelConfig {
             _pad: [0; 5],
             min_life_ns: 0,
             drop_reason_no_socket: 0,
+            drop_reason_old_sequence: 0,
+            kfree_skb_rx_sk: 0,
             _pad2: 0,
         }
     }

@@ -3,7 +3,8 @@
 //! are followed in [`FLOWS`] by their two ends, so a drop costs the rest of the host one
 //! counter read while none is followed, and one lookup of a TCP packet's ends while some are.
 //! A packet no socket took (NO_SOCKET: a closed port, a scan, a flood) is no followed
-//! connection's: it returns after the counter and its reason.
+//! connection's, and an old sequence (TCP_OLD_SEQUENCE) is how TCP drops each keepalive
+//! probe it receives once it has answered it: both return after the counter and the reason.
 
 use aya_ebpf::{
     macros::{btf_tracepoint, map},
@@ -183,7 +184,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let reason = ctx.arg::<u32>(2);
-    if reason == config!(drop_reason_no_socket) && reason != 0 {
+    if reason == config!(drop_reason_no_socket) || reason == config!(drop_reason_old_sequence) {
         return 0;
     }
     let skb = Typed(ctx.arg::<*const u8>(0));
@@ -218,7 +219,8 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     };
     let f = *f;
     // The same ends in another namespace (a test's two hosts, two containers) are another
-    // connection: the device's namespace decides, else the packet's socket.
+    // connection: the device's namespace decides; inside TCP, where the packet has no device
+    // left, the socket that was receiving it (6.13+), else the packet's own socket.
     let dev: u64 = skb.get(config!(offsets.skb_dev));
     let ours = if dev != 0 {
         Address(dev)
@@ -226,7 +228,8 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
             .get::<u32>(config!(offsets.net_inum))
             == f.netns
     } else {
-        skb.get::<u64>(config!(offsets.skb_sk)) == f.sk
+        (config!(kfree_skb_rx_sk) != 0 && ctx.arg::<u64>(3) == f.sk)
+            || skb.get::<u64>(config!(offsets.skb_sk)) == f.sk
     };
     if !ours {
         return 0;
@@ -245,6 +248,11 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     }
     r.arg0 = reason;
     r.arg1 = if sport == f.local_port && src == f.local {
+        // Ours only while it is still ours: on its way out (a qdisc, an output rule). Once
+        // it reached the peer's socket on this host (loopback), the peer dropped it.
+        if skb.get::<u64>(config!(offsets.skb_sk)) != f.sk {
+            return 0;
+        }
         drop_direction::LEAVING
     } else {
         drop_direction::ARRIVING

@@ -412,10 +412,14 @@ impl Decoder {
     }
 
     fn detail(&self, r: &Record) -> Detail {
-        match r.kind {
-            kind::KEEPALIVE_PROBE => Detail::KeepaliveProbe { probes: r.arg0 },
-            kind::KEEPALIVE_ANSWERED => Detail::KeepaliveAnswered { probes: r.arg0 },
-            kind::KEEPALIVE_TIMEOUT => Detail::KeepaliveTimeout {
+        // parse_record refuses any other byte; a record built by hand must hold a kind too.
+        let kind =
+            Kind::try_from(r.kind).unwrap_or_else(|b| panic!("record kind {b}: no such kind"));
+        // Every kind, no catch-all: a new one does not compile until it is decoded.
+        match kind {
+            Kind::KeepaliveProbe => Detail::KeepaliveProbe { probes: r.arg0 },
+            Kind::KeepaliveAnswered => Detail::KeepaliveAnswered { probes: r.arg0 },
+            Kind::KeepaliveTimeout => Detail::KeepaliveTimeout {
                 // With TCP_USER_TIMEOUT set, the kernel ignores the probe count.
                 reason: if r.keepalive.user_timeout_ms != 0 {
                     TimeoutReason::UserTimeout
@@ -424,7 +428,7 @@ impl Decoder {
                 },
                 probes: r.arg0,
             },
-            kind::RESET_SENT => {
+            Kind::ResetSent => {
                 let reason = match self.reset_reason(r.arg0) {
                     unknown if unknown == "UNKNOWN" => self.reset_caller(r.arg1).unwrap_or(unknown),
                     reason => reason,
@@ -443,26 +447,26 @@ impl Decoder {
                     }
                 }
             }
-            kind::RESET_RECEIVED => Detail::ResetReceived {},
-            kind::STATE_CHANGE | kind::CONNECTION_CLOSED => Detail::StateChange {
+            Kind::ResetReceived => Detail::ResetReceived {},
+            Kind::StateChange | Kind::ConnectionClosed => Detail::StateChange {
                 from: TcpState::from_kernel(r.arg0),
                 to: TcpState::from_kernel(r.arg1),
                 retransmits: (r.retransmits > 0).then_some(r.retransmits as u32),
                 life: None,
             },
             // icsk_retransmits counts timeouts before this one.
-            kind::RETRANSMIT => Detail::Retransmit {
+            Kind::Retransmit => Detail::Retransmit {
                 retransmits: r.arg0.saturating_add(1),
             },
-            kind::KEEPALIVE_ENFORCED => Detail::KeepaliveEnforced {
+            Kind::KeepaliveEnforced => Detail::KeepaliveEnforced {
                 applied: r.arg0 != 0,
                 forced: r.arg1 != 0,
             },
-            kind::SOCKET_ERROR => Detail::SocketError {
+            Kind::SocketError => Detail::SocketError {
                 error: errno_name(r.arg0 as i32),
                 errno: r.arg0 as i32,
             },
-            kind::PACKET_DROPPED => Detail::PacketDropped {
+            Kind::PacketDropped => Detail::PacketDropped {
                 reason: self
                     .drop_reasons
                     .get(&r.arg0)
@@ -474,7 +478,7 @@ impl Decoder {
                     DropDirection::Arriving
                 },
             },
-            _ => Detail::SocketDestroyed {},
+            Kind::SocketDestroyed => Detail::SocketDestroyed {},
         }
     }
 

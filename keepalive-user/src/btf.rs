@@ -20,6 +20,8 @@ pub struct KernelTypes {
     /// `enum skb_drop_reason` names by value, without the `SKB_DROP_REASON_` prefix; empty
     /// when `skb:kfree_skb` passes no reason (before Linux 5.17).
     pub drop_reasons: Vec<(u32, String)>,
+    /// `skb:kfree_skb` passes the receiving socket (Linux 6.13 and later).
+    pub kfree_skb_has_rx_sk: bool,
     /// Which argument of `tcp_send_active_reset()` (from 0) is its reason: 2 from Linux
     /// 6.10, 1 once the priority argument went; 0 when it takes none.
     pub active_reset_reason_arg: u8,
@@ -34,6 +36,15 @@ impl KernelTypes {
     /// `skb:kfree_skb` says why the kernel drops a packet (Linux 5.17 and later).
     pub fn has_drop_reasons(&self) -> bool {
         !self.drop_reasons.is_empty()
+    }
+
+    /// The value of drop reason `name` (without its prefix) on this kernel; 0 when it has
+    /// none (0 is never a drop's reason: SKB_NOT_DROPPED_YET).
+    pub fn drop_reason(&self, name: &str) -> u32 {
+        self.drop_reasons
+            .iter()
+            .find(|(_, n)| n == name)
+            .map_or(0, |(v, _)| *v)
     }
 }
 
@@ -101,8 +112,10 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         .collect();
     // btf_trace_<tp> is a pointer to the probe's prototype: (void *data, sk, skb[, reason]).
     let send_reset_has_reason = types.tracepoint_arity("tcp_send_reset")? >= 4;
-    // (void *data, skb, location, reason[, rx_sk]): the reason from 5.17.
-    let drop_reasons = if types.tracepoint_arity("kfree_skb").unwrap_or(0) >= 4 {
+    // (void *data, skb, location, reason[, rx_sk]): the reason from 5.17, rx_sk from 6.13.
+    let kfree_skb_arity = types.tracepoint_arity("kfree_skb").unwrap_or(0);
+    let kfree_skb_has_rx_sk = kfree_skb_arity >= 5;
+    let drop_reasons = if kfree_skb_arity >= 4 {
         types
             .enum_members("skb_drop_reason")
             .unwrap_or_default()
@@ -123,6 +136,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         reset_reasons,
         send_reset_has_reason,
         drop_reasons,
+        kfree_skb_has_rx_sk,
         active_reset_reason_arg,
     })
 }

@@ -118,11 +118,9 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
         all_states: opts.all_states as u8,
         all_ends: opts.sends_all_ends() as u8,
         min_life_ns: opts.min_life.as_nanos().min(u64::MAX as u128) as u64,
-        drop_reason_no_socket: types
-            .drop_reasons
-            .iter()
-            .find(|(_, name)| name == "NO_SOCKET")
-            .map_or(0, |(v, _)| *v),
+        drop_reason_no_socket: types.drop_reason("NO_SOCKET"),
+        drop_reason_old_sequence: types.drop_reason("TCP_OLD_SEQUENCE"),
+        kfree_skb_rx_sk: types.kfree_skb_has_rx_sk as u32,
         // An eighth of the ring, at most 64 KiB: early enough never to fill it between polls.
         wakeup_bytes: (opts.ring_buffer_size / 8).min(64 * 1024),
         ..KernelConfig::zeroed()

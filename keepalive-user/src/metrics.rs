@@ -67,6 +67,12 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnerLabels {
+    unit: String,
+    pod: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     probes_sent: Counter,
@@ -79,6 +85,7 @@ pub struct Metrics {
     /// The kernel's count of ordinary ends already in `ends`.
     ordinary_seen: u64,
     tracked: Gauge,
+    at_risk: Family<OwnerLabels, Gauge>,
     idle_before_death: Histogram,
     remotes: Bounded,
     units: Bounded,
@@ -132,6 +139,14 @@ impl Metrics {
             "Connections being followed",
             tracked.clone(),
         );
+        let at_risk = Family::<OwnerLabels, Gauge>::default();
+        registry.register(
+            "connections_at_risk",
+            "Established connections the idle limit given with --idle-limit would kill once \
+             idle (keepalive off, or a first probe too late), by the owner's systemd unit and \
+             Kubernetes pod; refreshed every 30 s",
+            at_risk.clone(),
+        );
         registry.register(
             "idle_before_death_seconds",
             "Idle time before the first unanswered probe of connections that died",
@@ -148,6 +163,7 @@ impl Metrics {
             lost_seen: 0,
             ordinary_seen: 0,
             tracked,
+            at_risk,
             idle_before_death,
             remotes: Bounded::new(MAX_REMOTES),
             units: Bounded::new(MAX_UNITS),
@@ -217,6 +233,25 @@ impl Metrics {
         if total > self.lost_seen {
             self.lost.inc_by(total - self.lost_seen);
             self.lost_seen = total;
+        }
+    }
+
+    /// The connections at risk now, by owner (as `keepalive sockets --idle-limit` marks
+    /// them): every series is replaced, so owners with none left drop out.
+    pub fn set_at_risk(&mut self, rows: &[crate::sockets::SocketRow]) {
+        self.at_risk.clear();
+        for r in rows.iter().filter(|r| r.at_risk.is_some()) {
+            let w = r.workload.as_deref();
+            let unit = w.and_then(|w| w.unit.clone()).unwrap_or_default();
+            let pod = w
+                .and_then(|w| w.pod.as_ref().or(w.pod_uid.as_ref()).cloned())
+                .unwrap_or_default();
+            self.at_risk
+                .get_or_create(&OwnerLabels {
+                    unit: self.units.value(unit),
+                    pod: self.pods.value(pod),
+                })
+                .inc();
         }
     }
 

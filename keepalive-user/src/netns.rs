@@ -74,6 +74,31 @@ pub fn file(spec: &str) -> Result<(PathBuf, u32)> {
         })
 }
 
+/// Every network namespace with a process or an `ip netns` name, once each: a file to enter
+/// it by, and its inode.
+pub fn all() -> Vec<(PathBuf, u32)> {
+    let procs = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"));
+    let mut seen = std::collections::HashSet::new();
+    named()
+        .into_iter()
+        .chain(procs)
+        .filter_map(|p| {
+            let inode = std::fs::metadata(&p).ok()?.ino() as u32;
+            seen.insert(inode).then_some((p, inode))
+        })
+        .collect()
+}
+
 /// The namespaces `ip netns` names.
 pub fn named() -> Vec<PathBuf> {
     std::fs::read_dir(NAMED)
@@ -91,4 +116,19 @@ pub fn enter(spec: &str) -> anyhow::Result<()> {
     nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("entering network namespace {spec}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_namespace_once_this_one_included() {
+        let all = all();
+        assert!(all.iter().any(|(_, inode)| *inode == current()), "{all:?}");
+        let mut inodes: Vec<u32> = all.iter().map(|(_, i)| *i).collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        assert_eq!(inodes.len(), all.len(), "{all:?}");
+    }
 }

@@ -358,6 +358,14 @@ fn veth(a: &Netns, a_cidr: &str, b: &Netns, b_cidr: &str, name: &str) {
     }
 }
 
+/// A connection over loopback inside `ns`: both ends on this host, in one namespace.
+pub fn loopback(
+    ns: &Netns,
+    configure: impl FnOnce(&socket2::Socket) + Send + 'static,
+) -> Connection {
+    connect_between(ns, ns, std::net::Ipv4Addr::LOCALHOST.into(), configure)
+}
+
 fn connect_between(
     client_ns: &Netns,
     server_ns: &Netns,

@@ -1,10 +1,18 @@
 //! Before it bites: `keepalive sockets --idle-limit` marks the connections a path's idle limit
 //! would kill (keepalive off, or a first probe after the limit), each with its fix, and
-//! applying the fix clears the mark.
+//! applying the fix clears the mark; `keepalive trace --metrics --idle-limit` counts the
+//! same connections.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
-use keepalive_tests::{Link, is_root, json_lines, keepalive, tracer::binary};
+use keepalive_tests::{
+    Link, Tracer, is_root, json_lines, keepalive,
+    metrics::{free_port, scrape, sum},
+    tracer::binary,
+};
 use serde_json::Value;
 use socket2::{SockRef, TcpKeepalive};
 
@@ -82,6 +90,32 @@ fn an_idle_limit_marks_keepalive_off_and_late_probes_and_the_fix_clears_them() {
     assert!(human.contains("keepalive off"), "{human}");
     assert!(human.contains("first probe after 60 s idle"), "{human}");
     assert!(human.contains("per socket:  SO_KEEPALIVE=1"), "{human}");
+
+    // The same as a metric while tracing: the same two connections.
+    let port = free_port();
+    let tracer = Tracer::trace_netns(
+        &link.a.name,
+        &[
+            "--metrics",
+            &format!("127.0.0.1:{port}"),
+            "--idle-limit",
+            "30s",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = scrape(port);
+        if m.contains("keepalive_connections_at_risk{") || Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        sum(&metrics, "keepalive_connections_at_risk{"),
+        2.0,
+        "{metrics}"
+    );
+    tracer.stop();
 
     // The fix, applied: nothing is at risk any more.
     let idle = risk(off.client_port)["recommended_idle_s"]

@@ -179,3 +179,37 @@ fn probes_dropped_on_the_servers_side_are_not_dropped_here_ipv4() {
 fn probes_dropped_on_the_servers_side_are_not_dropped_here_ipv6() {
     dropped_beyond_this_host(true);
 }
+
+/// Both ends on this host, both probing: each end's TCP drops every probe it answers (an old
+/// sequence, by design). That is keepalive at work, no drop of either connection's.
+#[test]
+fn answered_probes_over_loopback_are_no_drops() {
+    assert!(is_root(), "end-to-end tests need root (cargo xtask test)");
+    let ns = keepalive_tests::Netns::new("loop");
+    let tracer = Tracer::trace_netns(&ns.name, &[]);
+    let capture = Capture::start(&ns);
+    let conn = keepalive_tests::netns::loopback(&ns, keepalive(1, 1, 3));
+    socket2::SockRef::from(&conn.server)
+        .set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(1))
+                .with_interval(Duration::from_secs(1)),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    let (client, server) = (conn.client_port, conn.server_port);
+    // Closed first: each close reports the answer to its last probe.
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = tracer.stop();
+    let wire = capture.stop();
+    for (local, peer) in [(client, server), (server, client)] {
+        let events = keepalive_tests::tracer::events_between(&lines, local, peer);
+        let on_wire = wire.assert_traced(
+            std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), local),
+            &events,
+        );
+        assert!(on_wire.probes >= 2, "{local}: {on_wire:?}");
+        assert_eq!(dropped(&events), vec![], "{local}: {events:?}");
+    }
+}

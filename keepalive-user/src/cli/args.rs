@@ -14,7 +14,7 @@ use keepalive_user::{
 };
 
 /// Which connections to look at.
-#[derive(Args, Default)]
+#[derive(Args, Clone, Default)]
 pub struct ConnectionArgs {
     /// Only connections with this local or remote port, e.g. --port 22.
     #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]

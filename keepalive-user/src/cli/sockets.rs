@@ -42,7 +42,7 @@ pub struct SocketsArgs {
 }
 
 /// The idle limit `--idle-limit` names, in seconds.
-fn idle_limit_s(arg: &str) -> Result<u32> {
+pub fn idle_limit_s(arg: &str) -> Result<u32> {
     if arg == "path" {
         return keepalive_user::path::last_limit_s()
             .map_err(|e| UsageError(format!("{e:#}")).into());
@@ -57,7 +57,23 @@ fn idle_limit_s(arg: &str) -> Result<u32> {
 
 pub fn run(args: SocketsArgs) -> Result<ExitCode> {
     let limit = args.idle_limit.as_deref().map(idle_limit_s).transpose()?;
-    let entries = match &args.connection.netns {
+    let rows = connections(&args.connection, args.all, limit)?;
+    keepalive_user::sockets::print(&rows, args.format, &mut io::stdout().lock())?;
+    Ok(if rows.iter().any(|r| r.at_risk.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The sockets `connection` selects (in its `--netns`, or this namespace), with owners and
+/// options, marked at risk under `limit_s`.
+pub fn connections(
+    connection: &ConnectionArgs,
+    all: bool,
+    limit_s: Option<u32>,
+) -> Result<Vec<keepalive_user::sockets::SocketRow>> {
+    let entries = match &connection.netns {
         Some(ns) => {
             // A namespace that is not there is bad input, like a bad flag.
             let (file, inode) = netns::file(ns).map_err(|e| UsageError(format!("{e:#}")))?;
@@ -65,17 +81,37 @@ pub fn run(args: SocketsArgs) -> Result<ExitCode> {
         }
         None => snapshot::tcp_sockets(netns::current())?,
     };
-    let rows = keepalive_user::sockets::rows(
+    Ok(keepalive_user::sockets::rows(
         entries,
-        &args.connection.filter(),
-        &args.connection.workloads(),
-        args.all,
-        limit,
-    );
-    keepalive_user::sockets::print(&rows, args.format, &mut io::stdout().lock())?;
-    Ok(if rows.iter().any(|r| r.at_risk.is_some()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+        &connection.filter(),
+        &connection.workloads(),
+        all,
+        limit_s,
+    ))
+}
+
+/// [`connections`] in `connection`'s `--netns`, or, without one, in every network namespace
+/// (a tracer's view, where `keepalive sockets` shows its own namespace as `ss` does).
+pub fn connections_everywhere(
+    connection: &ConnectionArgs,
+    limit_s: Option<u32>,
+) -> Result<Vec<keepalive_user::sockets::SocketRow>> {
+    if connection.netns.is_some() {
+        return connections(connection, false, limit_s);
+    }
+    let mut entries = vec![];
+    for (file, inode) in netns::all() {
+        match snapshot::tcp_sockets_in(&file.to_string_lossy(), inode) {
+            Ok(found) => entries.extend(found),
+            // A process that exited since the scan took its namespace's file with it.
+            Err(e) => log::debug!("{}: {e:#}", file.display()),
+        }
+    }
+    Ok(keepalive_user::sockets::rows(
+        entries,
+        &connection.filter(),
+        &connection.workloads(),
+        false,
+        limit_s,
+    ))
 }

@@ -12,7 +12,7 @@ use keepalive_user::{
     pipeline::{Mode, Pipeline},
 };
 
-use super::args::{ConnectionArgs, EndsArgs, KernelArgs};
+use super::args::{ConnectionArgs, EndsArgs, KernelArgs, UsageError};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -44,6 +44,11 @@ pub struct TraceArgs {
     /// remote, lost events) on this address, e.g. --metrics 127.0.0.1:9477.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// With --metrics: keepalive_connections_at_risk counts, every 30 s, the established
+    /// connections a path that forgets idle ones after this long would kill, e.g.
+    /// --idle-limit 350s (or `path`: what the last `keepalive path` measured).
+    #[arg(long, value_name = "DURATION|path")]
+    idle_limit: Option<String>,
     /// Write events to FILE instead of stdout (e.g. a recording: --format json --output rec.jsonl).
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -113,13 +118,27 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode> {
         )?;
         pipeline = pipeline.with_history(store);
     }
+    let mut at_risk = None;
     if let Some(addr) = args.metrics {
         let shared = std::sync::Arc::new(std::sync::Mutex::new(Metrics::new()));
         metrics::serve(addr, shared.clone()).await?;
+        if let Some(limit) = &args.idle_limit {
+            let limit_s = super::sockets::idle_limit_s(limit)?;
+            at_risk = Some(tokio::spawn(refresh_at_risk(
+                shared.clone(),
+                limit_s,
+                args.connection.clone(),
+            )));
+        }
         pipeline = pipeline.with_metrics(shared);
+    } else if args.idle_limit.is_some() {
+        return Err(UsageError("--idle-limit needs --metrics (it sets a metric)".into()).into());
     }
     let traced =
         keepalive_user::trace::run(&opts, &args.connection.workloads(), &mut pipeline).await;
+    if let Some(task) = at_risk {
+        task.abort();
+    }
     pipeline.stop_history()?;
     traced?;
     pipeline.write_summary()?;
@@ -129,4 +148,28 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode> {
         eprintln!("keepalive: {} events, {} lost", s.events, s.lost);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every 30 s, the connections at risk under `limit_s` as `keepalive sockets --idle-limit`
+/// finds them into the metric: of the traced namespace with `--netns`, else of every
+/// namespace (a sock_diag dump each, one /proc scan for owners).
+async fn refresh_at_risk(
+    metrics: std::sync::Arc<std::sync::Mutex<Metrics>>,
+    limit_s: u32,
+    connection: ConnectionArgs,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let connection = connection.clone();
+        let rows = tokio::task::spawn_blocking(move || {
+            super::sockets::connections_everywhere(&connection, Some(limit_s))
+        })
+        .await;
+        match rows {
+            Ok(Ok(rows)) => metrics.lock().unwrap().set_at_risk(&rows),
+            Ok(Err(e)) => log::info!("connections at risk: {e:#}"),
+            Err(e) => log::info!("connections at risk: {e}"),
+        }
+    }
 }
