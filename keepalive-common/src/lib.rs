@@ -111,9 +111,10 @@ pub mod drop_direction {
 }
 
 /// Connections whose dropped packets the kernel side reports (see [`Kind::PacketDropped`]),
-/// by address and port pair (the FLOWS map, preallocated). Past it, a connection that starts
-/// probing is not followed, which is counted as a lost `packet_dropped`.
-pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 14;
+/// by address and port pair (the FLOWS map, preallocated), as many as [`CONNECTION_LIFE_SLOTS`]: a
+/// storm of 50,000 probing connections fits. Past it, each time a connection starts probing
+/// and is not followed, a `packet_dropped` is counted lost.
+pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 16;
 
 /// Entries of the LOST map: one per record kind (see [`Kind`]), so user space can say what
 /// was lost.
