@@ -51,17 +51,7 @@ pub fn file(spec: &str) -> Result<(PathBuf, u32)> {
     if spec.parse::<u32>().is_err() {
         return Ok((path(spec), inode));
     }
-    let procs = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .map(|e| e.path().join("ns/net"));
+    let procs = process_namespaces();
     named()
         .into_iter()
         .chain(procs)
@@ -77,17 +67,7 @@ pub fn file(spec: &str) -> Result<(PathBuf, u32)> {
 /// Every network namespace with a process or an `ip netns` name, once each: a file to enter
 /// it by, and its inode.
 pub fn all() -> Vec<(PathBuf, u32)> {
-    let procs = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .map(|e| e.path().join("ns/net"));
+    let procs = process_namespaces();
     let mut seen = std::collections::HashSet::new();
     named()
         .into_iter()
@@ -97,6 +77,21 @@ pub fn all() -> Vec<(PathBuf, u32)> {
             seen.insert(inode).then_some((p, inode))
         })
         .collect()
+}
+
+/// Each process's network namespace file, /proc/PID/ns/net.
+fn process_namespaces() -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .map(|e| e.path().join("ns/net"))
 }
 
 /// The namespaces `ip netns` names.
