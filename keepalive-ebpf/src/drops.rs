@@ -222,18 +222,28 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     // connection: the device's namespace decides; inside TCP, where the packet has no device
     // left, the socket that was receiving it (6.13+), else the packet's own socket.
     let dev: u64 = skb.get(config!(offsets.skb_dev));
+    let skb_sk: u64 = skb.get(config!(offsets.skb_sk));
     let ours = if dev != 0 {
         Address(dev)
             .follow(config!(offsets.dev_net))
             .get::<u32>(config!(offsets.net_inum))
             == f.netns
     } else {
-        (config!(kfree_skb_rx_sk) != 0 && ctx.arg::<u64>(3) == f.sk)
-            || skb.get::<u64>(config!(offsets.skb_sk)) == f.sk
+        (config!(kfree_skb_rx_sk) != 0 && ctx.arg::<u64>(3) == f.sk) || skb_sk == f.sk
     };
     if !ours {
         return 0;
     }
+    let direction = if sport == f.local_port && src == f.local {
+        // Ours only while it is still ours: on its way out (a qdisc, an output rule). Once
+        // it reached the peer's socket on this host (loopback), the peer dropped it.
+        if skb_sk != f.sk {
+            return 0;
+        }
+        drop_direction::LEAVING
+    } else {
+        drop_direction::ARRIVING
+    };
     let mut slot = core::mem::MaybeUninit::uninit();
     let r = new_record(&mut slot, kind::PACKET_DROPPED);
     read_identity(Address(f.sk), r);
@@ -247,16 +257,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     r.arg0 = reason;
-    r.arg1 = if sport == f.local_port && src == f.local {
-        // Ours only while it is still ours: on its way out (a qdisc, an output rule). Once
-        // it reached the peer's socket on this host (loopback), the peer dropped it.
-        if skb.get::<u64>(config!(offsets.skb_sk)) != f.sk {
-            return 0;
-        }
-        drop_direction::LEAVING
-    } else {
-        drop_direction::ARRIVING
-    };
+    r.arg1 = direction;
     submit(&ctx, r);
     0
 }

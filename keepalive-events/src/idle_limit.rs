@@ -17,6 +17,11 @@ pub enum IdleLimit {
 /// time of `s` sends its first probe by `s * 9/8`.
 const TIMER_LATENESS: f64 = 9.0 / 8.0;
 
+/// When a keepalive idle time of `idle_s` sends its first probe at the latest.
+pub fn first_probe_by(idle_s: f64) -> f64 {
+    idle_s * TIMER_LATENESS
+}
+
 /// The idle time to set, in whole seconds, at least 1.
 ///
 /// Measured: the longest idle whose first probe still goes out by `kept_s` when the timer

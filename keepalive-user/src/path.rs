@@ -236,7 +236,9 @@ pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
             idles[0],
             longest,
             round_plan(&findings, min_s),
-            longest + PROBE_INTERVAL_S * (PROBE_COUNT + 1) + 2
+            longest
+                + PROBE_INTERVAL_S * (PROBE_COUNT + 1)
+                + OPEN_STAGGER.as_secs_f64().ceil() as u32
         );
         let known_before = (findings.kept_s, findings.forgotten_s);
         let mut rungs: HashMap<u16, Rung> = HashMap::new();

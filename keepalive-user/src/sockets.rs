@@ -58,7 +58,7 @@ pub struct AtRisk {
 pub fn risk(k: &SocketOptions, limit_s: u32) -> Option<Risk> {
     if !k.enabled {
         Some(Risk::KeepaliveOff)
-    } else if k.idle_s * 9.0 / 8.0 >= f64::from(limit_s) {
+    } else if keepalive_events::idle_limit::first_probe_by(k.idle_s) >= f64::from(limit_s) {
         Some(Risk::FirstProbeTooLate)
     } else {
         None

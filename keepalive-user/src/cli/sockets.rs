@@ -81,13 +81,23 @@ pub fn connections(
         }
         None => snapshot::tcp_sockets(netns::current())?,
     };
-    Ok(keepalive_user::sockets::rows(
+    Ok(judged(entries, connection, all, limit_s))
+}
+
+/// `entries` joined with owners and options, as `connection` selects them.
+fn judged(
+    entries: Vec<keepalive_user::snapshot::SocketEntry>,
+    connection: &ConnectionArgs,
+    all: bool,
+    limit_s: Option<u32>,
+) -> Vec<keepalive_user::sockets::SocketRow> {
+    keepalive_user::sockets::rows(
         entries,
         &connection.filter(),
         &connection.workloads(),
         all,
         limit_s,
-    ))
+    )
 }
 
 /// [`connections`] in `connection`'s `--netns`, or, without one, in every network namespace
@@ -107,11 +117,5 @@ pub fn connections_everywhere(
             Err(e) => log::debug!("{}: {e:#}", file.display()),
         }
     }
-    Ok(keepalive_user::sockets::rows(
-        entries,
-        &connection.filter(),
-        &connection.workloads(),
-        false,
-        limit_s,
-    ))
+    Ok(judged(entries, connection, false, limit_s))
 }
