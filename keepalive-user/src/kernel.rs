@@ -27,36 +27,78 @@ fn parse_kallsyms(kallsyms: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// The rates Linux builds with.
+const HZ_RATES: [u32; 4] = [100, 250, 300, 1000];
+
 /// The kernel's tick rate. Keepalive settings live in jiffies inside the kernel; this converts
-/// them to seconds. Measured from /proc/timer_list (jiffies against nanoseconds), then snapped
-/// to the rates Linux builds with, so it needs no kernel config file.
+/// them to seconds. Measured from the jiffies in /proc/timer_list against CLOCK_MONOTONIC read
+/// around each read, so it needs no kernel config file. A busy machine (a loaded VM) can stall a
+/// read for milliseconds, so the measurement goes on until only one rate fits its error bounds.
 pub fn hz() -> Result<u32> {
-    let sample = || -> Result<(u64, u64)> {
+    let sample = || -> Result<JiffiesSample> {
+        let before = monotonic_ns();
         let text = fs::read_to_string("/proc/timer_list").context("reading /proc/timer_list")?;
-        parse_timer_list(&text).context("unexpected /proc/timer_list format")
+        let after = monotonic_ns();
+        let jiffies = parse_timer_list(&text).context("unexpected /proc/timer_list format")?;
+        Ok(JiffiesSample {
+            before,
+            jiffies,
+            after,
+        })
     };
-    let (ns0, j0) = sample()?;
-    thread::sleep(Duration::from_millis(60));
-    let (ns1, j1) = sample()?;
-    let measured = (j1 - j0) as f64 / ((ns1 - ns0) as f64 / 1e9);
-    Ok(snap_hz(measured))
+    let first = sample()?;
+    let mut last = first;
+    for _ in 0..HZ_MAX_SAMPLES {
+        thread::sleep(Duration::from_millis(20));
+        last = sample()?;
+        if let Some(hz) = hz_between(&first, &last) {
+            return Ok(hz);
+        }
+    }
+    Ok(nearest_hz(&first, &last))
 }
 
-fn parse_timer_list(text: &str) -> Option<(u64, u64)> {
-    let now = text.lines().find_map(|l| {
-        l.strip_prefix("now at ")?
-            .strip_suffix(" nsecs")?
-            .parse()
-            .ok()
-    })?;
-    let jiffies = text
-        .lines()
-        .find_map(|l| l.strip_prefix("jiffies: ")?.trim().parse().ok())?;
-    Some((now, jiffies))
+/// Bounds how long `hz` measures (20 ms apart): a machine this stalled gets the nearest rate.
+const HZ_MAX_SAMPLES: u32 = 100;
+
+#[derive(Clone, Copy, Debug)]
+struct JiffiesSample {
+    /// CLOCK_MONOTONIC before and after the read, in nanoseconds.
+    before: u64,
+    jiffies: u64,
+    after: u64,
 }
 
-fn snap_hz(measured: f64) -> u32 {
-    [100u32, 250, 300, 1000]
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// The one rate between the slowest and fastest the two samples allow, if only one fits. The
+/// jiffies were read somewhere inside each read, and may lag a tick or two on a CPU just out of
+/// idle, hence the slack.
+fn hz_between(a: &JiffiesSample, b: &JiffiesSample) -> Option<u32> {
+    const SLACK: f64 = 2.0;
+    let ticks = b.jiffies.wrapping_sub(a.jiffies) as f64;
+    let longest = b.after.saturating_sub(a.before) as f64 / 1e9;
+    let shortest = b.before.saturating_sub(a.after) as f64 / 1e9;
+    if shortest <= 0.0 {
+        return None;
+    }
+    let (slowest, fastest) = ((ticks - SLACK) / longest, (ticks + SLACK) / shortest);
+    let mut fits = HZ_RATES
+        .into_iter()
+        .filter(|&hz| (slowest..=fastest).contains(&(hz as f64)));
+    match (fits.next(), fits.next()) {
+        (Some(hz), None) => Some(hz),
+        _ => None,
+    }
+}
+
+fn nearest_hz(a: &JiffiesSample, b: &JiffiesSample) -> u32 {
+    let middle = |s: &JiffiesSample| (s.before / 2 + s.after / 2) as f64;
+    let measured = b.jiffies.wrapping_sub(a.jiffies) as f64 / ((middle(b) - middle(a)) / 1e9);
+    HZ_RATES
         .into_iter()
         .min_by(|a, b| {
             (*a as f64 - measured)
@@ -64,6 +106,11 @@ fn snap_hz(measured: f64) -> u32 {
                 .total_cmp(&(*b as f64 - measured).abs())
         })
         .unwrap()
+}
+
+fn parse_timer_list(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("jiffies: ")?.trim().parse().ok())
 }
 
 /// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to get wall time.
@@ -239,11 +286,26 @@ mod tests {
     }
 
     #[test]
-    fn parses_timer_list_and_snaps_hz() {
+    fn parses_timer_list() {
         let text = "Timer List Version: v0.10\nnow at 193383931731 nsecs\n\ncpu: 0\n jiffies: 99\njiffies: 4294940580\n";
-        assert_eq!(parse_timer_list(text), Some((193383931731, 4294940580)));
-        assert_eq!(snap_hz(243.0), 250);
-        assert_eq!(snap_hz(990.0), 1000);
-        assert_eq!(snap_hz(101.0), 100);
+        assert_eq!(parse_timer_list(text), Some(4294940580));
+    }
+
+    #[test]
+    fn hz_is_the_one_rate_the_bounds_allow() {
+        let at = |ms: u64, jiffies: u64, read_ms: u64| JiffiesSample {
+            before: ms * 1_000_000,
+            jiffies,
+            after: (ms + read_ms) * 1_000_000,
+        };
+        // 250 Hz, 100 ms apart, fast reads.
+        assert_eq!(hz_between(&at(0, 1000, 1), &at(100, 1025, 1)), Some(250));
+        // A 12 ms stall inside a read: 60 ms looked like 300 Hz; the bounds admit both.
+        assert_eq!(hz_between(&at(0, 1000, 1), &at(60, 1018, 12)), None);
+        assert_eq!(hz_between(&at(0, 1000, 1), &at(20, 1020, 1)), Some(1000));
+        assert_eq!(hz_between(&at(0, 1000, 1), &at(200, 1020, 1)), Some(100));
+        assert_eq!(hz_between(&at(0, 1000, 1), &at(400, 1120, 1)), Some(300));
+        assert_eq!(nearest_hz(&at(0, 1000, 0), &at(60, 1018, 0)), 300);
+        assert_eq!(nearest_hz(&at(0, 1000, 0), &at(100, 1024, 0)), 250);
     }
 }
