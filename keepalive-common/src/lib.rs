@@ -3,7 +3,9 @@
 //! Everything here is `#[repr(C)]` and plain data: the kernel writes [`Record`]s into a ring
 //! buffer and the user side decodes them byte for byte, and the user side fills
 //! [`KernelConfig`] (struct offsets read from BTF, filters) before the programs load.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+pub mod programs;
 
 /// Names of the maps and globals both sides refer to.
 pub mod names {
@@ -297,62 +299,170 @@ impl LifeRecord {
 /// preallocated). Past it, a connection's transitions are each sent as they happen.
 pub const CONNECTION_LIFE_SLOTS: u32 = 1 << 16;
 
-/// Offsets (bytes) of the kernel fields the programs read, resolved from BTF at start.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Offsets {
-    // struct sock / sock_common
-    /// The keepalive timer inside the socket (`sk_timer`, or `icsk_keepalive_timer`).
-    pub sk_timer: u32,
-    pub family: u32,
-    pub state: u32,
+/// A kernel field the programs read: its byte offset (or, for an enum value, the value),
+/// resolved from BTF at start, typed with what the programs read there. The type is the
+/// width the user side checks against BTF, so a read of the wrong width cannot compile.
+#[repr(transparent)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Field<T> {
+    pub value: u32,
+    _read_as: core::marker::PhantomData<T>,
+}
+
+impl<T> Field<T> {
+    pub const ZERO: Field<T> = Field::at(0);
+
+    pub const fn at(value: u32) -> Field<T> {
+        Field {
+            value,
+            _read_as: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for Field<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Field<T> {}
+
+/// What a [`Field`] is read as, so its width in the kernel can be checked.
+pub trait ReadAs {
+    /// Bytes read; None for what is not read itself (an embedded struct, an enum value).
+    const WIDTH: Option<usize>;
+}
+
+macro_rules! read_as_itself {
+    ($($t:ty),*) => { $( impl ReadAs for $t { const WIDTH: Option<usize> = Some(core::mem::size_of::<$t>()); } )* };
+}
+read_as_itself!(u8, u16, u32, u64, i32, [u8; 16]);
+
+/// A struct embedded in another, whose offset a program adds to an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Embedded;
+impl ReadAs for Embedded {
+    const WIDTH: Option<usize> = None;
+}
+
+/// A value of a kernel enum (a bit number of `sk_flags`), not an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnumValue;
+impl ReadAs for EnumValue {
+    const WIDTH: Option<usize> = None;
+}
+
+/// A pointer, read as an address.
+pub type Pointer = u64;
+
+/// Where BTF says a [`Field`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// A member (dot-separated path through anonymous structs and unions) of the first of
+    /// these structs that has it.
+    Member(&'static [(&'static str, &'static str)]),
+    /// A member of a kernel enum: `(enum, member)`.
+    EnumMember(&'static str, &'static str),
+}
+
+/// One kernel field as declared in [`kernel_fields!`]: what the user side looks up in BTF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FieldDecl {
+    pub name: &'static str,
+    pub place: Place,
+    /// Bytes the programs read, checked against BTF (see [`ReadAs`]).
+    pub width: Option<usize>,
+}
+
+/// Declares each kernel field once: its [`Offsets`] member, typed with what the programs
+/// read, its zero, and where BTF has it ([`Offsets::FIELDS`], [`Offsets::resolve`]).
+macro_rules! kernel_fields {
+    ($( $(#[$doc:meta])* $name:ident: $ty:ty = $place:expr; )*) => {
+        /// The kernel fields the programs read, resolved from BTF at start.
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Offsets {
+            $( $(#[$doc])* pub $name: Field<$ty>, )*
+        }
+
+        impl Offsets {
+            pub const ZERO: Offsets = Offsets { $( $name: Field::ZERO, )* };
+
+            /// Every field, in declaration order.
+            pub const FIELDS: &'static [FieldDecl] = &[$(
+                FieldDecl { name: stringify!($name), place: $place, width: <$ty as ReadAs>::WIDTH },
+            )*];
+
+            /// Each field's value from `lookup`, in declaration order.
+            pub fn resolve<E>(mut lookup: impl FnMut(&FieldDecl) -> Result<u32, E>) -> Result<Offsets, E> {
+                let mut fields = Self::FIELDS.iter();
+                Ok(Offsets { $( $name: Field::at(lookup(fields.next().unwrap())?), )* })
+            }
+        }
+
+        impl Default for Offsets {
+            fn default() -> Self {
+                Self::ZERO
+            }
+        }
+    };
+}
+
+/// A [`Place::Member`]: `member!("struct" "path")`, alternatives after commas.
+macro_rules! member {
+    ($($strukt:literal $path:literal),+) => { Place::Member(&[$(($strukt, $path)),+]) };
+}
+
+kernel_fields! {
+    /// The keepalive timer inside the socket: `sock.sk_timer` upstream; some stable kernels
+    /// (Debian's 6.1.1xx) moved it to `inet_connection_sock.icsk_keepalive_timer`, next to
+    /// an MPTCP timer, and left sk_timer to MPTCP.
+    sk_timer: Embedded = member!("inet_connection_sock" "icsk_keepalive_timer", "sock" "sk_timer");
+    family: u16 = member!("sock" "__sk_common.skc_family");
+    state: u8 = member!("sock" "__sk_common.skc_state");
     /// `skc_num`: the local port for request and timewait sockets.
-    pub num: u32,
+    num: u16 = member!("sock" "__sk_common.skc_num");
     /// `inet_sock.inet_sport`: the local port of full sockets, kept after unhashing.
-    pub inet_sport: u32,
-    pub dport: u32,
-    pub rcv_saddr: u32,
-    pub daddr: u32,
-    pub v6_rcv_saddr: u32,
-    pub v6_daddr: u32,
-    pub net: u32,
-    pub cookie: u32,
-    pub protocol: u32,
-    pub sk_flags: u32,
-    pub sk_err: u32,
-    pub sk_lingertime: u32,
+    inet_sport: u16 = member!("inet_sock" "inet_sport");
+    dport: u16 = member!("sock" "__sk_common.skc_dport");
+    rcv_saddr: u32 = member!("sock" "__sk_common.skc_rcv_saddr");
+    daddr: u32 = member!("sock" "__sk_common.skc_daddr");
+    v6_rcv_saddr: [u8; 16] = member!("sock" "__sk_common.skc_v6_rcv_saddr");
+    v6_daddr: [u8; 16] = member!("sock" "__sk_common.skc_v6_daddr");
+    net: Pointer = member!("sock" "__sk_common.skc_net.net");
+    cookie: u64 = member!("sock" "__sk_common.skc_cookie");
+    protocol: u16 = member!("sock" "sk_protocol");
+    sk_flags: u64 = member!("sock" "__sk_common.skc_flags");
+    sk_err: i32 = member!("sock" "sk_err");
+    sk_lingertime: u64 = member!("sock" "sk_lingertime");
     /// `sock.sk_socket`, `socket_alloc.vfs_inode` and `inode.i_ino`: the file inode.
-    pub sk_socket: u32,
-    pub socket_inode: u32,
-    pub inode_ino: u32,
+    sk_socket: Pointer = member!("sock" "sk_socket");
+    socket_inode: Embedded = member!("socket_alloc" "vfs_inode");
+    inode_ino: u64 = member!("inode" "i_ino");
     /// Bit number of SOCK_LINGER in `sk_flags`.
-    pub linger_bit: u32,
+    linger_bit: EnumValue = Place::EnumMember("sock_flags", "SOCK_LINGER");
     /// Bit number of SOCK_KEEPOPEN in `sk_flags`.
-    pub keepopen_bit: u32,
-    // struct inet_connection_sock
-    pub probes_out: u32,
-    pub retransmits: u32,
-    pub user_timeout: u32,
-    // struct tcp_sock
-    pub keepalive_time: u32,
-    pub keepalive_intvl: u32,
-    pub keepalive_probes: u32,
-    // struct net
-    pub net_inum: u32,
-    pub net_keepalive_time: u32,
-    pub net_keepalive_intvl: u32,
-    pub net_keepalive_probes: u32,
-    // struct timer_list
-    pub timer_function: u32,
-    // struct sk_buff
-    pub skb_head: u32,
-    pub skb_network_header: u32,
-    pub skb_transport_header: u32,
+    keepopen_bit: EnumValue = Place::EnumMember("sock_flags", "SOCK_KEEPOPEN");
+    probes_out: u8 = member!("inet_connection_sock" "icsk_probes_out");
+    retransmits: u8 = member!("inet_connection_sock" "icsk_retransmits");
+    user_timeout: u32 = member!("inet_connection_sock" "icsk_user_timeout");
+    keepalive_time: u32 = member!("tcp_sock" "keepalive_time");
+    keepalive_intvl: u32 = member!("tcp_sock" "keepalive_intvl");
+    keepalive_probes: u8 = member!("tcp_sock" "keepalive_probes");
+    net_inum: u32 = member!("net" "ns.inum");
+    net_keepalive_time: i32 = member!("net" "ipv4.sysctl_tcp_keepalive_time");
+    net_keepalive_intvl: i32 = member!("net" "ipv4.sysctl_tcp_keepalive_intvl");
+    net_keepalive_probes: u8 = member!("net" "ipv4.sysctl_tcp_keepalive_probes");
+    timer_function: Pointer = member!("timer_list" "function");
+    skb_head: Pointer = member!("sk_buff" "head");
+    skb_network_header: u16 = member!("sk_buff" "network_header");
+    skb_transport_header: u16 = member!("sk_buff" "transport_header");
     /// `sk_buff.dev`, and `net_device.nd_net.net`: the namespace a packet arrived in.
-    pub skb_dev: u32,
-    pub dev_net: u32,
+    skb_dev: Pointer = member!("sk_buff" "dev");
+    dev_net: Pointer = member!("net_device" "nd_net.net");
     /// `sk_buff.sk`: the socket a packet belongs to, once the kernel knows it.
-    pub skb_sk: u32,
+    skb_sk: Pointer = member!("sk_buff" "sk");
 }
 
 /// Read-only global the user side fills before loading the programs.
@@ -404,63 +514,8 @@ pub struct KernelConfig {
 
 impl KernelConfig {
     pub const fn zeroed() -> Self {
-        KernelConfig {
-            keepalive_timer_fn: 0,
-            offsets: Offsets {
-                sk_timer: 0,
-                family: 0,
-                state: 0,
-                num: 0,
-                inet_sport: 0,
-                dport: 0,
-                rcv_saddr: 0,
-                daddr: 0,
-                v6_rcv_saddr: 0,
-                v6_daddr: 0,
-                net: 0,
-                cookie: 0,
-                protocol: 0,
-                sk_flags: 0,
-                sk_err: 0,
-                sk_lingertime: 0,
-                sk_socket: 0,
-                socket_inode: 0,
-                inode_ino: 0,
-                linger_bit: 0,
-                keepopen_bit: 0,
-                probes_out: 0,
-                retransmits: 0,
-                user_timeout: 0,
-                keepalive_time: 0,
-                keepalive_intvl: 0,
-                keepalive_probes: 0,
-                net_inum: 0,
-                net_keepalive_time: 0,
-                net_keepalive_intvl: 0,
-                net_keepalive_probes: 0,
-                timer_function: 0,
-                skb_head: 0,
-                skb_network_header: 0,
-                skb_transport_header: 0,
-                skb_dev: 0,
-                dev_net: 0,
-                skb_sk: 0,
-            },
-            filter_port: 0,
-            send_reset_has_reason: 0,
-            resets_by_kprobe: 0,
-            filter_netns: 0,
-            wakeup_bytes: 0,
-            active_reset_reason_arg: 0,
-            all_states: 0,
-            all_ends: 0,
-            _pad: [0; 5],
-            min_life_ns: 0,
-            drop_reason_no_socket: 0,
-            drop_reason_old_sequence: 0,
-            kfree_skb_rx_sk: 0,
-            _pad2: 0,
-        }
+        // SAFETY: plain integers and arrays (and offsets, which are integers), valid as zeros.
+        unsafe { core::mem::zeroed() }
     }
 }
 
@@ -491,20 +546,8 @@ pub struct EnforceConfig {
 
 impl EnforceConfig {
     pub const fn zeroed() -> Self {
-        EnforceConfig {
-            idle_s: 0,
-            interval_s: 0,
-            count: 0,
-            user_timeout_ms: 0,
-            idle_jiffies: 0,
-            interval_jiffies: 0,
-            port: 0,
-            force: 0,
-            dry_run: 0,
-            addr: [0; 16],
-            addr_family: 0,
-            _pad: [0; 6],
-        }
+        // SAFETY: plain integers and arrays, valid as zeros.
+        unsafe { core::mem::zeroed() }
     }
 }
 

@@ -192,7 +192,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if nh == u16::MAX {
         return 0;
     }
-    let ip = skb.get::<u64>(config!(offsets.skb_head)) + nh as u64;
+    let ip = skb.get(config!(offsets.skb_head)) + nh as u64;
     // The longest fixed header (IPv6) in one read; an IPv4 header's 20 bytes are in it.
     let h: [u64; 5] = read(ip, 0);
     let version = (h[0] as u8) >> 4;
@@ -226,7 +226,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     let ours = if dev != 0 {
         Address(dev)
             .follow(config!(offsets.dev_net))
-            .get::<u32>(config!(offsets.net_inum))
+            .get(config!(offsets.net_inum))
             == f.netns
     } else {
         (config!(kfree_skb_rx_sk) != 0 && ctx.arg::<u64>(3) == f.sk) || skb_sk == f.sk

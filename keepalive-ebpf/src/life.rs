@@ -160,7 +160,7 @@ pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
         || started == 0
         || unsafe { bpf_ktime_get_ns() } - started >= config!(min_life_ns)
         || keepalive_on(sk)
-        || sk.get::<i32>(config!(offsets.sk_err)) != 0
+        || sk.get(config!(offsets.sk_err)) != 0
     {
         return false;
     }

@@ -38,7 +38,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::warn;
-use keepalive_common::{KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from};
+use keepalive_common::{
+    KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from, programs::guard_slot,
+};
 use sock::tcp_state::{
     CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
     FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, LISTEN as TCP_LISTEN,
@@ -46,7 +48,7 @@ use sock::tcp_state::{
 };
 use sock::{
     AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, forget, keepalive_on,
-    lingers_zero, read, read_identity, read_keepalive, tcp_sock, wanted,
+    lingers_zero, read, read_field, read_identity, read_keepalive, tcp_sock, wanted,
 };
 
 #[unsafe(no_mangle)]
@@ -193,7 +195,7 @@ pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
     if function != config!(keepalive_timer_fn) {
         return 0;
     }
-    timer::entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+    timer::entered(&ctx, timer - config!(offsets.sk_timer).value as u64);
     0
 }
 
@@ -205,7 +207,7 @@ pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
     if function != config!(keepalive_timer_fn) {
         return 0;
     }
-    timer::left(&ctx, timer - config!(offsets.sk_timer) as u64);
+    timer::left(&ctx, timer - config!(offsets.sk_timer).value as u64);
     0
 }
 
@@ -213,7 +215,7 @@ pub fn timer_expire_exit(ctx: BtfTracePointContext) -> i32 {
 #[kprobe]
 pub fn keepalive_timer_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(timer) = ctx.arg::<u64>(0) {
-        timer::entered(&ctx, timer - config!(offsets.sk_timer) as u64);
+        timer::entered(&ctx, timer - config!(offsets.sk_timer).value as u64);
     }
     0
 }
@@ -362,7 +364,7 @@ fn on_tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     if !wanted(r) {
         return 0;
     }
-    r.arg0 = sk.get::<u8>(config!(offsets.retransmits)) as u32;
+    r.arg0 = sk.get(config!(offsets.retransmits)) as u32;
     life::mark(sk.addr());
     drops::follow(sk.addr(), r.cookie, r.netns, drops::Ends::of(r));
     submit(&ctx, r);
@@ -462,9 +464,9 @@ fn caller(_ctx: &ProbeContext) -> u64 {
 /// A reset with no socket answers a packet nobody owns: our side is that packet's
 /// destination, the remote side its source.
 fn read_reset_packet(skb: u64, r: &mut Record) {
-    let head: u64 = read(skb, config!(offsets.skb_head));
-    let nh: u16 = read(skb, config!(offsets.skb_network_header));
-    let th: u16 = read(skb, config!(offsets.skb_transport_header));
+    let head: u64 = read_field(skb, config!(offsets.skb_head));
+    let nh: u16 = read_field(skb, config!(offsets.skb_network_header));
+    let th: u16 = read_field(skb, config!(offsets.skb_transport_header));
     let ip = head + nh as u64;
     let version = read::<u8>(ip, 0) >> 4;
     if version == 4 {
@@ -507,7 +509,7 @@ fn on_tcp_receive_reset(ctx: BtfTracePointContext) -> i32 {
 
 fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    if read::<u16>(sk, config!(offsets.protocol)) != IPPROTO_TCP {
+    if read_field(sk, config!(offsets.protocol)) != IPPROTO_TCP {
         return 0;
     }
     let mut slot = MaybeUninit::uninit();
@@ -519,10 +521,10 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
     life::mark(sk);
     timer::timeout_first(&ctx, sk, r);
     // tcp_write_err() and friends set sk_err just before reporting it.
-    r.arg0 = read::<i32>(sk, config!(offsets.sk_err)) as u32;
+    r.arg0 = read_field(sk, config!(offsets.sk_err)) as u32;
     r.flags = flag::HAS_KEEPALIVE;
     r.keepalive = read_keepalive(Address(sk));
-    r.retransmits = read(sk, config!(offsets.retransmits));
+    r.retransmits = read_field(sk, config!(offsets.retransmits));
     with_task(r);
     submit(&ctx, r);
     0
@@ -604,9 +606,10 @@ struct Taken {
     event: EventKey,
 }
 
-/// Per CPU and guarded tracepoint: the events its first program took.
+/// Per CPU and guarded tracepoint (its slot in `keepalive_common::programs`): the events
+/// its first program took.
 #[map]
-static TAKEN: PerCpuArray<Taken> = PerCpuArray::with_max_entries(8, 0);
+static TAKEN: PerCpuArray<Taken> = PerCpuArray::with_max_entries(guard_slot::COUNT, 0);
 
 /// An event of a tracepoint whose only argument is the socket.
 #[inline(always)]
@@ -631,7 +634,7 @@ fn key_transition(ctx: &BtfTracePointContext) -> EventKey {
 }
 
 guarded!(
-    0,
+    guard_slot::INET_SOCK_SET_STATE,
     "inet_sock_set_state",
     inet_sock_set_state,
     inet_sock_set_state_nested,
@@ -639,7 +642,7 @@ guarded!(
     key_transition
 );
 guarded!(
-    1,
+    guard_slot::TCP_RETRANSMIT_SKB,
     "tcp_retransmit_skb",
     tcp_retransmit_skb,
     tcp_retransmit_skb_nested,
@@ -647,7 +650,7 @@ guarded!(
     key_sk_skb
 );
 guarded!(
-    2,
+    guard_slot::TCP_SEND_RESET,
     "tcp_send_reset",
     tcp_send_reset,
     tcp_send_reset_nested,
@@ -655,7 +658,7 @@ guarded!(
     key_sk_skb
 );
 guarded!(
-    3,
+    guard_slot::TCP_RECEIVE_RESET,
     "tcp_receive_reset",
     tcp_receive_reset,
     tcp_receive_reset_nested,
@@ -663,7 +666,7 @@ guarded!(
     key_sk
 );
 guarded!(
-    4,
+    guard_slot::INET_SK_ERROR_REPORT,
     "inet_sk_error_report",
     inet_sk_error_report,
     inet_sk_error_report_nested,
@@ -671,7 +674,7 @@ guarded!(
     key_sk
 );
 guarded!(
-    5,
+    guard_slot::TCP_DESTROY_SOCK,
     "tcp_destroy_sock",
     tcp_destroy_sock,
     tcp_destroy_sock_nested,

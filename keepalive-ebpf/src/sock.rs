@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::LruHashMap,
 };
-use keepalive_common::{KeepaliveSettings, Record, set_by_socket};
+use keepalive_common::{Field, KeepaliveSettings, Pointer, Record, set_by_socket};
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -43,13 +43,24 @@ pub fn read<T: Default>(base: u64, off: u32) -> T {
     }
 }
 
+/// Reads kernel field `field` of the object at `base`, as what it is declared to be.
+#[inline(always)]
+pub fn read_field<T: Default>(base: u64, field: Field<T>) -> T {
+    read(base, field.value)
+}
+
 /// A kernel object whose fields a program reads.
 pub trait Object: Copy {
     fn addr(self) -> u64;
     /// The `T` at `off` bytes into the object; a fault reads as zero.
-    fn get<T: Copy + Default>(self, off: u32) -> T;
+    fn get_at<T: Copy + Default>(self, off: u32) -> T;
+    /// Kernel field `field`, as what it is declared to be.
+    #[inline(always)]
+    fn get<T: Copy + Default>(self, field: Field<T>) -> T {
+        self.get_at(field.value)
+    }
     /// The object a pointer field points to, read the same way.
-    fn follow(self, off: u32) -> Self;
+    fn follow(self, field: Field<Pointer>) -> Self;
 }
 
 /// An object known only by its address (kprobe arguments, a socket found from its timer):
@@ -63,12 +74,12 @@ impl Object for Address {
         self.0
     }
     #[inline(always)]
-    fn get<T: Copy + Default>(self, off: u32) -> T {
+    fn get_at<T: Copy + Default>(self, off: u32) -> T {
         read(self.0, off)
     }
     #[inline(always)]
-    fn follow(self, off: u32) -> Self {
-        Address(read(self.0, off))
+    fn follow(self, field: Field<Pointer>) -> Self {
+        Address(self.get(field))
     }
 }
 
@@ -87,12 +98,12 @@ impl Object for Typed {
         self.0 as u64
     }
     #[inline(always)]
-    fn get<T: Copy + Default>(self, off: u32) -> T {
+    fn get_at<T: Copy + Default>(self, off: u32) -> T {
         unsafe { core::ptr::read(self.0.add(off as usize) as *const T) }
     }
     #[inline(always)]
-    fn follow(self, off: u32) -> Self {
-        Typed(self.get::<u64>(off) as *const u8)
+    fn follow(self, field: Field<Pointer>) -> Self {
+        Typed(self.get(field) as *const u8)
     }
 }
 
@@ -116,10 +127,10 @@ fn v4(a: u32) -> [u8; 16] {
 }
 
 #[inline(always)]
-fn v6<S: Object>(sk: S, off: u32) -> [u8; 16] {
+fn v6<S: Object>(sk: S, field: Field<[u8; 16]>) -> [u8; 16] {
     // Two word loads: a 16-byte array load is a call to the byte-loop memmove, which the
     // verifier also refuses to share between kinds of pointer.
-    let words: [u64; 2] = [sk.get(off), sk.get(off + 8)];
+    let words: [u64; 2] = [sk.get_at(field.value), sk.get_at(field.value + 8)];
     unsafe { core::mem::transmute(words) }
 }
 
@@ -154,8 +165,8 @@ pub fn read_identity<S: Object>(sk: S, r: &mut Record) {
         if socket != 0 {
             // The inode sits before the socket (struct socket_alloc): outside what the
             // verifier lets a typed load reach, so it is always a helper read.
-            let inode = socket + config!(offsets.socket_inode) as u64;
-            r.ino = read(inode, config!(offsets.inode_ino));
+            let inode = socket + config!(offsets.socket_inode).value as u64;
+            r.ino = read_field(inode, config!(offsets.inode_ino));
         }
     }
 }
@@ -202,7 +213,7 @@ pub fn filtering() -> bool {
 #[inline(always)]
 pub fn forget(sk: u64) {
     if filtering() {
-        let cookie: u64 = read(sk, config!(offsets.cookie));
+        let cookie: u64 = read_field(sk, config!(offsets.cookie));
         let _ = MATCHED.remove(&matched_key(cookie, sk));
     }
 }
@@ -217,15 +228,15 @@ static MATCHED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(65536, 0);
 #[inline(always)]
 pub fn lingers_zero<S: Object>(sk: S) -> bool {
     let flags: u64 = sk.get(config!(offsets.sk_flags));
-    (flags >> (config!(offsets.linger_bit) & 63)) & 1 == 1
-        && sk.get::<u64>(config!(offsets.sk_lingertime)) == 0
+    (flags >> (config!(offsets.linger_bit).value & 63)) & 1 == 1
+        && sk.get(config!(offsets.sk_lingertime)) == 0
 }
 
 /// Whether the socket has SO_KEEPALIVE on.
 #[inline(always)]
 pub fn keepalive_on<S: Object>(sk: S) -> bool {
     let flags: u64 = sk.get(config!(offsets.sk_flags));
-    (flags >> (config!(offsets.keepopen_bit) & 63)) & 1 == 1
+    (flags >> (config!(offsets.keepopen_bit).value & 63)) & 1 == 1
 }
 
 /// The socket's effective keepalive settings: its own setsockopt values, else the sysctls of
@@ -237,13 +248,13 @@ pub fn read_keepalive<S: Object>(sk: S) -> KeepaliveSettings {
     let net = sk.follow(config!(offsets.net));
     k.idle_jiffies = sk.get(config!(offsets.keepalive_time));
     if k.idle_jiffies == 0 {
-        k.idle_jiffies = net.get::<i32>(config!(offsets.net_keepalive_time)) as u32;
+        k.idle_jiffies = net.get(config!(offsets.net_keepalive_time)) as u32;
     } else {
         k.set_by_socket |= set_by_socket::IDLE;
     }
     k.interval_jiffies = sk.get(config!(offsets.keepalive_intvl));
     if k.interval_jiffies == 0 {
-        k.interval_jiffies = net.get::<i32>(config!(offsets.net_keepalive_intvl)) as u32;
+        k.interval_jiffies = net.get(config!(offsets.net_keepalive_intvl)) as u32;
     } else {
         k.set_by_socket |= set_by_socket::INTERVAL;
     }

@@ -17,7 +17,7 @@ use keepalive_common::{KeepaliveSettings, Record, flag, kind};
 
 use crate::{
     LOST, count, fill_new_record,
-    sock::{Address, read, read_identity, read_keepalive, tcp_state, wanted},
+    sock::{Address, read_field, read_identity, read_keepalive, tcp_state, wanted},
     submit,
 };
 
@@ -101,7 +101,7 @@ fn read_fresh(sk: u64) -> Option<&'static mut Record> {
 /// The entry of `sk`, made on its first run from the socket's fields; None when the table
 /// is full.
 fn known(sk: u64) -> Option<&'static mut KnownSocket> {
-    let cookie: u64 = read(sk, config!(offsets.cookie));
+    let cookie: u64 = read_field(sk, config!(offsets.cookie));
     if let Some(k) = KNOWN.get_ptr_mut(&sk) {
         let k = unsafe { &mut *k };
         // A socket found from its timer may not have a cookie yet: take it once it has one.
@@ -170,8 +170,8 @@ fn timer_record(
 pub fn entered<C: EbpfContext>(_ctx: &C, sk: u64) {
     let Some(run) = timer_run() else { return };
     run.sk = sk;
-    run.probes_before = read(sk, config!(offsets.probes_out));
-    run.state_before = read(sk, config!(offsets.state));
+    run.probes_before = read_field(sk, config!(offsets.probes_out));
+    run.state_before = read_field(sk, config!(offsets.state));
     run.timeout_emitted = 0;
 }
 
@@ -186,7 +186,7 @@ pub fn left<C: EbpfContext>(ctx: &C, sk: u64) {
     if run.timeout_emitted != 0 {
         return;
     }
-    let probes_after: u8 = read(sk, config!(offsets.probes_out));
+    let probes_after: u8 = read_field(sk, config!(offsets.probes_out));
     let Some(k) = known(sk) else {
         untracked(ctx, sk, run, probes_after);
         return;
@@ -344,11 +344,11 @@ pub fn closed<C: EbpfContext>(ctx: &C, sk: u64, state: u8) {
         return;
     };
     let k = unsafe { &mut *k };
-    let cookie: u64 = read(sk, config!(offsets.cookie));
+    let cookie: u64 = read_field(sk, config!(offsets.cookie));
     if k.cookie == cookie
         && k.wanted != 0
         && k.reported != 0
-        && read::<u8>(sk, config!(offsets.probes_out)) == 0
+        && read_field(sk, config!(offsets.probes_out)) == 0
     {
         report_answer(ctx, sk, k, state, k.reported);
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use btf_rs::{Btf, Type};
-use keepalive_common::Offsets;
+use keepalive_common::{FieldDecl, Offsets, Place};
 
 pub const DEFAULT_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
@@ -58,52 +58,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         )
     })?;
     let types = Types(&btf);
-    let sock = |path: &str, size| types.offset("sock", path, size);
-    let offsets = Offsets {
-        // The keepalive timer: `sock.sk_timer` upstream; some stable kernels (Debian's
-        // 6.1.1xx) moved it to `inet_connection_sock.icsk_keepalive_timer`, next to an MPTCP
-        // timer, and left sk_timer to MPTCP.
-        sk_timer: types
-            .offset("inet_connection_sock", "icsk_keepalive_timer", None)
-            .or_else(|_| sock("sk_timer", None))?,
-        family: sock("__sk_common.skc_family", Some(2))?,
-        state: sock("__sk_common.skc_state", Some(1))?,
-        num: sock("__sk_common.skc_num", Some(2))?,
-        inet_sport: types.offset("inet_sock", "inet_sport", Some(2))?,
-        dport: sock("__sk_common.skc_dport", Some(2))?,
-        rcv_saddr: sock("__sk_common.skc_rcv_saddr", Some(4))?,
-        daddr: sock("__sk_common.skc_daddr", Some(4))?,
-        v6_rcv_saddr: sock("__sk_common.skc_v6_rcv_saddr", Some(16))?,
-        v6_daddr: sock("__sk_common.skc_v6_daddr", Some(16))?,
-        net: sock("__sk_common.skc_net.net", Some(8))?,
-        cookie: sock("__sk_common.skc_cookie", Some(8))?,
-        protocol: sock("sk_protocol", Some(2))?,
-        sk_flags: sock("__sk_common.skc_flags", Some(8))?,
-        sk_err: sock("sk_err", Some(4))?,
-        sk_lingertime: sock("sk_lingertime", Some(8))?,
-        sk_socket: sock("sk_socket", Some(8))?,
-        socket_inode: types.offset("socket_alloc", "vfs_inode", None)?,
-        inode_ino: types.offset("inode", "i_ino", Some(8))?,
-        linger_bit: types.enum_value("sock_flags", "SOCK_LINGER")?,
-        keepopen_bit: types.enum_value("sock_flags", "SOCK_KEEPOPEN")?,
-        probes_out: types.offset("inet_connection_sock", "icsk_probes_out", Some(1))?,
-        retransmits: types.offset("inet_connection_sock", "icsk_retransmits", Some(1))?,
-        user_timeout: types.offset("inet_connection_sock", "icsk_user_timeout", Some(4))?,
-        keepalive_time: types.offset("tcp_sock", "keepalive_time", Some(4))?,
-        keepalive_intvl: types.offset("tcp_sock", "keepalive_intvl", Some(4))?,
-        keepalive_probes: types.offset("tcp_sock", "keepalive_probes", Some(1))?,
-        net_inum: types.offset("net", "ns.inum", Some(4))?,
-        net_keepalive_time: types.offset("net", "ipv4.sysctl_tcp_keepalive_time", Some(4))?,
-        net_keepalive_intvl: types.offset("net", "ipv4.sysctl_tcp_keepalive_intvl", Some(4))?,
-        net_keepalive_probes: types.offset("net", "ipv4.sysctl_tcp_keepalive_probes", Some(1))?,
-        timer_function: types.offset("timer_list", "function", Some(8))?,
-        skb_head: types.offset("sk_buff", "head", Some(8))?,
-        skb_network_header: types.offset("sk_buff", "network_header", Some(2))?,
-        skb_transport_header: types.offset("sk_buff", "transport_header", Some(2))?,
-        skb_dev: types.offset("sk_buff", "dev", Some(8))?,
-        dev_net: types.offset("net_device", "nd_net.net", Some(8))?,
-        skb_sk: types.offset("sk_buff", "sk", Some(8))?,
-    };
+    let offsets = Offsets::resolve(|field| types.resolve(field))?;
     let reset_reasons = types
         .enum_members("sk_rst_reason")
         .unwrap_or_default()
@@ -144,6 +99,24 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
 struct Types<'a>(&'a Btf);
 
 impl Types<'_> {
+    /// Where `field` is on this kernel: the first of its places BTF has.
+    fn resolve(&self, field: &FieldDecl) -> Result<u32> {
+        match field.place {
+            Place::EnumMember(name, member) => self.enum_value(name, member),
+            Place::Member(places) => {
+                let mut found = Err(anyhow!("no place declared"));
+                for (strukt, path) in places {
+                    found = self.offset(strukt, path, field.width);
+                    if found.is_ok() {
+                        break;
+                    }
+                }
+                found
+            }
+        }
+        .with_context(|| format!("kernel field `{}`", field.name))
+    }
+
     fn named(&self, name: &str, want: fn(&Type) -> bool) -> Result<Type> {
         self.0
             .resolve_types_by_name(name)
@@ -283,10 +256,10 @@ mod tests {
         );
         let k = load(path).unwrap();
         // struct sock starts with sock_common, whose address pair comes first.
-        assert_eq!(k.offsets.daddr, 0);
-        assert_eq!(k.offsets.rcv_saddr, 4);
-        assert!(k.offsets.sk_timer > k.offsets.v6_daddr);
-        assert!(k.offsets.keepalive_time > k.offsets.probes_out);
+        assert_eq!(k.offsets.daddr.value, 0);
+        assert_eq!(k.offsets.rcv_saddr.value, 4);
+        assert!(k.offsets.sk_timer.value > k.offsets.v6_daddr.value);
+        assert!(k.offsets.keepalive_time.value > k.offsets.probes_out.value);
         assert!(k.reset_reasons.is_empty() || k.send_reset_has_reason);
         // Every kernel this suite runs on (5.17+) names its drops.
         assert!(k.drop_reasons.iter().any(|(_, n)| n == "NETFILTER_DROP"));

@@ -234,3 +234,34 @@ pub fn program_object() -> &'static [u8] {
 pub fn default_btf_path() -> &'static Path {
     Path::new(btf::DEFAULT_BTF_PATH)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table the loader attaches from names only programs the object has, of the
+    /// right kind, and the object has no program the table forgets (enforce's aside).
+    #[test]
+    fn every_declared_program_is_in_the_object_and_no_other() {
+        let object = aya_obj::Object::parse(program_object()).expect("the embedded object");
+        let mut in_object: Vec<&str> = object.programs.keys().map(String::as_str).collect();
+        in_object.sort();
+        let mut declared: Vec<&str> = hooks::PROGRAMS.iter().map(|p| p.name).collect();
+        declared.push(keepalive_common::names::ENFORCE_PROGRAM);
+        declared.sort();
+        assert_eq!(in_object, declared);
+        for p in hooks::PROGRAMS {
+            let section = &object.programs[p.name].section;
+            let kind_fits = match p.hook {
+                Hook::Tracepoint { .. } => {
+                    matches!(section, aya_obj::ProgramSection::BtfTracePoint)
+                }
+                Hook::Kprobe(_) => matches!(
+                    section,
+                    aya_obj::ProgramSection::KProbe | aya_obj::ProgramSection::KRetProbe
+                ),
+            };
+            assert!(kind_fits, "{}: {section:?}", p.name);
+        }
+    }
+}
