@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let (chunk, next) = rest.split_at(record_len(rest).min(rest.len()));
         rest = next;
         if let Ok(record) = parse_record(chunk) {
-            for event in decoder.decode_parsed(&record) {
+            for event in decoder.decode(&record) {
                 let _ = keepalive_events::diagnose::Engine::new(16).observe(&event);
             }
         }

@@ -14,9 +14,8 @@ use aya_ebpf::{
 use keepalive_common::{FOLLOWED_FLOW_SLOTS, Record, drop_direction, kind};
 
 use crate::{
-    LOST, count, new_record,
+    record::{LOST, count, new_record, submit},
     sock::{Address, IPPROTO_TCP, Object, Typed, read, read_identity, wanted},
-    submit,
 };
 
 /// A connection by its two ends (address words, port), the end with the lower port first:
@@ -148,11 +147,11 @@ pub fn unfollow(sk: u64, ends: Ends) {
     let key = ends.key();
     // The other end of a loopback connection has the same ends: remove only our own.
     if unsafe { FLOWS.get(&key) }.is_some_and(|f| f.sk == sk) {
-        forget(&key);
+        remove_flow(&key);
     }
 }
 
-fn forget(key: &Flow) {
+fn remove_flow(key: &Flow) {
     if FLOWS.remove(key).is_ok() {
         add(u64::MAX);
     }
@@ -250,7 +249,7 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> i32 {
     if f.cookie != 0 && r.cookie != f.cookie {
         // Its close went unseen (the kernel skips programs now and then) and the socket's
         // memory is another's now.
-        forget(&key);
+        remove_flow(&key);
         return 0;
     }
     if !wanted(r) {

@@ -58,7 +58,7 @@ fn start(key: u64) -> Option<&'static mut Life> {
             LIVES.get_ptr_mut(&key)?
         }
     };
-    crate::zero(l);
+    crate::record::zero(l);
     let l = unsafe { &mut *l };
     l.alive = 1;
     Some(l)
@@ -114,7 +114,7 @@ pub fn fold(key: u64, old: u8, new: u8, retransmits: u8, keepalive: u8) -> bool 
 #[inline(always)]
 fn owned_by_current_task(l: &mut Life, from: u8) {
     l.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    crate::current_comm(l.comm.as_mut_ptr().cast());
+    crate::record::current_comm(l.comm.as_mut_ptr().cast());
     l.cgroup = unsafe { bpf_get_current_cgroup_id() };
     l.life.owner_from = from;
 }
@@ -128,7 +128,7 @@ pub fn end(l: &mut Life) {
 
 /// The socket is freed (seen only with `all_states`): its entry goes.
 #[inline(always)]
-pub fn forget(sk: u64) {
+pub fn remove_life(sk: u64) {
     let _ = LIVES.remove(&sk);
 }
 
@@ -165,14 +165,14 @@ pub fn ends_ordinarily(sk: Typed, old: u8, retransmits: u8) -> bool {
         return false;
     }
     end(l);
-    crate::count(&ORDINARY_ENDS, 0);
+    crate::record::count(&ORDINARY_ENDS, 0);
     true
 }
 
-/// A zeroed entry in `slot`, zeroed a word at a time and in place (see [`crate::zero`]).
+/// A zeroed entry in `slot`, zeroed a word at a time and in place (see [`crate::record::zero`]).
 #[inline(always)]
 fn empty(slot: &mut MaybeUninit<Life>) -> &mut Life {
-    crate::zero(slot.as_mut_ptr());
+    crate::record::zero(slot.as_mut_ptr());
     // SAFETY: all zeros is a valid Life.
     unsafe { slot.assume_init_mut() }
 }

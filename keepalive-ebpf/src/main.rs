@@ -15,13 +15,15 @@
 /// the object file holds: the loader rewrites it before the programs load.
 macro_rules! config {
     ($($field:ident).+) => {
-        unsafe { core::ptr::read_volatile(&$crate::CONFIG.$($field).+) }
+        unsafe { core::ptr::read_volatile(&$crate::config::CONFIG.$($field).+) }
     };
 }
 
+mod config;
 mod drops;
 mod enforce;
 mod life;
+mod record;
 mod sock;
 mod timer;
 
@@ -41,151 +43,16 @@ use aya_log_ebpf::warn;
 use keepalive_common::{
     KernelConfig, LifeRecord, REASON_UNKNOWN, Record, flag, kind, owner_from, programs::guard_slot,
 };
+use record::{new_record, submit, submit_with, with_task};
 use sock::tcp_state::{
     CLOSE as TCP_CLOSE, CLOSE_WAIT as TCP_CLOSE_WAIT, ESTABLISHED as TCP_ESTABLISHED,
     FIN_WAIT1 as TCP_FIN_WAIT1, LAST_ACK as TCP_LAST_ACK, LISTEN as TCP_LISTEN,
     NEW_SYN_RECV as TCP_NEW_SYN_RECV, SYN_SENT as TCP_SYN_SENT, TIME_WAIT as TCP_TIME_WAIT,
 };
 use sock::{
-    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, forget, keepalive_on,
-    lingers_zero, read, read_field, read_identity, read_keepalive, tcp_sock, wanted,
+    AF_INET, AF_INET6, Address, IPPROTO_TCP, Object, Typed, filtering, keepalive_on, lingers_zero,
+    read, read_field, read_identity, read_keepalive, remove_match, tcp_sock, wanted,
 };
-
-#[unsafe(no_mangle)]
-static CONFIG: KernelConfig = KernelConfig::zeroed();
-
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
-
-/// Records that did not fit in EVENTS, by kind (the index); user space reports them.
-#[map]
-static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(keepalive_common::LOST_SLOTS, 0);
-
-/// Records submitted to EVENTS: user space checks it read every one of them.
-#[map]
-static EMITTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-// bpf_ringbuf_query / bpf_ringbuf_submit flags (include/uapi/linux/bpf.h).
-const BPF_RB_AVAIL_DATA: u64 = 0;
-const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
-
-/// Queues `r` for user space.
-fn submit<C: EbpfContext>(ctx: &C, r: &Record) {
-    submit_with(ctx, r.kind, |p: *mut Record| unsafe { p.write(*r) });
-}
-
-/// Reserves a `T` in the ring, has `fill` write it in place and queues it, or counts a
-/// record of `kind` lost when the ring is full.
-#[inline(always)]
-fn submit_with<C: EbpfContext, T: 'static>(ctx: &C, kind: u8, fill: impl FnOnce(*mut T)) {
-    match EVENTS.reserve::<T>(0) {
-        Some(mut entry) => {
-            fill(entry.as_mut_ptr());
-            entry.submit(wakeup_flags(core::mem::size_of::<T>()));
-            count(&EMITTED, 0);
-        }
-        None => lost(ctx, kind),
-    }
-}
-
-/// Batch wake-ups: a wake-up is an interrupt (a self-IPI, a VM exit on virtual machines)
-/// that costs more than the record. The reader drains on a short timer, so a quiet trickle
-/// still arrives; it is woken early only when a record of `size` bytes takes the unread data
-/// past a multiple of wakeup_bytes, which bounds wake-ups to one per wakeup_bytes even while
-/// the reader lags (waking on every record past the threshold made a burst of probes cost
-/// several times the record itself; README, Overhead). Two CPUs crossing at once may both
-/// miss a band: the next band, or the timer, wakes the reader.
-#[inline(always)]
-fn wakeup_flags(size: usize) -> u64 {
-    // A record's room in the ring: its 8-byte header and itself, rounded up to 8 bytes.
-    let on_ring = ((size as u64 + 8) + 7) & !7;
-    let avail = EVENTS.query(BPF_RB_AVAIL_DATA);
-    let band = config!(wakeup_bytes).max(1) as u64;
-    if avail / band != avail.saturating_sub(on_ring) / band {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    }
-}
-
-/// Counts a record of `kind` the ring had no room for.
-fn lost<C: EbpfContext>(ctx: &C, kind: u8) {
-    let lost = count(&LOST, (kind as u32) % keepalive_common::LOST_SLOTS);
-    // A diagnostic for the tool's own operator, rare by construction.
-    if lost.is_power_of_two() {
-        warn!(
-            ctx,
-            "ring buffer full: {} records of kind {} lost on this CPU so far", lost, kind
-        );
-    }
-}
-
-/// Adds one to this CPU's counter `index` and returns the new value.
-fn count(counter: &PerCpuArray<u64>, index: u32) -> u64 {
-    let Some(c) = counter.get_ptr_mut(index) else {
-        return 0;
-    };
-    // Atomic: a program in process context can be interrupted by one in softirq context on
-    // the same CPU, and a plain increment would lose counts.
-    // (The BPF target has no atomic types; the intrinsic lowers to BPF's atomic add.)
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            c, 1,
-        );
-        core::ptr::read_volatile(c)
-    }
-}
-
-/// Zeroes a record (or any value of whole, aligned words) a word at a time. The BPF
-/// backend turns zeroing a struct or an array into a call to the library memset, which
-/// stores a byte per instruction: one per byte of a record, a good part of a state change's
-/// cost. Volatile, or the stores become that call again.
-#[inline(always)]
-fn zero<T>(p: *mut T) {
-    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
-    let words = p as *mut u64;
-    for i in 0..core::mem::size_of::<T>() / 8 {
-        unsafe { core::ptr::write_volatile(words.add(i), 0) };
-    }
-}
-
-/// The current task's command name, written by the helper straight into `to` (which it
-/// fills whole, zeroes when it fails): no zeroed temporary and copy.
-#[inline(always)]
-fn current_comm(to: *mut [u8; 16]) {
-    unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(to.cast(), 16) };
-}
-
-/// Makes `r` a new record of `kind` in place (map memory: no 136-byte copy on the stack).
-fn fill_new_record(r: &mut Record, kind: u8) {
-    init_record(r, kind);
-}
-
-/// Makes a new record of `kind` in `slot` (a program's stack) and returns it there: built in
-/// place, since moving a zeroed value out becomes the byte-loop memset again.
-#[inline(always)]
-fn new_record(slot: &mut MaybeUninit<Record>, kind: u8) -> &mut Record {
-    init_record(slot.as_mut_ptr(), kind);
-    // SAFETY: init_record zeroed every byte and set two fields: a valid Record.
-    unsafe { slot.assume_init_mut() }
-}
-
-/// Zeroes the record at `r` a word at a time, then sets its kind and time.
-#[inline(always)]
-fn init_record(r: *mut Record, kind: u8) {
-    zero(r);
-    unsafe {
-        (*r).kind = kind;
-        (*r).ts_ns = bpf_ktime_get_ns();
-    }
-}
-
-fn with_task(r: &mut Record) {
-    r.pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    current_comm(&mut r.comm);
-    r.cgroup = unsafe { bpf_get_current_cgroup_id() };
-}
 
 #[btf_tracepoint(function = "timer_expire_entry")]
 pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
@@ -532,8 +399,8 @@ fn on_inet_sk_error_report(ctx: BtfTracePointContext) -> i32 {
 
 fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    timer::forget(sk);
-    life::forget(sk);
+    timer::remove_known(sk);
+    life::remove_life(sk);
     // A full socket is freed after its state went to CLOSE, which was reported: the record
     // says nothing new, and every connection would pay for it.
     if config!(all_states) != 0 {
@@ -546,7 +413,7 @@ fn on_tcp_destroy_sock(ctx: BtfTracePointContext) -> i32 {
             }
         }
     }
-    forget(sk);
+    remove_match(sk);
     0
 }
 

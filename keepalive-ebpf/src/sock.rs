@@ -209,9 +209,9 @@ pub fn filtering() -> bool {
     config!(filter_port) != 0 || config!(filter_netns) != 0
 }
 
-/// Forgets a destroyed socket for the filters.
+/// A destroyed socket's entry in the filters' table goes.
 #[inline(always)]
-pub fn forget(sk: u64) {
+pub fn remove_match(sk: u64) {
     if filtering() {
         let cookie: u64 = read_field(sk, config!(offsets.cookie));
         let _ = MATCHED.remove(&matched_key(cookie, sk));

@@ -16,9 +16,8 @@ use aya_ebpf::{
 use keepalive_common::{KeepaliveSettings, Record, flag, kind};
 
 use crate::{
-    LOST, count, fill_new_record,
+    record::{LOST, count, init_record, submit},
     sock::{Address, read_field, read_identity, read_keepalive, tcp_state, wanted},
-    submit,
 };
 
 /// A socket whose keepalive timer ran while tracing: what its records repeat on every run,
@@ -93,7 +92,7 @@ fn scratch() -> Option<&'static mut Scratch> {
 /// wanted by the filters.
 fn read_fresh(sk: u64) -> Option<&'static mut Record> {
     let r = &mut scratch()?.record;
-    fill_new_record(r, 0);
+    init_record(r, 0);
     read_identity(Address(sk), r);
     wanted(r).then_some(r)
 }
@@ -117,7 +116,7 @@ fn known(sk: u64) -> Option<&'static mut KnownSocket> {
         let _ = KNOWN.remove(&sk);
     }
     let s = scratch()?;
-    fill_new_record(&mut s.record, 0);
+    init_record(&mut s.record, 0);
     read_identity(Address(sk), &mut s.record);
     let r = &s.record;
     s.known = KnownSocket {
@@ -148,7 +147,7 @@ fn timer_record(
     probes_out: u8,
 ) -> Option<&'static mut Record> {
     let r = &mut scratch()?.record;
-    fill_new_record(r, kind);
+    init_record(r, kind);
     r.skaddr = sk;
     r.cookie = k.cookie;
     r.ino = k.ino;
@@ -332,7 +331,7 @@ pub fn timeout_first<C: EbpfContext>(ctx: &C, sk: u64, r: &Record) {
 }
 
 /// The socket is freed: its address may be reused by another.
-pub fn forget(sk: u64) {
+pub fn remove_known(sk: u64) {
     let _ = KNOWN.remove(&sk);
 }
 

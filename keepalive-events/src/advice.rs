@@ -285,32 +285,30 @@ fn settings(k: Option<&Keepalive>) -> (f64, f64, u32) {
 
 /// What to do about a reset this host sent, by the kernel's reason for it.
 fn local_abort_advice(reason: &ResetReason) -> &'static str {
-    const ANY: &str = "The kernel aborted the connection; see the reason for which path.";
-    let ResetReason::Named(name) = reason else {
-        return ANY;
-    };
-    match name.as_str() {
-        "TCP_ABORT_ON_LINGER" => {
+    match reason {
+        ResetReason::AbortOnLinger => {
             "The application closed the socket with SO_LINGER {on, 0}, which discards unsent \
              data and resets the connection; use a non-zero linger time or plain close() for \
              an orderly FIN."
         }
-        "TCP_ABORT_ON_CLOSE" => {
+        ResetReason::AbortOnClose => {
             "The application closed the socket while received data was still unread; read \
              everything (or shutdown(SHUT_WR) and drain) before close()."
         }
-        "TCP_ABORT_ON_MEMORY" => {
+        ResetReason::AbortOnMemory => {
             "The kernel ran out of TCP memory or orphan sockets (net.ipv4.tcp_mem, \
              net.ipv4.tcp_max_orphans); check `nstat TcpExtTCPAbortOnMemory`."
         }
-        "TCP_DISCONNECT_WITH_DATA" => {
+        ResetReason::DisconnectWithData => {
             "The application disconnected (connect(AF_UNSPEC)) with data unsent or unread."
         }
-        "TCP_STATE" => {
+        ResetReason::TcpState => {
             "The socket was closed or disconnected in a state that requires a RST (e.g. \
              SO_LINGER 0, or shutdown during the handshake)."
         }
-        _ => ANY,
+        ResetReason::Unknown | ResetReason::NotSpecified | ResetReason::Other(_) => {
+            "The kernel aborted the connection; see the reason for which path."
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use keepalive_common::{
 use time::OffsetDateTime;
 
 use crate::event::{
-    Closer, Detail, DropDirection, Event, Keepalive, Life, SetBySocket, SocketId, TcpState,
-    TimeoutReason, errno_name,
+    Closer, Detail, DropDirection, Errno, Event, Keepalive, Life, ResetReason, SetBySocket,
+    SocketId, TcpState, TimeoutReason,
 };
 use crate::table::{Map, mostly_empty, shrink_map};
 use crate::workload::Workload;
@@ -152,25 +152,25 @@ pub struct Decoder {
     realtime_offset_ns: i128,
     /// The last wall-clock second [`Decoder::time`] computed a date for, and that time.
     last_second: std::cell::Cell<(i64, OffsetDateTime)>,
-    reset_reasons: Map<u32, String>,
+    reset_reasons: Map<u32, ResetReason>,
     /// `enum skb_drop_reason` names by value.
     drop_reasons: Map<u32, String>,
     /// Kprobe mode on kernels without reset reasons: `[start, end)` of kernel functions that
     /// send resets, and the cause each stands for.
-    reset_callers: Vec<(u64, u64, String)>,
+    reset_callers: Vec<(u64, u64, ResetReason)>,
     /// What is known of each socket, by its address: one table, so a record costs one
     /// lookup (with 100,000 sockets each is a cache miss, the most of decoding one).
-    sockets: Map<u64, KnownSocket>,
+    sockets: Map<u64, SocketSeen>,
     /// Sockets that reached CLOSE, oldest first: (when, address, id cookie).
     closed: VecDeque<(u64, u64, u64)>,
     /// Command names seen, shared: a process opening 50,000 connections is one string.
     comms: Map<[u8; 16], Arc<str>>,
     /// Names an owner's cgroup (given by id): its unit, container, pod. Asked once per
     /// socket, when its owner is learned.
-    workloads: Option<WorkloadNames>,
+    workloads: Option<WorkloadOf>,
 }
 
-/// The events of one record, in order (see [`Decoder::decode_parsed`]).
+/// The events of one record, in order (see [`Decoder::decode`]).
 pub struct Decoded {
     answer: Option<Event>,
     event: Event,
@@ -186,10 +186,10 @@ impl IntoIterator for Decoded {
 }
 
 /// Names a cgroup by its id (reading the cgroup filesystem is the caller's business).
-pub type WorkloadNames = Box<dyn FnMut(u64) -> Option<Arc<Workload>> + Send>;
+pub type WorkloadOf = Box<dyn FnMut(u64) -> Option<Arc<Workload>> + Send>;
 
 /// What the decoder remembers of a socket.
-struct KnownSocket {
+struct SocketSeen {
     /// The kernel cookie last read from it (0 before the kernel assigned one). A different
     /// cookie at the same address is a new socket: freed sockets are not reported by
     /// default, so this is how reuse is noticed.
@@ -216,7 +216,10 @@ impl Decoder {
             hz: hz.max(1),
             realtime_offset_ns,
             last_second: std::cell::Cell::new((i64::MIN, OffsetDateTime::UNIX_EPOCH)),
-            reset_reasons: reset_reasons.into_iter().collect(),
+            reset_reasons: reset_reasons
+                .into_iter()
+                .map(|(v, name)| (v, ResetReason::from_name(&name)))
+                .collect(),
             drop_reasons: Map::default(),
             reset_callers: vec![],
             sockets: Map::default(),
@@ -227,7 +230,7 @@ impl Decoder {
     }
 
     /// Names owners' cgroups with `names` (without it, events carry no workload).
-    pub fn with_workloads(mut self, names: WorkloadNames) -> Self {
+    pub fn with_workloads(mut self, names: WorkloadOf) -> Self {
         self.workloads = Some(names);
         self
     }
@@ -241,7 +244,10 @@ impl Decoder {
     /// Names the cause of resets that carry no kernel reason by the function that sent them
     /// (kprobe mode reports its address).
     pub fn with_reset_callers(mut self, callers: Vec<(u64, u64, String)>) -> Self {
-        self.reset_callers = callers;
+        self.reset_callers = callers
+            .into_iter()
+            .map(|(start, end, cause)| (start, end, ResetReason::from_name(&cause)))
+            .collect();
         self
     }
 
@@ -258,16 +264,9 @@ impl Decoder {
         self.sockets.len()
     }
 
-    /// The event of a record without a life (every kind but [`kind::CONNECTION_CLOSED`]);
-    /// a probe that carries an answer ([`flag::ANSWERED_FIRST`]) gives only the probe here:
-    /// [`Decoder::decode_parsed`] gives both.
-    pub fn decode(&mut self, r: &Record) -> Event {
-        self.decode_with(r, None)
-    }
-
     /// The events of one record: one, or two for a keepalive probe whose timer run first
     /// found earlier probes answered (the answer, then the probe).
-    pub fn decode_parsed(&mut self, p: &Parsed) -> Decoded {
+    pub fn decode(&mut self, p: &Parsed) -> Decoded {
         let r = &p.record;
         let answer =
             (r.kind == kind::KEEPALIVE_PROBE && r.flags & flag::ANSWERED_FIRST != 0).then(|| {
@@ -430,14 +429,15 @@ impl Decoder {
             },
             Kind::ResetSent => {
                 let reason = match self.reset_reason(r.arg0) {
-                    unknown if unknown == "UNKNOWN" => self.reset_caller(r.arg1).unwrap_or(unknown),
+                    ResetReason::Unknown => {
+                        self.reset_caller(r.arg1).unwrap_or(ResetReason::Unknown)
+                    }
                     reason => reason,
                 };
                 // Linger-0 aborts go through tcp_disconnect(), which says only TCP_STATE.
-                let generic = matches!(reason.as_str(), "TCP_STATE" | "UNKNOWN" | "NOT_SPECIFIED");
-                if r.flags & flag::LINGER_ZERO != 0 && generic {
+                if r.flags & flag::LINGER_ZERO != 0 && reason.is_generic() {
                     Detail::ResetSent {
-                        reason: "TCP_ABORT_ON_LINGER".into(),
+                        reason: ResetReason::AbortOnLinger,
                         kernel_reason: Some(reason),
                     }
                 } else {
@@ -463,7 +463,7 @@ impl Decoder {
                 forced: r.arg1 != 0,
             },
             Kind::SocketError => Detail::SocketError {
-                error: errno_name(r.arg0 as i32),
+                error: Errno(r.arg0 as i32),
                 errno: r.arg0 as i32,
             },
             Kind::PacketDropped => Detail::PacketDropped {
@@ -482,19 +482,19 @@ impl Decoder {
         }
     }
 
-    fn reset_reason(&self, v: u32) -> String {
+    fn reset_reason(&self, v: u32) -> ResetReason {
         if v == REASON_UNKNOWN {
-            return "UNKNOWN".into();
+            return ResetReason::Unknown;
         }
         self.reset_reasons
             .get(&v)
             .cloned()
-            .unwrap_or_else(|| format!("REASON_{v}"))
+            .unwrap_or_else(|| ResetReason::Other(format!("REASON_{v}")))
     }
 
     /// The cause for a reset sent from the kernel address whose low 32 bits are `low`
     /// (x86-64 kernel text is in the top 2 GiB, so the high half is all ones).
-    fn reset_caller(&self, low: u32) -> Option<String> {
+    fn reset_caller(&self, low: u32) -> Option<ResetReason> {
         if low == 0 {
             return None;
         }
@@ -533,9 +533,9 @@ fn runs_in_owner_context(from: TcpState, to: TcpState) -> bool {
 /// reset with no socket). Notices an address reused by a new socket (a different cookie)
 /// and keeps a disconnected socket's identity (ports cleared) as the same connection.
 fn identify<'a>(
-    sockets: &'a mut Map<u64, KnownSocket>,
+    sockets: &'a mut Map<u64, SocketSeen>,
     r: &Record,
-) -> (SocketId, Option<&'a mut KnownSocket>) {
+) -> (SocketId, Option<&'a mut SocketSeen>) {
     let addr = |a: &[u8; 16]| -> IpAddr {
         if r.family == AF_INET6 {
             Ipv6Addr::from(*a).into()
@@ -558,7 +558,7 @@ fn identify<'a>(
     if sockets.len() >= MAX_SOCKETS && !sockets.contains_key(&r.skaddr) {
         sockets.clear();
     }
-    let fresh = |seen: &SocketId| KnownSocket {
+    let fresh = |seen: &SocketId| SocketSeen {
         cookie: r.cookie,
         id: seen.clone(),
         owner: None,
@@ -594,6 +594,14 @@ fn shared_comm(comms: &mut Map<[u8; 16], Arc<str>>, comm: &[u8; 16]) -> Arc<str>
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// The one event `r` decodes to.
+    fn one(d: &mut Decoder, r: &Record) -> Event {
+        let mut events = d.decode(&Parsed::from(*r)).into_iter();
+        let event = events.next().expect("an event");
+        assert!(events.next().is_none(), "one event");
+        event
+    }
     use keepalive_common::set_by_socket;
 
     pub fn record(kind: u8) -> Record {
@@ -646,7 +654,7 @@ pub(crate) mod tests {
         r.arg0 = 12;
         r.arg1 = drop_direction::ARRIVING;
         assert_eq!(
-            d.decode(&r).detail,
+            one(&mut d, &r).detail,
             Detail::PacketDropped {
                 reason: "NETFILTER_DROP".into(),
                 direction: DropDirection::Arriving
@@ -655,7 +663,7 @@ pub(crate) mod tests {
         r.arg0 = 42;
         r.arg1 = drop_direction::LEAVING;
         assert_eq!(
-            d.decode(&r).detail,
+            one(&mut d, &r).detail,
             Detail::PacketDropped {
                 reason: "TCP_INVALID_SEQUENCE".into(),
                 direction: DropDirection::Leaving
@@ -664,7 +672,7 @@ pub(crate) mod tests {
         // A reason this build's table lacks keeps its number.
         r.arg0 = 999;
         assert!(matches!(
-            d.decode(&r).detail,
+            one(&mut d, &r).detail,
             Detail::PacketDropped { reason, .. } if reason == "REASON_999"
         ));
     }
@@ -684,7 +692,7 @@ pub(crate) mod tests {
             enabled: 1,
             set_by_socket: set_by_socket::IDLE | set_by_socket::COUNT,
         };
-        let e = d.decode(&probe);
+        let e = one(&mut d, &probe);
         assert_eq!(e.detail, Detail::KeepaliveProbe { probes: 1 });
         assert_eq!(e.socket.endpoints(), "198.18.0.1:40000 -> 198.18.1.1:5000");
         let k = e.keepalive.unwrap();
@@ -698,20 +706,20 @@ pub(crate) mod tests {
         let mut reset = record(kind::RESET_SENT);
         reset.cookie = 77;
         reset.arg0 = 12;
-        let e = d.decode(&reset);
+        let e = one(&mut d, &reset);
         assert_eq!(e.socket.cookie, probe.skaddr);
         assert_eq!(
             e.detail,
             Detail::ResetSent {
-                reason: "TCP_ABORT_ON_LINGER".into(),
+                reason: ResetReason::from_name("TCP_ABORT_ON_LINGER"),
                 kernel_reason: None,
             }
         );
         reset.arg0 = REASON_UNKNOWN;
         assert_eq!(
-            d.decode(&reset).detail,
+            one(&mut d, &reset).detail,
             Detail::ResetSent {
-                reason: "UNKNOWN".into(),
+                reason: ResetReason::from_name("UNKNOWN"),
                 kernel_reason: None,
             }
         );
@@ -729,7 +737,7 @@ pub(crate) mod tests {
         ]);
         let mut reset = record(kind::RESET_SENT);
         reset.arg0 = REASON_UNKNOWN;
-        let reason = |d: &mut Decoder, r: &Record| match d.decode(r).detail {
+        let reason = |d: &mut Decoder, r: &Record| match one(d, r).detail {
             Detail::ResetSent {
                 reason,
                 kernel_reason,
@@ -737,16 +745,16 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         };
         reset.arg1 = 0x81a0b123;
-        assert_eq!(reason(&mut d, &reset).0, "TCP_KEEPALIVE_TIMEOUT");
+        assert_eq!(reason(&mut d, &reset).0.name(), "TCP_KEEPALIVE_TIMEOUT");
         // The end is exclusive; an unknown caller stays unknown.
         reset.arg1 = 0x81a0b400;
-        assert_eq!(reason(&mut d, &reset).0, "UNKNOWN");
+        assert_eq!(reason(&mut d, &reset).0.name(), "UNKNOWN");
         // A linger-0 close: tcp_disconnect sends it, the socket flags say why.
         reset.arg1 = 0x81900010;
         reset.flags = flag::LINGER_ZERO;
         assert_eq!(
             reason(&mut d, &reset),
-            ("TCP_ABORT_ON_LINGER".into(), Some("TCP_STATE".into()))
+            (ResetReason::AbortOnLinger, Some(ResetReason::TcpState))
         );
         // A kernel reason wins over the caller.
         let mut d =
@@ -755,33 +763,33 @@ pub(crate) mod tests {
             ]);
         reset.arg0 = 3;
         reset.flags = 0;
-        assert_eq!(reason(&mut d, &reset).0, "TCP_ABORT_ON_CLOSE");
+        assert_eq!(reason(&mut d, &reset).0.name(), "TCP_ABORT_ON_CLOSE");
     }
 
     #[test]
     fn names_linger_zero_aborts_and_keeps_identity_after_disconnect() {
         let mut d = Decoder::new(250, 0, vec![(14, "TCP_STATE".into())]);
-        let first = d.decode(&record(kind::STATE_CHANGE)).socket;
+        let first = one(&mut d, &record(kind::STATE_CHANGE)).socket;
         // tcp_disconnect() has cleared the ports and the local address by now.
         let mut reset = record(kind::RESET_SENT);
         reset.arg0 = 14;
         reset.flags = flag::LINGER_ZERO;
         reset.dport = 0;
         reset.saddr = [0; 16];
-        let e = d.decode(&reset);
+        let e = one(&mut d, &reset);
         assert_eq!(e.socket, first);
         assert_eq!(
             e.detail,
             Detail::ResetSent {
-                reason: "TCP_ABORT_ON_LINGER".into(),
-                kernel_reason: Some("TCP_STATE".into()),
+                reason: ResetReason::from_name("TCP_ABORT_ON_LINGER"),
+                kernel_reason: Some(ResetReason::from_name("TCP_STATE")),
             }
         );
         reset.flags = 0;
         assert_eq!(
-            d.decode(&reset).detail,
+            one(&mut d, &reset).detail,
             Detail::ResetSent {
-                reason: "TCP_STATE".into(),
+                reason: ResetReason::from_name("TCP_STATE"),
                 kernel_reason: None,
             }
         );
@@ -795,26 +803,26 @@ pub(crate) mod tests {
         connect.arg1 = 2;
         connect.pid = 4242;
         connect.comm[..3].copy_from_slice(b"ssh");
-        assert_eq!(d.decode(&connect).pid, Some(4242));
+        assert_eq!(one(&mut d, &connect).pid, Some(4242));
         // A later event in softirq context runs on behalf of some other task.
         let mut err = record(kind::SOCKET_ERROR);
         err.arg0 = 110;
         err.pid = 1;
-        let e = d.decode(&err);
+        let e = one(&mut d, &err);
         assert_eq!((e.pid, e.comm.as_deref()), (Some(4242), Some("ssh")));
         assert_eq!(
             e.detail,
             Detail::SocketError {
-                error: "ETIMEDOUT".into(),
+                error: Errno::ETIMEDOUT,
                 errno: 110
             }
         );
-        d.decode(&record(kind::SOCKET_DESTROYED));
-        assert_eq!(d.decode(&err).pid, None);
+        one(&mut d, &record(kind::SOCKET_DESTROYED));
+        assert_eq!(one(&mut d, &err).pid, None);
         // The same process's next connection shares its name, not a copy of it.
-        let first = d.decode(&connect).comm.unwrap();
+        let first = one(&mut d, &connect).comm.unwrap();
         connect.skaddr += 4096;
-        let second = d.decode(&connect).comm.unwrap();
+        let second = one(&mut d, &connect).comm.unwrap();
         assert!(Arc::ptr_eq(&first, &second));
     }
 
@@ -829,22 +837,22 @@ pub(crate) mod tests {
         connect.cookie = 10;
         connect.pid = 4242;
         connect.comm[..3].copy_from_slice(b"ssh");
-        let old = d.decode(&connect);
+        let old = one(&mut d, &connect);
         assert_eq!((old.socket.cookie, old.pid), (10, Some(4242)));
         let mut next = record(kind::STATE_CHANGE);
         next.arg0 = 2;
         next.arg1 = 1;
         next.cookie = 11;
         next.sport = 40001;
-        let e = d.decode(&next);
+        let e = one(&mut d, &next);
         assert_eq!((e.socket.cookie, e.socket.sport, e.pid), (11, 40001, None));
         // A socket known before its cookie was assigned keeps the identity it was first
         // seen with once the cookie appears.
         let mut timer = record(kind::KEEPALIVE_PROBE);
         timer.skaddr += 4096;
-        let first = d.decode(&timer).socket;
+        let first = one(&mut d, &timer).socket;
         timer.cookie = 12;
-        assert_eq!(d.decode(&timer).socket, first);
+        assert_eq!(one(&mut d, &timer).socket, first);
     }
 
     #[test]
@@ -857,29 +865,29 @@ pub(crate) mod tests {
             r.comm[..3].copy_from_slice(b"ssh");
             r
         };
-        d.decode(&state(7, 2, 1.0, 10)); // connect
-        d.decode(&state(2, 1, 1.1, 10)); // established
-        d.decode(&state(1, 7, 5.0, 10)); // closed
+        one(&mut d, &state(7, 2, 1.0, 10)); // connect
+        one(&mut d, &state(2, 1, 1.1, 10)); // established
+        one(&mut d, &state(1, 7, 5.0, 10)); // closed
         // The error reported right after the state still names the owner.
         let mut err = record(kind::SOCKET_ERROR);
         (err.arg0, err.ts_ns, err.cookie) = (110, 5_000_100_000, 10);
-        assert_eq!(d.decode(&err).pid, Some(4242));
+        assert_eq!(one(&mut d, &err).pid, Some(4242));
         assert_eq!(d.remembered(), 1);
         // Another socket's record, well after: the closed one is forgotten.
         let mut other = state(2, 1, 8.0, 20);
         other.skaddr += 4096;
-        d.decode(&other);
+        one(&mut d, &other);
         assert_eq!(d.remembered(), 1);
         // A new socket the allocator put at the closed one's address in the meantime keeps
         // what was learned of it.
-        d.decode(&state(7, 2, 9.0, 30));
-        d.decode(&state(1, 7, 9.5, 30));
+        one(&mut d, &state(7, 2, 9.0, 30));
+        one(&mut d, &state(1, 7, 9.5, 30));
         let mut reuse = state(7, 2, 10.0, 31);
         reuse.pid = 777;
-        d.decode(&reuse);
+        one(&mut d, &reuse);
         let mut probe = record(kind::KEEPALIVE_PROBE);
         (probe.ts_ns, probe.cookie) = (20_000_000_000, 31);
-        let e = d.decode(&probe);
+        let e = one(&mut d, &probe);
         assert_eq!((e.socket.cookie, e.pid), (31, Some(777)));
     }
 
@@ -916,7 +924,7 @@ pub(crate) mod tests {
         let parsed = parse_record(bytes).unwrap();
         assert_eq!(parsed.life, Some(whole.life));
         let mut d = Decoder::new(250, 1_000_000_000_000_000_000, vec![]);
-        let e = only(d.decode_parsed(&parsed));
+        let e = only(d.decode(&parsed));
         let t = |s: i64| OffsetDateTime::from_unix_timestamp(1_000_000_000 + s).unwrap();
         assert_eq!(e.ts, t(9));
         assert_eq!((e.pid, e.comm.as_deref()), (Some(4242), Some("ssh")));
@@ -938,7 +946,7 @@ pub(crate) mod tests {
         other.record.skaddr += 4096;
         other.life.app_closed_from = 8;
         other.life.owner_from = owner_from::UNKNOWN;
-        let e = only(d.decode_parsed(&Parsed {
+        let e = only(d.decode(&Parsed {
             record: other.record,
             life: Some(other.life),
         }));
@@ -988,7 +996,7 @@ pub(crate) mod tests {
         r.arg0 = 1;
         r.arg1 = 2;
         r.keepalive.probes_out = 1;
-        let events: Vec<Event> = d.decode_parsed(&r.into()).into_iter().collect();
+        let events: Vec<Event> = d.decode(&r.into()).into_iter().collect();
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(events[0].detail, Detail::KeepaliveAnswered { probes: 2 });
         assert_eq!(events[0].keepalive.as_ref().unwrap().probes_out, 0);
@@ -999,7 +1007,7 @@ pub(crate) mod tests {
         // Without the flag: the probe alone.
         r.flags = flag::HAS_KEEPALIVE;
         assert_eq!(
-            only(d.decode_parsed(&r.into())).detail,
+            only(d.decode(&r.into())).detail,
             Detail::KeepaliveProbe { probes: 1 }
         );
     }

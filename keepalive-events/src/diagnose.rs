@@ -4,7 +4,9 @@
 use std::{collections::VecDeque, net::IpAddr, sync::Arc};
 use time::{Duration, OffsetDateTime};
 
-use crate::event::{Detail, DropDirection, Event, Keepalive, SocketId, TcpState, TimeoutReason};
+use crate::event::{
+    Detail, DropDirection, Errno, Event, Keepalive, SocketId, TcpState, TimeoutReason,
+};
 use crate::table::{Map, Set, mostly_empty, shrink_map};
 use crate::verdict::{Drops, Reason, ResetReason, Verdict, VerdictKind};
 use crate::workload::{Workload, WorkloadFilter};
@@ -40,8 +42,8 @@ pub struct Ending {
     pub timeout: Option<(TimeoutReason, u32)>,
     /// Probes outstanding when a RST arrived.
     pub reset_received: Option<u32>,
-    pub reset_sent: Option<String>,
-    pub error: Option<String>,
+    pub reset_sent: Option<ResetReason>,
+    pub error: Option<Errno>,
     pub closed: Option<(OffsetDateTime, TcpState)>,
     /// The application closed while this many retransmissions were unanswered: it gave up
     /// on a peer that stopped answering (e.g. ssh's ServerAliveCountMax).
@@ -353,7 +355,7 @@ impl ConnectionTimeline {
                 }
             }
             Detail::SocketError { error, .. } => {
-                self.ending().error.get_or_insert(error.clone());
+                self.ending().error.get_or_insert(*error);
             }
             Detail::SocketDestroyed {} => {
                 self.ending().closed.get_or_insert((e.ts, e.state));
@@ -395,11 +397,8 @@ impl ConnectionTimeline {
                 (VerdictKind::PeerReset, None)
             }
         } else if let Some(reason) = &end.reset_sent {
-            (
-                VerdictKind::LocalAbort,
-                Some(Reason::Reset(ResetReason::from_name(reason))),
-            )
-        } else if end.error.as_deref() == Some("ETIMEDOUT") {
+            (VerdictKind::LocalAbort, Some(Reason::Reset(reason.clone())))
+        } else if end.error == Some(Errno::ETIMEDOUT) {
             if user_timeout_ms != 0 {
                 (VerdictKind::UserTimeout, Some(Reason::UserTimeout))
             } else {
@@ -435,7 +434,7 @@ impl ConnectionTimeline {
             } else {
                 None
             },
-            error: end.error.clone(),
+            error: end.error,
             reason,
             summary: String::new(),
             advice: vec![],
@@ -581,7 +580,7 @@ mod tests {
             self.at(
                 0.0,
                 Detail::SocketError {
-                    error: name.into(),
+                    error: Errno::from_name(name).unwrap(),
                     errno,
                 },
                 TcpState::Close,
@@ -621,7 +620,7 @@ mod tests {
             .at(
                 0.0,
                 Detail::ResetSent {
-                    reason: "TCP_KEEPALIVE_TIMEOUT".into(),
+                    reason: ResetReason::from_name("TCP_KEEPALIVE_TIMEOUT"),
                     kernel_reason: None,
                 },
                 TcpState::Established,
@@ -635,7 +634,7 @@ mod tests {
             (v.probes_unanswered, v.idle_s, v.lifetime_s),
             (3, Some(2.0), Some(5.0))
         );
-        assert_eq!(v.error.as_deref(), Some("ETIMEDOUT"));
+        assert_eq!(v.error, Some(Errno::ETIMEDOUT));
         assert!(v.summary.contains("3 keepalive probes"), "{}", v.summary);
         assert!(
             v.advice
@@ -801,20 +800,15 @@ mod tests {
             .at(
                 0.0,
                 Detail::ResetSent {
-                    reason: "TCP_ABORT_ON_LINGER".into(),
-                    kernel_reason: Some("TCP_STATE".into()),
+                    reason: ResetReason::AbortOnLinger,
+                    kernel_reason: Some(ResetReason::TcpState),
                 },
                 TcpState::Close,
                 None,
             )
             .verdict();
         assert_eq!(v.verdict, VerdictKind::LocalAbort);
-        assert_eq!(
-            v.reason,
-            Some(Reason::Reset(ResetReason::Named(
-                "TCP_ABORT_ON_LINGER".into()
-            )))
-        );
+        assert_eq!(v.reason, Some(Reason::Reset(ResetReason::AbortOnLinger)));
         assert!(v.advice[0].contains("SO_LINGER"));
     }
 
@@ -826,7 +820,7 @@ mod tests {
             .at(
                 0.0,
                 Detail::SocketError {
-                    error: "ETIMEDOUT".into(),
+                    error: Errno::ETIMEDOUT,
                     errno: 110,
                 },
                 TcpState::Close,
@@ -863,7 +857,7 @@ mod tests {
             .at(
                 0.0,
                 Detail::SocketError {
-                    error: "ETIMEDOUT".into(),
+                    error: Errno::ETIMEDOUT,
                     errno: 110,
                 },
                 TcpState::Close,

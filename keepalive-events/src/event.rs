@@ -77,9 +77,9 @@ pub enum Detail {
     /// the kernel's reason is generic and the cause is known from the socket (SO_LINGER 0),
     /// `reason` names the cause and `kernel_reason` keeps what the kernel said.
     ResetSent {
-        reason: String,
+        reason: ResetReason,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        kernel_reason: Option<String>,
+        kernel_reason: Option<ResetReason>,
     },
     ResetReceived {},
     /// `retransmits`: data retransmissions still unanswered when the state changed.
@@ -95,7 +95,8 @@ pub enum Detail {
     },
     /// An error was reported to the socket's owner, e.g. ETIMEDOUT.
     SocketError {
-        error: String,
+        /// The same as `errno`, by name.
+        error: Errno,
         errno: i32,
     },
     SocketDestroyed {},
@@ -357,6 +358,125 @@ pub fn errno_name(errno: i32) -> String {
     match nix::errno::Errno::from_raw(errno) {
         nix::errno::Errno::UnknownErrno => format!("E{errno}"),
         e => format!("{e:?}"),
+    }
+}
+
+/// An error reported to the application (a positive errno), in JSON by its name:
+/// `"ETIMEDOUT"`, or `"E<n>"` for a value this system has no name for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    pub const ETIMEDOUT: Errno = Errno(nix::errno::Errno::ETIMEDOUT as i32);
+    pub const ECONNRESET: Errno = Errno(nix::errno::Errno::ECONNRESET as i32);
+
+    pub fn name(self) -> String {
+        errno_name(self.0)
+    }
+
+    /// The errno a name stands for (as [`Self::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Errno> {
+        // Linux's errnos are below 140; a name outside is written E<n>.
+        (1..256)
+            .map(Errno)
+            .find(|e| e.name() == name)
+            .or_else(|| name.strip_prefix('E')?.parse().ok().map(Errno))
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for Errno {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Errno::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{name}` is no errno")))
+    }
+}
+
+/// Declares the reset reasons keepalive decides on, by the kernel's names for them.
+macro_rules! reset_reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal, )*) => {
+        /// The reason of a reset this host sent: the kernel's name for it (`enum
+        /// sk_rst_reason` without its prefix), or the cause known from the socket or the
+        /// caller. The names keepalive decides on are variants; any other is kept as
+        /// [`ResetReason::Other`]. In JSON the name.
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        pub enum ResetReason {
+            $( $(#[$doc])* $variant, )*
+            /// Any other name.
+            Other(String),
+        }
+
+        impl ResetReason {
+            pub fn from_name(name: &str) -> ResetReason {
+                match name {
+                    $( $name => ResetReason::$variant, )*
+                    other => ResetReason::Other(other.to_string()),
+                }
+            }
+
+            pub fn name(&self) -> &str {
+                match self {
+                    $( ResetReason::$variant => $name, )*
+                    ResetReason::Other(name) => name,
+                }
+            }
+        }
+    };
+}
+
+reset_reasons! {
+    /// The kernel did not say (no reason before Linux 6.10, and no cause known otherwise).
+    Unknown = "UNKNOWN",
+    /// The socket was closed or disconnected in a state that requires a RST.
+    TcpState = "TCP_STATE",
+    NotSpecified = "NOT_SPECIFIED",
+    /// close() with SO_LINGER {on, 0}.
+    AbortOnLinger = "TCP_ABORT_ON_LINGER",
+    /// close() with received data unread.
+    AbortOnClose = "TCP_ABORT_ON_CLOSE",
+    /// Out of TCP memory or orphan sockets.
+    AbortOnMemory = "TCP_ABORT_ON_MEMORY",
+    /// connect(AF_UNSPEC) with data unsent or unread.
+    DisconnectWithData = "TCP_DISCONNECT_WITH_DATA",
+}
+
+impl ResetReason {
+    /// Says only that a RST was due, not why: the socket may know better (SO_LINGER 0).
+    pub fn is_generic(&self) -> bool {
+        matches!(
+            self,
+            ResetReason::Unknown | ResetReason::TcpState | ResetReason::NotSpecified
+        )
+    }
+}
+
+impl fmt::Display for ResetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for ResetReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for ResetReason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(ResetReason::from_name(&String::deserialize(d)?))
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use crate::event::ResetReason;
 use crate::{
-    event::{Keepalive, SocketId},
+    event::{Errno, Keepalive, SocketId},
     workload::Workload,
 };
 
@@ -73,7 +74,7 @@ pub struct Verdict {
     /// Seconds the connection was idle before the first unanswered probe.
     pub idle_s: Option<f64>,
     /// Error reported to the application, e.g. ETIMEDOUT.
-    pub error: Option<String>,
+    pub error: Option<Errno>,
     /// Why, within its kind: why the keepalive timer gave up, the kernel's reason for this
     /// host's reset, or that the application closed after retransmissions.
     pub reason: Option<Reason>,
@@ -119,30 +120,6 @@ pub enum Reason {
     /// This host sent the reset, for the reason the kernel gives (or the cause known from
     /// the socket, such as `TCP_ABORT_ON_LINGER`).
     Reset(ResetReason),
-}
-
-/// The reason of a reset this host sent, by the kernel's name for it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ResetReason {
-    /// The kernel did not say (no reason before Linux 6.10, and no cause known otherwise).
-    Unknown,
-    Named(String),
-}
-
-impl ResetReason {
-    pub fn from_name(name: &str) -> ResetReason {
-        match name {
-            "UNKNOWN" => ResetReason::Unknown,
-            _ => ResetReason::Named(name.to_string()),
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            ResetReason::Unknown => "UNKNOWN",
-            ResetReason::Named(name) => name,
-        }
-    }
 }
 
 impl Reason {
@@ -198,7 +175,7 @@ mod tests {
             Reason::UserTimeout,
             Reason::ApplicationClosedAfterRetransmissions,
             Reason::Reset(ResetReason::Unknown),
-            Reason::Reset(ResetReason::Named("TCP_ABORT_ON_LINGER".into())),
+            Reason::Reset(ResetReason::from_name("TCP_ABORT_ON_LINGER")),
         ] {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), r, "{json}");

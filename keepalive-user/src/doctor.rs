@@ -12,10 +12,10 @@ use aya::{
 };
 
 use crate::{
-    btf,
-    hooks::{self, Mode, Modes},
     kernel,
-    loader::{self, LoadOptions},
+    kernel::btf,
+    kernel::hooks::{self, AttachMode, Modes},
+    kernel::loader::{self, LoadOptions},
 };
 
 /// Writes the report; returns false when no mode works here (or, for `--mode kprobe` or
@@ -113,7 +113,7 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
     };
     // aya's probe for tracing programs loads an fentry program, which some kernels refuse
     // (EPERM) while BTF tracepoints load fine: loading keepalive's own is the real test.
-    let tracepoint = loader::try_mode(opts, Mode::Tracepoint);
+    let tracepoint = loader::try_mode(opts, AttachMode::Tracepoint);
     writeln!(
         out,
         "  tracing (tp_btf)   {}",
@@ -146,8 +146,11 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
         out,
         "\nmodes (each loaded and attached for real, then detached):"
     )?;
-    let kprobe = loader::try_mode(opts, Mode::Kprobe);
-    for (mode, result) in [(Mode::Kprobe, &kprobe), (Mode::Tracepoint, &tracepoint)] {
+    let kprobe = loader::try_mode(opts, AttachMode::Kprobe);
+    for (mode, result) in [
+        (AttachMode::Kprobe, &kprobe),
+        (AttachMode::Tracepoint, &tracepoint),
+    ] {
         match result {
             Ok(()) => writeln!(out, "  {:<11} works", mode.name())?,
             Err(e) => writeln!(out, "  {:<11} does not work: {}", mode.name(), brief(e))?,
@@ -167,9 +170,9 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
     // With --mode, the answer is whether that mode works: the exit code a deployment's
     // check (or a test of one mode) relies on.
     let asked = match opts.mode {
-        Mode::Auto => return Ok(kprobe.is_ok() || tracepoint.is_ok()),
-        Mode::Kprobe => &kprobe,
-        Mode::Tracepoint => &tracepoint,
+        AttachMode::Auto => return Ok(kprobe.is_ok() || tracepoint.is_ok()),
+        AttachMode::Kprobe => &kprobe,
+        AttachMode::Tracepoint => &tracepoint,
     };
     match asked {
         Ok(()) => writeln!(out, "--mode {}: works", opts.mode.name())?,

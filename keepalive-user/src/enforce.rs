@@ -1,12 +1,9 @@
 //! `keepalive enforce`: turn keepalive on for a cgroup's new TCP connections with a sock_ops
 //! program, until stopped. Changes appear in its own output and in `keepalive trace`.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::PathBuf};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use aya::{
     EbpfLoader,
     maps::{MapData, RingBuf},
@@ -19,82 +16,35 @@ use tokio::{
 };
 
 use crate::{
-    decode::{Decoder, parse_record},
-    kernel,
-    output::{Format, Writer},
+    decode::Decoder,
+    host::cgroup,
+    kernel::{self, records},
+    output::Writer,
+    pipeline::Flow,
 };
 
-/// `keepalive enforce`'s arguments.
-#[derive(Clone, Debug, clap::Args)]
-pub struct Args {
-    /// The cgroup (v2) whose processes' connections get keepalive, e.g. --cgroup user.slice.
-    #[arg(long, value_name = "PATH")]
+/// What `keepalive enforce` sets, and on which connections.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The cgroup (v2), absolute or relative to the hierarchy's mount.
     pub cgroup: String,
-    /// Idle seconds before the first probe (TCP_KEEPIDLE), e.g. --idle 60.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
+    /// TCP_KEEPIDLE and TCP_KEEPINTVL in seconds, and TCP_KEEPCNT.
     pub idle: u32,
-    /// Seconds between probes (TCP_KEEPINTVL), e.g. --interval 10.
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=32767))]
     pub interval: u32,
-    /// Unanswered probes before the connection is dropped (TCP_KEEPCNT), e.g. --count 6.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=127))]
     pub count: u32,
-    /// Also set TCP_USER_TIMEOUT, in milliseconds, e.g. --user-timeout 90000.
-    #[arg(long, value_name = "MS", default_value_t = 0)]
+    /// TCP_USER_TIMEOUT in milliseconds, 0 to leave it.
     pub user_timeout: u32,
-    /// Also change sockets whose application turned keepalive on itself, e.g. --force.
-    #[arg(long)]
+    /// Also change sockets whose application turned keepalive on itself.
     pub force: bool,
-    /// Change nothing; report the connections that would be changed, e.g. --dry-run.
-    #[arg(long)]
+    /// Change nothing; report what would change.
     pub dry_run: bool,
-    /// Only connections with this local or remote port, e.g. --port 3306.
-    #[arg(short, long, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Only connections with this local or remote port, or address.
     pub port: Option<u16>,
-    /// Only connections with this local or remote address, e.g. --addr 198.18.0.2.
-    #[arg(short, long, value_name = "IP")]
     pub addr: Option<std::net::IpAddr>,
-    /// Output format, e.g. --format json.
-    #[arg(short, long, value_enum, default_value = "human")]
-    pub format: Format,
 }
 
-/// The cgroup v2 hierarchy's mount point, from /proc/self/mountinfo.
-pub fn cgroup2_mount() -> Result<PathBuf> {
-    let info =
-        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    parse_cgroup2_mount(&info).context("no cgroup v2 hierarchy is mounted (fstype cgroup2)")
-}
-
-fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|l| {
-        // "... mount_point options - fstype source super_options"
-        let (left, right) = l.split_once(" - ")?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
-    })
-}
-
-/// A cgroup given as an absolute path or relative to the cgroup v2 mount.
-pub fn resolve_cgroup(arg: &str) -> Result<PathBuf> {
-    let root = cgroup2_mount()?;
-    let path = if Path::new(arg).is_absolute() && Path::new(arg).starts_with(&root) {
-        PathBuf::from(arg)
-    } else {
-        root.join(arg.trim_start_matches('/'))
-    };
-    if !path.join("cgroup.procs").exists() {
-        bail!(
-            "--cgroup {arg}: {} is not a cgroup v2 directory (the v2 hierarchy is at {})",
-            path.display(),
-            root.display()
-        );
-    }
-    Ok(path)
-}
-
-pub async fn run(opts: &Args, mut out: Writer) -> Result<()> {
-    let cgroup = resolve_cgroup(&opts.cgroup)?;
+pub async fn run(opts: &Settings, mut out: Writer) -> Result<()> {
+    let cgroup = cgroup::resolve(&opts.cgroup)?;
     let hz = kernel::hz()?;
     let (addr, addr_family) = match opts.addr {
         Some(std::net::IpAddr::V4(a)) => {
@@ -121,7 +71,7 @@ pub async fn run(opts: &Args, mut out: Writer) -> Result<()> {
     };
     let mut ebpf = EbpfLoader::new()
         .override_global(names::ENFORCE_CONFIG, &config, true)
-        .load(crate::loader::program_object())
+        .load(crate::kernel::loader::program_object())
         .context("loading keepalive's kernel programs")?;
     let program: &mut SockOps = ebpf
         .program_mut(names::ENFORCE_PROGRAM)
@@ -186,21 +136,16 @@ pub async fn run(opts: &Args, mut out: Writer) -> Result<()> {
 }
 
 fn drain(ring: &mut RingBuf<MapData>, decoder: &mut Decoder, out: &mut Writer) -> Result<()> {
-    while let Some(item) = ring.next() {
-        if let Ok(r) = parse_record(&item) {
-            drop(item);
-            for event in decoder.decode_parsed(&r) {
-                if let Err(e) = out.event(&event) {
-                    if e.kind() == std::io::ErrorKind::BrokenPipe {
-                        return Ok(());
-                    }
-                    return Err(e.into());
-                }
-            }
-        }
-    }
+    let (flow, _) = records::drain_ring(ring, decoder, |_, _, event| match out.event(&event) {
+        Ok(()) => Ok(Flow::Continue),
+        // The reader went away (`| head`): nothing more to write.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
+        Err(e) => Err(e.into()),
+    })?;
     match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        Err(e) if flow == Flow::Continue && e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e.into())
+        }
         _ => Ok(()),
     }
 }
@@ -222,24 +167,4 @@ pub fn pinned_streams() -> Vec<PathBuf> {
         .map(|e| e.path().join("events"))
         .filter(|p| p.exists())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_cgroup2_mount_among_v1_ones() {
-        let info = "30 24 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw\n\
-                    33 30 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev - cgroup2 cgroup2 rw\n\
-                    34 30 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
-        assert_eq!(
-            parse_cgroup2_mount(info),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
-            None
-        );
-    }
 }

@@ -18,53 +18,29 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     event::{Detail, Event, TcpState},
-    loader::LoadOptions,
-    netns,
-    output::Format,
+    host::netns,
+    kernel::loader::LoadOptions,
+    kernel::records::KernelEvents,
     path_plan::{Findings, How, Outcome, PathResult, first_round, next_round, round_plan},
     pipeline::Flow,
-    records::KernelEvents,
 };
 
-/// `keepalive path`'s own arguments (main adds how to load the kernel programs).
-#[derive(Clone, Debug, clap::Args)]
-pub struct Args {
-    /// The service to measure the path to: HOST:PORT, any server that holds idle TCP
-    /// connections (sshd, a database, a web server with keep-alive), e.g. db.example.net:5432
-    /// or [2001:db8::1]:22.
-    #[arg(value_name = "HOST:PORT")]
+/// What `keepalive path` measures, and how.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// HOST:PORT.
     pub target: String,
-    /// The longest idle time to try, e.g. --max 30m (90s, 30m, 2h, 1h30m).
-    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_seconds)]
+    /// The longest and shortest idle times to try, in seconds.
     pub max: u32,
-    /// The shortest idle time to try, e.g. --min 5s.
-    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_seconds)]
     pub min: u32,
-    /// Connections open at once, at most (each round opens up to this many), e.g.
-    /// --connections 8.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..=64))]
+    /// Connections open at once, at most.
     pub connections: u16,
-    /// Output format: words, or one JSON line with the result, e.g. --format json (the
-    /// progress of each round goes to stderr either way).
-    #[arg(short, long, value_enum, default_value = "human")]
-    pub format: Format,
-    /// Connect from this network namespace: a name from `ip netns` or a path such as
-    /// /proc/PID/ns/net, e.g. --netns blue.
-    #[arg(short = 'n', long, value_name = "NETNS")]
+    /// The network namespace to connect from (a name or a path), if not this one.
     pub netns: Option<String>,
 }
 
-fn parse_seconds(s: &str) -> Result<u32, String> {
-    let d = crate::history::parse_duration(s)?;
-    let secs = d.whole_seconds();
-    if !(1..=i64::from(MAX_IDLE_S)).contains(&secs) {
-        return Err(format!("`{s}`: from 1s to 32767s (TCP_KEEPIDLE's limit)"));
-    }
-    Ok(secs as u32)
-}
-
 /// TCP_KEEPIDLE's upper bound in the kernel (MAX_TCP_KEEPIDLE).
-const MAX_IDLE_S: u32 = 32767;
+pub const MAX_IDLE_S: u32 = 32767;
 /// Seconds between a connection's probes: a first probe unanswered this long was lost.
 const PROBE_INTERVAL_S: u32 = 2;
 /// Probes before the kernel gives up (we decide at the second one already).
@@ -205,7 +181,7 @@ fn open(target: SocketAddr, idle_s: u32) -> Result<TcpStream> {
 }
 
 /// Measures; Ctrl-C stops early with what is known.
-pub async fn run(args: &Args, mut load: LoadOptions) -> Result<PathResult> {
+pub async fn run(args: &Settings, mut load: LoadOptions) -> Result<PathResult> {
     if let Some(ns) = &args.netns {
         // The whole run is this thread (a current-thread runtime).
         netns::enter(ns)?;
@@ -357,13 +333,13 @@ fn watch(
 
 /// Where `keepalive path` keeps its last result, for `keepalive sockets --idle-limit path`.
 pub fn last_result_file() -> std::path::PathBuf {
-    std::path::Path::new(crate::history::DEFAULT_DIR).join("path-last.json")
+    std::path::Path::new(crate::output::history::DEFAULT_DIR).join("path-last.json")
 }
 
 /// Saves `result` as the last measurement (best effort: the answer is printed anyway).
 pub fn save_last(result: &PathResult) {
     let file = last_result_file();
-    let saved = std::fs::create_dir_all(crate::history::DEFAULT_DIR)
+    let saved = std::fs::create_dir_all(crate::output::history::DEFAULT_DIR)
         .and_then(|()| std::fs::write(&file, serde_json::to_vec(result).unwrap_or_default()));
     if let Err(e) = saved {
         log::info!("not saved to {}: {e}", file.display());

@@ -11,8 +11,8 @@ use time::OffsetDateTime;
 use crate::{
     diagnose::{ConnectionFilter, ConnectionTimeline, Engine},
     event::Event,
-    history::HistoryWriter,
-    metrics::Metrics,
+    output::history::HistoryWriter,
+    output::metrics::Metrics,
     output::{Summary, Writer},
     verdict::Verdict,
 };
@@ -33,7 +33,7 @@ pub struct KernelCounts {
 
 /// What the pipeline prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+pub enum Show {
     /// Every matching event as it happens, and every matching verdict (`keepalive trace`).
     Trace,
     /// Only verdicts (`keepalive trace --quiet`).
@@ -51,7 +51,7 @@ pub enum Flow {
 }
 
 pub struct Pipeline {
-    mode: Mode,
+    show: Show,
     /// Event kinds to print (all when empty); trace mode only.
     kinds: Vec<String>,
     connections: ConnectionFilter,
@@ -67,15 +67,15 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(mode: Mode, kinds: Vec<String>, connections: ConnectionFilter, out: Writer) -> Self {
+    pub fn new(show: Show, kinds: Vec<String>, connections: ConnectionFilter, out: Writer) -> Self {
         Pipeline {
-            mode,
+            show,
             kinds,
             connections,
             // Only `why` prints timelines.
-            engine: match mode {
-                Mode::Why => Engine::default(),
-                Mode::Trace | Mode::Verdicts => Engine::default().without_timelines(),
+            engine: match show {
+                Show::Why => Engine::default(),
+                Show::Trace | Show::Verdicts => Engine::default().without_timelines(),
             },
             summary: Summary::default(),
             answered: false,
@@ -158,7 +158,7 @@ impl Pipeline {
             m.lock().unwrap().event(e);
         }
         let ended = self.engine.observe(e);
-        if self.mode == Mode::Trace
+        if self.show == Show::Trace
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == e.detail.kind()))
             && self
                 .connections
@@ -220,9 +220,9 @@ impl Pipeline {
             if let Some(h) = &mut self.history {
                 h.end(&v, &timeline).map_err(std::io::Error::other)?;
             }
-            let flow = match self.mode {
-                Mode::Trace | Mode::Verdicts => guard(self.out.verdict(&v, None))?,
-                Mode::Why => {
+            let flow = match self.show {
+                Show::Trace | Show::Verdicts => guard(self.out.verdict(&v, None))?,
+                Show::Why => {
                     self.answered = true;
                     guard(self.out.verdict(&v, Some(&timeline)))?;
                     guard(self.out.flush())?;

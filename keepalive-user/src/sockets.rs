@@ -9,11 +9,12 @@ use serde::Serialize;
 use crate::{
     diagnose::ConnectionFilter,
     event::TcpState,
+    host::cgroup::CgroupNames,
+    host::procs::{ProcessTable, SocketOptions},
+    host::snapshot::SocketEntry,
     output::Format,
     path_plan::Settings,
-    procs::{ProcessTable, SocketOptions},
-    snapshot::SocketEntry,
-    workload::{Workload, Workloads},
+    workload::Workload,
 };
 
 #[derive(Debug, Serialize)]
@@ -76,7 +77,7 @@ pub fn recommended_under(limit_s: u32) -> u32 {
 pub fn rows(
     entries: Vec<SocketEntry>,
     filter: &ConnectionFilter,
-    workloads: &Workloads,
+    workloads: &CgroupNames,
     all: bool,
     idle_limit_s: Option<u32>,
 ) -> Vec<SocketRow> {

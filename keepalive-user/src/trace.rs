@@ -12,15 +12,19 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     decode::{Decoder, Owner, Parsed},
     event::Event,
-    loader::LoadOptions,
+    host::cgroup::CgroupNames,
+    host::procs::ProcessTable,
+    host::snapshot,
+    kernel::loader::LoadOptions,
+    kernel::records::{KernelEvents, drain_ring},
     pipeline::{Flow, KernelCounts, Pipeline},
-    procs::ProcessTable,
-    records::{KernelEvents, drain_ring},
-    snapshot,
-    workload::Workloads,
 };
 
-pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipeline) -> Result<()> {
+pub async fn run(
+    opts: &LoadOptions,
+    workloads: &CgroupNames,
+    pipeline: &mut Pipeline,
+) -> Result<()> {
     let mut kernel = KernelEvents::open(opts, Some(workloads))?;
     let mut procs = ProcessTable::default();
     assign_cookies();
@@ -123,7 +127,7 @@ pub async fn run(opts: &LoadOptions, workloads: &Workloads, pipeline: &mut Pipel
 /// tell (a connection older than the trace), and taught to the decoder for its next events.
 fn deliver(
     procs: &mut ProcessTable,
-    workloads: &Workloads,
+    workloads: &CgroupNames,
     pipeline: &mut Pipeline,
     decoder: &mut Decoder,
     record: &Parsed,
@@ -245,7 +249,7 @@ fn lost_by_kind(lost: &PerCpuArray<MapData, u64>) -> std::collections::BTreeMap<
 /// older than the tracer are named by their cookie like the others (and like `ss -e`).
 fn assign_cookies() {
     let mut namespaces = vec![None];
-    namespaces.extend(crate::netns::named().into_iter().map(Some));
+    namespaces.extend(crate::host::netns::named().into_iter().map(Some));
     for ns in namespaces {
         let result = match &ns {
             None => snapshot::tcp_sockets(0),

@@ -17,8 +17,8 @@ use nix::{
 };
 
 use crate::{
-    Netns,
-    tracer::{pipe_lines, wait_bounded},
+    command::{pipe_lines, wait_bounded},
+    netns::Netns,
 };
 
 /// tcpdump capturing every TCP segment on every interface of a namespace into a file.

@@ -6,27 +6,15 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod command;
 pub mod metrics;
 pub mod netns;
 pub mod ssh;
 pub mod tracer;
 
+pub use command::{json_lines, sh};
 pub use netns::{IdleServer, Link, Netns, Routed};
 pub use tracer::Tracer;
-
-/// Runs a command and panics with its output if it fails: test setup must not half-work.
-pub fn sh(cmd: &str, args: &[&str]) {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// True when running as root; the end-to-end scenarios need it and say so otherwise.
 pub fn is_root() -> bool {
@@ -62,14 +50,6 @@ pub fn socket_cookie(s: &std::net::TcpStream) -> u64 {
     };
     assert_eq!(rc, 0, "getsockopt(SO_COOKIE)");
     cookie
-}
-
-/// Every line of a command's output, parsed as JSON.
-pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
 }
 
 /// A history directory (`keepalive trace --history DIR`) of a test's own, removed at the end.

@@ -9,7 +9,7 @@ use std::{
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::sh;
+use crate::command::sh;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

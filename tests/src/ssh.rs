@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{netns::Netns, sh};
+use crate::{command::sh, netns::Netns};
 
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -133,7 +133,7 @@ impl SshSession {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn ssh");
-        let lines = crate::tracer::pipe_lines(child.stdout.take().unwrap());
+        let lines = crate::command::pipe_lines(child.stdout.take().unwrap());
         let session = SshSession {
             child: Some(child),
             lines,
@@ -180,7 +180,7 @@ impl SshSession {
     /// Waits (bounded) for ssh to exit by itself; returns its exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let child = self.child.take().unwrap();
-        let (status, killed) = crate::tracer::wait_bounded(child, timeout);
+        let (status, killed) = crate::command::wait_bounded(child, timeout);
         assert!(!killed, "ssh did not exit within {timeout:?}");
         status
     }

@@ -1,7 +1,7 @@
 //! The `keepalive` binary, run as a user runs it, with its JSON lines collected.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::BufRead,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -172,33 +172,7 @@ fn parse(line: &str) -> Value {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
 }
 
-/// The lines `r` gives, as they come, from a thread of their own.
-pub(crate) fn pipe_lines(r: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(r).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for `child` at most `timeout`, killing it past that.
-pub fn wait_bounded(mut child: Child, timeout: Duration) -> (std::process::ExitStatus, bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return (status, false);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return (child.wait().expect("wait"), true);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::command::{pipe_lines, wait_bounded};
 
 /// Events (not the summary) of one connection, by its local port, in order.
 pub fn events_of(lines: &[Value], local_port: u16) -> Vec<Value> {
@@ -322,7 +296,7 @@ pub fn run_json(args: &[&str]) -> Vec<Value> {
         "keepalive {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    crate::json_lines(&out.stdout)
+    crate::command::json_lines(&out.stdout)
 }
 
 /// The verdict `keepalive why --from RECORDING --port PORT` gives: the replay of a recording.

@@ -4,7 +4,10 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{cargo, run_checked, setup, target_dir};
+use crate::{
+    setup,
+    workspace::{cargo, run_checked, target_dir},
+};
 
 #[derive(clap::Args)]
 pub struct Args {

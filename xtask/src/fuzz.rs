@@ -4,7 +4,7 @@ use std::{fs, process::Command};
 
 use anyhow::{Result, bail};
 
-use crate::{setup, workspace_root};
+use crate::{setup, workspace::workspace_root};
 
 #[derive(clap::Args)]
 pub struct Args {

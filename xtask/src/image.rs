@@ -10,7 +10,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{run_checked, setup, target_dir, workspace_root};
+use crate::{
+    setup,
+    workspace::{run_checked, target_dir, workspace_root},
+};
 
 /// The image's name, as the DaemonSet names it.
 pub const IMAGE: &str = concat!("localhost/keepalive:", env!("CARGO_PKG_VERSION"));

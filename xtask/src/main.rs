@@ -5,19 +5,18 @@ mod bench;
 mod cpio;
 mod fuzz;
 mod image;
+mod modules;
 mod setup;
 mod soak;
 mod test;
 mod vm;
+mod workspace;
 
-use std::{
-    env,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::process::Command;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
+use workspace::{build, target_dir, workspace_root};
 
 #[derive(Parser)]
 #[command(about = "keepalive's development tasks")]
@@ -86,50 +85,4 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Image(args) => image::run(args),
     }
-}
-
-/// Runs `command` to its end; an error saying `what` failed unless it succeeded.
-fn run_checked(command: &mut Command, what: &str) -> Result<()> {
-    let status = command
-        .status()
-        .with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn cargo() -> Command {
-    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(workspace_root());
-    c
-}
-
-/// Builds the binary optimized, as it runs on a busy host, and returns its path.
-fn build() -> Result<PathBuf> {
-    run_checked(
-        cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "keepalive-user",
-            "--bin",
-            "keepalive",
-        ]),
-        "cargo build --release",
-    )?;
-    Ok(target_dir().join("release").join("keepalive"))
-}
-
-fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
 }

@@ -177,7 +177,7 @@ fn install_missing(packages: &[&str]) -> Result<()> {
 
 fn step(what: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("setup: {what}");
-    crate::run_checked(cmd, what).context("setup failed")
+    crate::workspace::run_checked(cmd, what).context("setup failed")
 }
 
 fn euid() -> u32 {

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
-use crate::{build, cargo, run_checked, setup};
+use crate::{
+    setup,
+    workspace::{build, cargo, run_checked},
+};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
-use crate::{build, cargo, run_checked, setup};
+use crate::{
+    modules, setup,
+    workspace::{build, cargo, run_checked, workspace_root},
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,6 +16,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     setup::run()?;
+    // Cheap and structural: before anything is built.
+    let cycles = modules::workspace_cycles(&workspace_root())?;
+    if !cycles.is_empty() {
+        anyhow::bail!("module cycles:\n{}", cycles.join("\n"));
+    }
     let bin = build()?;
     // The docs test reads the development tasks' --help from this very binary.
     let xtask = std::env::current_exe()?;

@@ -19,7 +19,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, cpio::Archive, target_dir};
+use crate::{
+    cpio::Archive,
+    workspace::{cargo, target_dir},
+};
 
 /// Scenario test binaries run in every mode (tests/tests/<name>.rs). `why` covers silent
 /// drop, reset after probe, linger 0, user timeout and retransmission timeout, and logs each
@@ -90,7 +93,7 @@ pub struct Args {
 pub fn task(args: Args) -> Result<()> {
     crate::setup::run()?;
     crate::setup::vm_packages()?;
-    let bin = crate::build()?;
+    let bin = crate::workspace::build()?;
     run(&bin, &args)
 }
 
@@ -372,7 +375,7 @@ fn fetch_kernel(work: &Path, pattern: &str) -> Result<GuestKernel> {
     if !root.join("boot").exists() {
         std::fs::create_dir_all(&dir)?;
         println!("== downloading {package}");
-        crate::run_checked(
+        crate::workspace::run_checked(
             Command::new("apt-get")
                 .current_dir(&dir)
                 .args(["download", &package]),
@@ -382,7 +385,7 @@ fn fetch_kernel(work: &Path, pattern: &str) -> Result<GuestKernel> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "deb"))
             .context("downloaded .deb not found")?;
-        crate::run_checked(
+        crate::workspace::run_checked(
             Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root),
             &format!("dpkg-deb -x {}", deb.display()),
         )?;

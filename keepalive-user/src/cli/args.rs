@@ -7,10 +7,11 @@ use anyhow::Result;
 use clap::Args;
 use keepalive_user::{
     diagnose::ConnectionFilter,
-    history as store,
-    loader::{LoadOptions, default_btf_path},
-    netns,
-    workload::{self, WorkloadFilter, Workloads},
+    host::cgroup::{self, CgroupNames},
+    host::netns,
+    kernel::loader::{LoadOptions, default_btf_path},
+    output::history as store,
+    workload::WorkloadFilter,
 };
 
 /// Which connections to look at.
@@ -51,7 +52,7 @@ pub struct ConnectionArgs {
     pub cgroup_root: Option<PathBuf>,
     /// Where the kubelet keeps pod logs, whose directories name pods by UID,
     /// e.g. --pod-logs /host/var/log/pods.
-    #[arg(long, value_name = "DIR", default_value = workload::DEFAULT_POD_LOGS)]
+    #[arg(long, value_name = "DIR", default_value = cgroup::DEFAULT_POD_LOGS)]
     pub pod_logs: PathBuf,
 }
 
@@ -83,8 +84,8 @@ impl ConnectionArgs {
     }
 
     /// Names for owners' cgroups: units, containers, pods.
-    pub fn workloads(&self) -> Workloads {
-        Workloads::new(self.cgroup_root.clone(), self.pod_logs.clone())
+    pub fn workloads(&self) -> CgroupNames {
+        CgroupNames::new(self.cgroup_root.clone(), self.pod_logs.clone())
     }
 }
 
@@ -102,7 +103,7 @@ pub struct KernelArgs {
     /// BTF tracepoints, or auto (kprobes when they work, else tracepoints; `keepalive
     /// doctor` says which and why), e.g. --mode tracepoint.
     #[arg(long, value_enum, default_value = "auto", env = "KEEPALIVE_MODE")]
-    mode: keepalive_user::hooks::Mode,
+    mode: keepalive_user::kernel::hooks::AttachMode,
 }
 
 impl KernelArgs {

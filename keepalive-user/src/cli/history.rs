@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::Args;
 use keepalive_user::{
     event::Event,
-    history::{self as store, History},
-    netns,
+    host::netns,
+    output::history::{self as store, History},
     output::{Format, Writer},
     verdict::{Verdict, VerdictKind},
 };

@@ -55,7 +55,7 @@ pub enum Command {
     /// Turn keepalive on for the new TCP connections of a cgroup's processes, without
     /// changing the applications, until stopped.
     #[command(after_help = enforce::EXAMPLES)]
-    Enforce(keepalive_user::enforce::Args),
+    Enforce(enforce::EnforceArgs),
     /// List TCP connections now, with keepalive settings, timer, probes and owner (like `ss -o`).
     #[command(after_help = sockets::EXAMPLES)]
     Sockets(sockets::SocketsArgs),

@@ -4,7 +4,7 @@ use std::{io, process::ExitCode};
 
 use anyhow::Result;
 use clap::Args;
-use keepalive_user::{netns, output::Format, snapshot};
+use keepalive_user::{host::netns, host::snapshot, output::Format};
 
 use super::args::{ConnectionArgs, UsageError};
 
@@ -47,7 +47,7 @@ pub fn idle_limit_s(arg: &str) -> Result<u32> {
         return keepalive_user::path::last_limit_s()
             .map_err(|e| UsageError(format!("{e:#}")).into());
     }
-    let d = keepalive_user::history::parse_duration(arg)
+    let d = keepalive_user::output::history::parse_duration(arg)
         .map_err(|e| UsageError(format!("--idle-limit {arg}: {e}")))?;
     match u32::try_from(d.whole_seconds()) {
         Ok(s) if s >= 1 => Ok(s),
@@ -86,7 +86,7 @@ pub fn connections(
 
 /// `entries` joined with owners and options, as `connection` selects them.
 fn judged(
-    entries: Vec<keepalive_user::snapshot::SocketEntry>,
+    entries: Vec<keepalive_user::host::snapshot::SocketEntry>,
     connection: &ConnectionArgs,
     all: bool,
     limit_s: Option<u32>,

@@ -6,10 +6,10 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use keepalive_user::{
     event::Detail,
-    history,
-    metrics::{self, Metrics},
+    output::history,
+    output::metrics::{self, Metrics},
     output::{Format, Writer},
-    pipeline::{Mode, Pipeline},
+    pipeline::{Pipeline, Show},
 };
 
 use super::args::{ConnectionArgs, EndsArgs, KernelArgs, UsageError};
@@ -102,9 +102,9 @@ pub async fn run(args: TraceArgs) -> Result<ExitCode> {
         });
     let mut pipeline = Pipeline::new(
         if args.quiet {
-            Mode::Verdicts
+            Show::Verdicts
         } else {
-            Mode::Trace
+            Show::Trace
         },
         args.kind,
         args.connection.filter(),

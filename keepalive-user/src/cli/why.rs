@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use keepalive_user::{
     output::{Format, Writer},
-    pipeline::{Flow, Mode, Pipeline},
+    pipeline::{Flow, Pipeline, Show},
     replay,
 };
 
@@ -55,7 +55,7 @@ pub struct WhyArgs {
 /// Live or from a recording: the first matching connection that ends.
 pub async fn run(args: WhyArgs) -> Result<ExitCode> {
     let mut pipeline = Pipeline::new(
-        Mode::Why,
+        Show::Why,
         vec![],
         args.connection.filter(),
         Writer::new(args.format, Box::new(io::stdout())),

@@ -1375,8 +1375,9 @@ fn engine_run(connections: u64, timelines: bool) -> Value {
                 r.keepalive.count = 9;
                 r.keepalive.enabled = 1;
             }
-            let e = decoder.decode(&r);
-            let _ = engine.observe(&e);
+            for e in decoder.decode(&r.into()) {
+                let _ = engine.observe(&e);
+            }
             events += 1;
         }
     }
@@ -1401,7 +1402,7 @@ fn record_path(sockets: u64) -> Value {
         decode::{Decoder, parse_record},
         diagnose::ConnectionFilter,
         output::{Format, Writer},
-        pipeline::{Mode, Pipeline},
+        pipeline::{Pipeline, Show},
     };
     let mut r: Record = unsafe { std::mem::zeroed() };
     r.family = 2;
@@ -1458,11 +1459,11 @@ fn record_path(sockets: u64) -> Value {
     for _ in 0..5 {
         let mut decoder = Decoder::new(250, 0, vec![]);
         let out = Writer::new(Format::Json, Box::new(std::io::sink()));
-        let mut pipeline = Pipeline::new(Mode::Trace, vec![], ConnectionFilter::default(), out);
+        let mut pipeline = Pipeline::new(Show::Trace, vec![], ConnectionFilter::default(), out);
         let start = Instant::now();
         for b in bytes.chunks_exact(Record::SIZE) {
             let p = parse_record(b).unwrap();
-            for e in decoder.decode_parsed(&p) {
+            for e in decoder.decode(&p) {
                 pipeline.event(&e).unwrap();
             }
         }

@@ -473,7 +473,7 @@ mod tests {
             retransmits: 0,
             lifetime_s: Some(5.0),
             idle_s: Some(2.0),
-            error: Some("ETIMEDOUT".into()),
+            error: Some(crate::event::Errno::ETIMEDOUT),
             reason: None,
             summary: "Connection timed out".into(),
             advice: vec!["lower TCP_KEEPIDLE".into()],

@@ -1,4 +1,9 @@
-//! Writers for what keepalive prints: aligned columns for people, JSON lines for programs.
+//! Writers for what keepalive prints: aligned columns for people, JSON lines for programs
+//! ([`json_line`]); Prometheus metrics ([`metrics`]); the verdict history ([`history`]).
+
+pub mod history;
+pub mod json_line;
+pub mod metrics;
 
 use std::{collections::BTreeMap, io::Write};
 
@@ -82,7 +87,7 @@ impl Summary {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Line<'a> {
-    /// Written by [`crate::json_line::event`], byte for byte this (its tests compare them).
+    /// Written by [`crate::output::json_line::event`], byte for byte this (its tests compare them).
     #[cfg_attr(not(test), allow(dead_code))]
     Event(&'a Event),
     Verdict(&'a Verdict),
@@ -125,7 +130,7 @@ impl Writer {
         match self.format {
             Format::Json => {
                 self.line.clear();
-                crate::json_line::event(&mut self.line, e)?;
+                crate::output::json_line::event(&mut self.line, e)?;
                 self.line.push(b'\n');
                 self.out.write_all(&self.line)
             }

@@ -12,11 +12,11 @@ use tokio::io::unix::AsyncFd;
 use crate::{
     decode::{Decoder, Parsed, parse_record},
     event::Event,
-    hooks::Mode,
+    host::cgroup::CgroupNames,
     kernel,
-    loader::{self, LoadOptions},
+    kernel::hooks::AttachMode,
+    kernel::loader::{self, LoadOptions},
     pipeline::Flow,
-    workload::Workloads,
 };
 
 /// The programs loaded and attached, and their records as events.
@@ -25,7 +25,7 @@ pub struct KernelEvents {
     ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     decoder: Decoder,
-    mode: Mode,
+    mode: AttachMode,
     hz: u32,
     /// Records read from the ring, to compare with what the kernel says it queued.
     received: u64,
@@ -34,14 +34,14 @@ pub struct KernelEvents {
 impl KernelEvents {
     /// Loads and attaches the programs `opts` asks for and opens their ring buffer; events
     /// name their owners' workloads with `workloads`.
-    pub fn open(opts: &LoadOptions, workloads: Option<&Workloads>) -> Result<Self> {
+    pub fn open(opts: &LoadOptions, workloads: Option<&CgroupNames>) -> Result<Self> {
         let loader::Loaded {
             mut ebpf,
             types,
             mode,
         } = loader::load(opts)?;
         let hz = kernel::hz()?;
-        let callers_name_resets = mode == Mode::Kprobe && !types.active_reset_has_reason();
+        let callers_name_resets = mode == AttachMode::Kprobe && !types.active_reset_has_reason();
         let mut decoder = Decoder::new(hz, kernel::monotonic_to_realtime_ns(), types.reset_reasons)
             .with_drop_reasons(types.drop_reasons);
         if callers_name_resets {
@@ -64,7 +64,7 @@ impl KernelEvents {
         })
     }
 
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> AttachMode {
         self.mode
     }
 
@@ -146,7 +146,7 @@ pub fn drain_ring(
             }
         };
         drop(item);
-        for event in decoder.decode_parsed(&record) {
+        for event in decoder.decode(&record) {
             if each(decoder, &record, event)? == Flow::Stop {
                 return Ok((Flow::Stop, read));
             }

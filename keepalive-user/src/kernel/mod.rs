@@ -1,5 +1,12 @@
-//! Facts about the running kernel that the programs need: symbol addresses, HZ, clocks, and
-//! the file systems tracing relies on.
+//! The kernel side seen from user space: facts about the running kernel that the programs
+//! need (symbol addresses, HZ, clocks, the file systems tracing relies on; here), its types
+//! ([`btf`]), the programs each mode attaches ([`hooks`]), loading them ([`loader`]) and the
+//! records they send ([`records`]).
+
+pub mod btf;
+pub mod hooks;
+pub mod loader;
+pub mod records;
 
 use std::{fs, path::Path, thread, time::Duration};
 

@@ -1,4 +1,5 @@
-//! Names for the owners' cgroups, from the host: the cgroup (v2) filesystem maps a cgroup
+//! Cgroups (v2) on this host: where the hierarchy is mounted, a cgroup named on the command
+//! line, and names for the owners' cgroups: the cgroup filesystem maps a cgroup
 //! id (a directory's inode number) to its path, and the kubelet's pod log directories
 //! (`/var/log/pods/<namespace>_<name>_<uid>`) map a pod UID to its namespace and name, with
 //! no API access. What a path means is `keepalive_events::workload`'s pure business.
@@ -12,9 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keepalive_events::{decode::WorkloadNames, workload::pod_of_log_dir};
-
-pub use keepalive_events::workload::{Workload, WorkloadFilter};
+use anyhow::{Context as _, Result, bail};
+use keepalive_events::{
+    decode::WorkloadOf,
+    workload::{Workload, pod_of_log_dir},
+};
 
 /// Where the kubelet keeps pod logs.
 pub const DEFAULT_POD_LOGS: &str = "/var/log/pods";
@@ -24,14 +27,48 @@ const LOOK_AGAIN: Duration = Duration::from_secs(1);
 /// Walks stop this deep and after this many cgroups (a host has hundreds to thousands).
 const MAX_DEPTH: usize = 32;
 const MAX_CGROUPS: usize = 1 << 17;
-/// Names kept; past it the cache starts over.
+/// Cache kept; past it the cache starts over.
 const MAX_NAMED: usize = 1 << 16;
+
+/// The cgroup v2 hierarchy's mount point, from /proc/self/mountinfo.
+pub fn v2_mount() -> Result<PathBuf> {
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    parse_v2_mount(&info).context("no cgroup v2 hierarchy is mounted (fstype cgroup2)")
+}
+
+fn parse_v2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|l| {
+        // "... mount_point options - fstype source super_options"
+        let (left, right) = l.split_once(" - ")?;
+        let mount_point = left.split_whitespace().nth(4)?;
+        (right.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+/// A cgroup given as an absolute path or relative to the cgroup v2 mount.
+pub fn resolve(arg: &str) -> Result<PathBuf> {
+    let root = v2_mount()?;
+    let path = if Path::new(arg).is_absolute() && Path::new(arg).starts_with(&root) {
+        PathBuf::from(arg)
+    } else {
+        root.join(arg.trim_start_matches('/'))
+    };
+    if !path.join("cgroup.procs").exists() {
+        bail!(
+            "--cgroup {arg}: {} is not a cgroup v2 directory (the v2 hierarchy is at {})",
+            path.display(),
+            root.display()
+        );
+    }
+    Ok(path)
+}
 
 /// Cached names of cgroups, shared by the decoder and the owner lookups in /proc.
 #[derive(Clone)]
-pub struct Workloads(Arc<Mutex<Names>>);
+pub struct CgroupNames(Arc<Mutex<Cache>>);
 
-struct Names {
+struct Cache {
     /// The cgroup v2 mount; none on a host without one (then nothing is named).
     root: Option<PathBuf>,
     pod_logs: PathBuf,
@@ -44,14 +81,14 @@ struct Names {
     named: HashMap<String, Arc<Workload>>,
 }
 
-impl Workloads {
+impl CgroupNames {
     /// `root` is the cgroup v2 hierarchy (None: found in /proc/self/mountinfo).
-    pub fn new(root: Option<PathBuf>, pod_logs: PathBuf) -> Workloads {
-        let root = root.or_else(|| crate::enforce::cgroup2_mount().ok());
+    pub fn new(root: Option<PathBuf>, pod_logs: PathBuf) -> CgroupNames {
+        let root = root.or_else(|| v2_mount().ok());
         if root.is_none() {
             log::info!("no cgroup v2 hierarchy: connections are not attributed to units or pods");
         }
-        Workloads(Arc::new(Mutex::new(Names {
+        CgroupNames(Arc::new(Mutex::new(Cache {
             root,
             pod_logs,
             paths: HashMap::new(),
@@ -63,7 +100,7 @@ impl Workloads {
     }
 
     /// For the decoder: names a cgroup id.
-    pub fn for_decoder(&self) -> WorkloadNames {
+    pub fn for_decoder(&self) -> WorkloadOf {
         let me = self.clone();
         Box::new(move |id| me.of_cgroup(id))
     }
@@ -88,7 +125,7 @@ impl Workloads {
     }
 }
 
-impl Names {
+impl Cache {
     fn of_path(&mut self, path: &str) -> Arc<Workload> {
         if let Some(w) = self.named.get(path) {
             return w.clone();
@@ -165,4 +202,21 @@ fn due(last: Option<Instant>) -> bool {
 fn cgroup_path(root: &Path, dir: &Path) -> String {
     let rel = dir.strip_prefix(root).unwrap_or(dir);
     format!("/{}", rel.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_among_v1_ones() {
+        let info = "30 24 0:26 / /sys/fs/cgroup rw,nosuid - tmpfs tmpfs rw\n\
+                    33 30 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev - cgroup2 cgroup2 rw\n\
+                    34 30 0:30 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            parse_v2_mount(info),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(parse_v2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+    }
 }

@@ -10,9 +10,9 @@ use aya::{
 use keepalive_common::{KernelConfig, names};
 
 use crate::{
-    btf,
-    hooks::{self, Hook, Mode},
     kernel,
+    kernel::btf,
+    kernel::hooks::{self, AttachMode, Hook},
 };
 
 /// The compiled kernel programs, embedded in the binary.
@@ -25,7 +25,7 @@ pub struct LoadOptions {
     pub filter_netns: u32,
     /// Ring buffer size in bytes (a power of two, at least one page).
     pub ring_buffer_size: u32,
-    pub mode: Mode,
+    pub mode: AttachMode,
     /// Report every state change and socket free, not only those diagnosis uses.
     pub all_states: bool,
     /// Send every connection's end, not only those of interest (a connection filter
@@ -48,7 +48,7 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub types: btf::KernelTypes,
     /// The mode that loaded (never `Auto`).
-    pub mode: Mode,
+    pub mode: AttachMode,
 }
 
 /// Loads and attaches the programs of the mode asked for. `Auto` tries kprobe mode first and
@@ -62,19 +62,19 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         );
     }
     match opts.mode {
-        Mode::Auto => check_and_load(opts, types.clone(), Mode::Kprobe).or_else(|e| {
+        AttachMode::Auto => check_and_load(opts, types.clone(), AttachMode::Kprobe).or_else(|e| {
             eprintln!("keepalive: kprobe mode: {e:#}; using tracepoint mode");
-            check_and_load(opts, types, Mode::Tracepoint)
+            check_and_load(opts, types, AttachMode::Tracepoint)
         }),
-        Mode::Kprobe => check_and_load(opts, types, Mode::Kprobe).map_err(|e| {
+        AttachMode::Kprobe => check_and_load(opts, types, AttachMode::Kprobe).map_err(|e| {
             anyhow::anyhow!("{e:#}: kprobe mode is not possible here; try --mode tracepoint")
         }),
-        Mode::Tracepoint => check_and_load(opts, types, Mode::Tracepoint),
+        AttachMode::Tracepoint => check_and_load(opts, types, AttachMode::Tracepoint),
     }
 }
 
 /// Loads and attaches `mode` (not `Auto`) and detaches again: whether it works here.
-pub fn try_mode(opts: &LoadOptions, mode: Mode) -> Result<()> {
+pub fn try_mode(opts: &LoadOptions, mode: AttachMode) -> Result<()> {
     let types = prepare(opts)?;
     check_and_load(opts, types, mode).map(drop)
 }
@@ -94,11 +94,11 @@ fn prepare(opts: &LoadOptions) -> Result<btf::KernelTypes> {
 }
 
 /// Says what `mode` lacks on this kernel (a tracepoint, kprobes) before trying to load it.
-fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<Loaded> {
+fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode) -> Result<Loaded> {
     if let Some((group, name, what)) = missing_tracepoint(mode) {
         bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
     }
-    if mode == Mode::Kprobe
+    if mode == AttachMode::Kprobe
         && let Some(why) = kernel::kprobes_unavailable(&hooks::kprobe_functions())
     {
         bail!("{why}");
@@ -106,7 +106,7 @@ fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Re
     load_mode(opts, types, mode)
 }
 
-fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<Loaded> {
+fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode) -> Result<Loaded> {
     let config = KernelConfig {
         keepalive_timer_fn: kernel::symbol_address("tcp_keepalive_timer")?,
         offsets: types.offsets,
@@ -114,7 +114,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
         filter_netns: opts.filter_netns,
         send_reset_has_reason: types.send_reset_has_reason as u8,
         active_reset_reason_arg: types.active_reset_reason_arg,
-        resets_by_kprobe: (mode == Mode::Kprobe) as u8,
+        resets_by_kprobe: (mode == AttachMode::Kprobe) as u8,
         all_states: opts.all_states as u8,
         all_ends: opts.sends_all_ends() as u8,
         min_life_ns: opts.min_life.as_nanos().min(u64::MAX as u128) as u64,
@@ -164,7 +164,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: Mode) -> Result<
 }
 
 /// The first tracepoint `mode` needs that this kernel lacks, with what is lost without it.
-pub fn missing_tracepoint(mode: Mode) -> Option<(&'static str, &'static str, &'static str)> {
+pub fn missing_tracepoint(mode: AttachMode) -> Option<(&'static str, &'static str, &'static str)> {
     hooks::programs(mode).find_map(|p| match p.hook {
         Hook::Tracepoint { group, name }
             if !p.needs_drop_reasons && !kernel::has_tracepoint(group, name) =>

@@ -3,7 +3,7 @@
 
 /// How the keepalive timer and the resets sockets send are hooked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
+pub enum AttachMode {
     /// Kprobe mode where the kernel has kprobes, else tracepoint mode.
     Auto,
     /// Kprobes on tcp_keepalive_timer and tcp_send_active_reset: only the keepalive timer
@@ -13,12 +13,12 @@ pub enum Mode {
     Tracepoint,
 }
 
-impl Mode {
+impl AttachMode {
     pub fn name(self) -> &'static str {
         match self {
-            Mode::Auto => "auto",
-            Mode::Kprobe => "kprobe",
-            Mode::Tracepoint => "tracepoint",
+            AttachMode::Auto => "auto",
+            AttachMode::Kprobe => "kprobe",
+            AttachMode::Tracepoint => "tracepoint",
         }
     }
 }
@@ -26,16 +26,16 @@ impl Mode {
 pub use keepalive_common::programs::{Hook, Modes, PROGRAMS, Program};
 
 /// Whether `mode` (not `Auto`) attaches `program`.
-pub fn in_mode(program: &Program, mode: Mode) -> bool {
+pub fn in_mode(program: &Program, mode: AttachMode) -> bool {
     match program.modes {
         Modes::Both => true,
-        Modes::Tracepoint => mode == Mode::Tracepoint,
-        Modes::Kprobe => mode == Mode::Kprobe,
+        Modes::Tracepoint => mode == AttachMode::Tracepoint,
+        Modes::Kprobe => mode == AttachMode::Kprobe,
     }
 }
 
 /// The programs `mode` (not `Auto`) attaches, in order.
-pub fn programs(mode: Mode) -> impl Iterator<Item = &'static Program> {
+pub fn programs(mode: AttachMode) -> impl Iterator<Item = &'static Program> {
     PROGRAMS.iter().filter(move |p| in_mode(p, mode))
 }
 
@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn each_mode_hooks_the_keepalive_timer_and_every_common_tracepoint() {
-        for mode in [Mode::Kprobe, Mode::Tracepoint] {
+        for mode in [AttachMode::Kprobe, AttachMode::Tracepoint] {
             let names: Vec<_> = programs(mode).map(|p| p.name).collect();
             assert!(
                 names.iter().any(|n| n.contains("timer")),

@@ -76,9 +76,9 @@ fn detail(out: &mut Vec<u8>, d: &Detail) -> io::Result<()> {
             reason,
             kernel_reason,
         } => {
-            string_field(out, "reason", reason)?;
+            string_field(out, "reason", reason.name())?;
             if let Some(k) = kernel_reason {
-                string_field(out, "kernel_reason", k)?;
+                string_field(out, "kernel_reason", k.name())?;
             }
         }
         Detail::ResetReceived {} | Detail::SocketDestroyed {} => {}
@@ -100,7 +100,7 @@ fn detail(out: &mut Vec<u8>, d: &Detail) -> io::Result<()> {
             }
         }
         Detail::SocketError { error, errno } => {
-            string_field(out, "error", error)?;
+            string_field(out, "error", &error.name())?;
             out.extend_from_slice(br#","errno":"#);
             int(out, *errno);
         }
@@ -344,7 +344,7 @@ fn ts(out: &mut Vec<u8>, t: OffsetDateTime) -> io::Result<()> {
 mod tests {
     use std::sync::Arc;
 
-    use keepalive_events::event::{SetBySocket, SocketId, TcpState};
+    use keepalive_events::event::{Errno, ResetReason, SetBySocket, SocketId, TcpState};
 
     use super::*;
     use crate::output::Line;
@@ -367,12 +367,12 @@ mod tests {
                 probes: 0,
             },
             Detail::ResetSent {
-                reason: "TCP_KEEPALIVE_TIMEOUT".into(),
+                reason: ResetReason::from_name("TCP_KEEPALIVE_TIMEOUT"),
                 kernel_reason: None,
             },
             Detail::ResetSent {
-                reason: "TCP_ABORT_ON_LINGER".into(),
-                kernel_reason: Some("NOT_SPECIFIED \"odd\"".into()),
+                reason: ResetReason::AbortOnLinger,
+                kernel_reason: Some(ResetReason::from_name("NOT_SPECIFIED \"odd\"")),
             },
             Detail::ResetReceived {},
             Detail::StateChange {
@@ -412,7 +412,7 @@ mod tests {
                 }),
             },
             Detail::SocketError {
-                error: "ETIMEDOUT".into(),
+                error: Errno::ETIMEDOUT,
                 errno: 110,
             },
             Detail::SocketDestroyed {},
