@@ -104,6 +104,29 @@ record_kinds! {
     PacketDropped = 12, PACKET_DROPPED, "packet_dropped";
 }
 
+/// TCP states (include/net/tcp_states.h), as `skc_state` and the records hold them.
+pub mod tcp_state {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+    pub const BOUND_INACTIVE: u8 = 13;
+}
+
+/// Address families, as [`Record::family`] holds them.
+pub mod family {
+    pub const INET: u16 = 2;
+    pub const INET6: u16 = 10;
+}
+
 /// Values of a [`Kind::PacketDropped`] record's `arg1`: whose packet this host dropped.
 pub mod drop_direction {
     /// The peer's, arriving (an answer this host threw away).

@@ -2,6 +2,10 @@
 //! modes, and what is lost without it. The kernel's nesting guards take their slots from here,
 //! and the user side's loader and `keepalive doctor` attach and check from this table.
 
+/// The kernel function that runs a socket's keepalive timer: what kprobe mode hooks and
+/// tracepoint mode finds among all timers by its address.
+pub const KEEPALIVE_TIMER_FN: &str = "tcp_keepalive_timer";
+
 /// Slots of the kernel's per-CPU table of events a guarded tracepoint's first program took,
 /// one per guarded tracepoint.
 pub mod guard_slot {
@@ -132,12 +136,12 @@ pub const PROGRAMS: &[Program] = &[
     ),
     kprobe(
         "keepalive_timer_kprobe",
-        "tcp_keepalive_timer",
+        KEEPALIVE_TIMER_FN,
         "keepalive probes and timeouts",
     ),
     kprobe(
         "keepalive_timer_kretprobe",
-        "tcp_keepalive_timer",
+        KEEPALIVE_TIMER_FN,
         "keepalive probes and timeouts",
     ),
     kprobe(

@@ -7,24 +7,11 @@ use aya_ebpf::{
 };
 use keepalive_common::{Field, KeepaliveSettings, Pointer, Record, set_by_socket};
 
-pub const AF_INET: u16 = 2;
-pub const AF_INET6: u16 = 10;
+pub const AF_INET: u16 = keepalive_common::family::INET;
+pub const AF_INET6: u16 = keepalive_common::family::INET6;
 pub const IPPROTO_TCP: u16 = 6;
 
-/// TCP states (include/net/tcp_states.h), as `skc_state` and the records hold them.
-pub mod tcp_state {
-    pub const ESTABLISHED: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const FIN_WAIT1: u8 = 4;
-    pub const FIN_WAIT2: u8 = 5;
-    pub const TIME_WAIT: u8 = 6;
-    pub const CLOSE: u8 = 7;
-    pub const CLOSE_WAIT: u8 = 8;
-    pub const LAST_ACK: u8 = 9;
-    pub const LISTEN: u8 = 10;
-    pub const CLOSING: u8 = 11;
-    pub const NEW_SYN_RECV: u8 = 12;
-}
+pub use keepalive_common::tcp_state;
 use tcp_state::{NEW_SYN_RECV as TCP_NEW_SYN_RECV, TIME_WAIT as TCP_TIME_WAIT};
 
 /// Reads a `T` at `base + off`; a fault reads as zero (the helper zeroes the destination).

@@ -20,7 +20,7 @@ use crate::event::{
 use crate::table::{Map, mostly_empty, shrink_map};
 use crate::workload::Workload;
 
-const AF_INET6: u16 = 10;
+const AF_INET6: u16 = keepalive_common::family::INET6;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only sockets
 /// never seen closing or being destroyed accumulate).
 const MAX_SOCKETS: usize = 1 << 18;

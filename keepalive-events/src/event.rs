@@ -307,20 +307,21 @@ pub enum TcpState {
 impl TcpState {
     pub fn from_kernel(v: u32) -> Self {
         use TcpState::*;
-        match v {
-            1 => Established,
-            2 => SynSent,
-            3 => SynRecv,
-            4 => FinWait1,
-            5 => FinWait2,
-            6 => TimeWait,
-            7 => Close,
-            8 => CloseWait,
-            9 => LastAck,
-            10 => Listen,
-            11 => Closing,
-            12 => NewSynRecv,
-            13 => BoundInactive,
+        use keepalive_common::tcp_state as k;
+        match u8::try_from(v).unwrap_or(0) {
+            k::ESTABLISHED => Established,
+            k::SYN_SENT => SynSent,
+            k::SYN_RECV => SynRecv,
+            k::FIN_WAIT1 => FinWait1,
+            k::FIN_WAIT2 => FinWait2,
+            k::TIME_WAIT => TimeWait,
+            k::CLOSE => Close,
+            k::CLOSE_WAIT => CloseWait,
+            k::LAST_ACK => LastAck,
+            k::LISTEN => Listen,
+            k::CLOSING => Closing,
+            k::NEW_SYN_RECV => NewSynRecv,
+            k::BOUND_INACTIVE => BoundInactive,
             _ => Unknown,
         }
     }

@@ -10,6 +10,7 @@ use aya::{
     programs::ProgramType,
     sys::{is_map_supported, is_program_supported},
 };
+use keepalive_common::programs::KEEPALIVE_TIMER_FN;
 
 use crate::{
     kernel,
@@ -44,8 +45,8 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
         (Err(e), _) => writeln!(out, "BTF:          missing or unusable: {e:#}")?,
         (Ok(_), Err(e)) => writeln!(out, "BTF:          {}: {e}", btf_path.display())?,
     }
-    match kernel::symbol_address("tcp_keepalive_timer") {
-        Ok(a) => writeln!(out, "kallsyms:     tcp_keepalive_timer at {a:#x}")?,
+    match kernel::symbol_address(KEEPALIVE_TIMER_FN) {
+        Ok(a) => writeln!(out, "kallsyms:     {KEEPALIVE_TIMER_FN} at {a:#x}")?,
         Err(e) => writeln!(out, "kallsyms:     {e:#}")?,
     }
     let _ = kernel::ensure_tracefs();

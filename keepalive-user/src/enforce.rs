@@ -9,7 +9,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::{CgroupAttachMode, SockOps},
 };
-use keepalive_common::{EnforceConfig, names};
+use keepalive_common::{EnforceConfig, family, names};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -50,9 +50,9 @@ pub async fn run(opts: &Settings, mut out: Writer) -> Result<()> {
         Some(std::net::IpAddr::V4(a)) => {
             let mut b = [0u8; 16];
             b[..4].copy_from_slice(&a.octets());
-            (b, 2)
+            (b, family::INET)
         }
-        Some(std::net::IpAddr::V6(a)) => (a.octets(), 10),
+        Some(std::net::IpAddr::V6(a)) => (a.octets(), family::INET6),
         None => ([0; 16], 0),
     };
     let config = EnforceConfig {

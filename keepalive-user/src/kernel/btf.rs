@@ -1,5 +1,8 @@
-//! Kernel struct layouts from the running kernel's BTF, so the kernel programs read the right
-//! bytes on any kernel without hard-coded offsets.
+//! The running kernel's BTF, read here and nowhere else: struct layouts, so the kernel
+//! programs read the right bytes on any kernel without hard-coded offsets, the enums and
+//! tracepoint arguments that say what this kernel offers, and aya's parse of the same bytes,
+//! which the loader needs to attach BTF tracepoints (aya's types are its own, so the
+//! lookups above use btf_rs).
 
 use std::path::Path;
 
@@ -25,6 +28,8 @@ pub struct KernelTypes {
     /// Which argument of `tcp_send_active_reset()` (from 0) is its reason: 2 from Linux
     /// 6.10, 1 once the priority argument went; 0 when it takes none.
     pub active_reset_reason_arg: u8,
+    /// The same BTF as aya reads it, for attaching BTF tracepoints.
+    pub for_loader: std::sync::Arc<aya::Btf>,
 }
 
 impl KernelTypes {
@@ -49,14 +54,19 @@ impl KernelTypes {
 }
 
 pub fn load(path: &Path) -> Result<KernelTypes> {
-    let btf = Btf::from_file(path).map_err(|e| {
+    let unreadable = |e: &dyn std::fmt::Display| {
         anyhow!(
             "cannot read kernel BTF from {}: {e}; tracepoint mode needs it for struct layouts \
              and BTF tracepoints, so nothing can be traced (kernels need \
              CONFIG_DEBUG_INFO_BTF=y)",
             path.display()
         )
-    })?;
+    };
+    // Worded as btf_rs words a file it cannot open.
+    let bytes = std::fs::read(path).map_err(|e| unreadable(&format!("i/o error: {e}")))?;
+    let btf = Btf::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
+    let for_loader =
+        aya::Btf::parse(&bytes, aya::Endianness::default()).map_err(|e| unreadable(&e))?;
     let types = Types(&btf);
     let offsets = Offsets::resolve(|field| types.resolve(field))?;
     let reset_reasons = types
@@ -93,6 +103,7 @@ pub fn load(path: &Path) -> Result<KernelTypes> {
         drop_reasons,
         kfree_skb_has_rx_sk,
         active_reset_reason_arg,
+        for_loader: std::sync::Arc::new(for_loader),
     })
 }
 

@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use aya::{
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Ebpf, EbpfError, EbpfLoader,
     programs::{BtfTracePoint, KProbe, ProgramError},
 };
+use keepalive_common::programs::KEEPALIVE_TIMER_FN;
 use keepalive_common::{KernelConfig, names};
 
 use crate::{
@@ -108,7 +109,7 @@ fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode)
 
 fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode) -> Result<Loaded> {
     let config = KernelConfig {
-        keepalive_timer_fn: kernel::symbol_address("tcp_keepalive_timer")?,
+        keepalive_timer_fn: kernel::symbol_address(KEEPALIVE_TIMER_FN)?,
         offsets: types.offsets,
         filter_port: opts.filter_port,
         filter_netns: opts.filter_netns,
@@ -133,8 +134,6 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode) -> R
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf).map(spawn_kernel_log) {
         log::debug!("kernel-side diagnostics unavailable: {e}");
     }
-    let aya_btf = Btf::parse_file(&opts.btf_path, Default::default())
-        .with_context(|| format!("parsing {}", opts.btf_path.display()))?;
     for program in hooks::programs(mode).filter(|p| {
         (opts.all_states || !p.all_states_only)
             && (types.has_drop_reasons() || !p.needs_drop_reasons)
@@ -145,7 +144,7 @@ fn load_mode(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode) -> R
         match program.hook {
             Hook::Tracepoint { name, .. } => {
                 let p: &mut BtfTracePoint = p.try_into()?;
-                p.load(name, &aya_btf)
+                p.load(name, &types.for_loader)
                     .map_err(|e| explain_program_error(e, "tracepoint", name))?;
                 p.attach()
                     .map_err(|e| explain_program_error(e, "tracepoint", name))?;

@@ -11,6 +11,7 @@ pub mod records;
 use std::{fs, path::Path, thread, time::Duration};
 
 use anyhow::{Context as _, Result, bail};
+use keepalive_common::programs::KEEPALIVE_TIMER_FN;
 
 /// Address of a kernel text symbol from /proc/kallsyms.
 pub fn symbol_address(name: &str) -> Result<u64> {
@@ -201,7 +202,7 @@ pub fn kprobes_unavailable(functions: &[&str]) -> Option<String> {
 /// (named like Linux 6.10's `enum sk_rst_reason`, which older kernels lack). The kprobe
 /// reports the caller's address; this names it.
 const RESET_CALLERS: &[(&str, &str)] = &[
-    ("tcp_keepalive_timer", "TCP_KEEPALIVE_TIMEOUT"),
+    (KEEPALIVE_TIMER_FN, "TCP_KEEPALIVE_TIMEOUT"),
     // close() with unread data (a linger-0 close goes through tcp_disconnect).
     ("__tcp_close", "TCP_ABORT_ON_CLOSE"),
     ("tcp_close", "TCP_ABORT_ON_CLOSE"),

@@ -677,46 +677,15 @@ tracepoint:skb:kfree_skb {{ printf("drop %d\n", args->reason); }}
         .join("\n")
 }
 
-/// sk_timer in struct sock and icsk_probes_out in inet_connection_sock, from BTF through the
-/// keepalive binary's own resolver is not exposed; bpftool's C dump is parsed instead.
+/// The keepalive timer's place in the socket and icsk_probes_out, from this kernel's BTF as
+/// keepalive itself resolves them.
 fn offsets() -> (u64, u64) {
-    let out = Command::new("bpftool")
-        .args([
-            "btf",
-            "dump",
-            "file",
-            "/sys/kernel/btf/vmlinux",
-            "format",
-            "raw",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let member = |st: &str, m: &str| -> u64 {
-        let mut in_struct = false;
-        for l in text.lines() {
-            if l.starts_with('[') {
-                in_struct = l.contains(&format!("STRUCT '{st}' "));
-                continue;
-            }
-            if in_struct && l.trim_start().starts_with(&format!("'{m}' ")) {
-                let bits: u64 = l
-                    .split("bits_offset=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                return bits / 8;
-            }
-        }
-        panic!("{st}.{m} not found in BTF")
-    };
+    let types =
+        keepalive_user::kernel::btf::load(keepalive_user::kernel::loader::default_btf_path())
+            .expect("kernel BTF");
     (
-        member("sock", "sk_timer"),
-        member("inet_connection_sock", "icsk_probes_out"),
+        types.offsets.sk_timer.value.into(),
+        types.offsets.probes_out.value.into(),
     )
 }
 
