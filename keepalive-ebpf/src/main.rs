@@ -2,9 +2,15 @@
 //!
 //! Tracepoint mode uses BTF-typed tracepoints (tp_btf): the keepalive timer is found among
 //! all timers by its function address, everything else comes from TCP and socket tracepoints.
-//! What saves real work is decided here: a connection's life and its keepalive timer's
-//! probes are folded into per-socket tables (life.rs, timer.rs), and an ordinary end is only
-//! counted. Correlation across events and diagnosis happen in user space.
+//! Kprobe mode hooks the timer and active resets directly. Which programs exist, where they
+//! attach and their nesting guards' slots are declared in `keepalive_common::programs`; the
+//! fields they read, in `keepalive_common::Offsets`.
+//!
+//! Only what saves real work is decided here: a connection's start and close are kept in a
+//! per-socket table until it ends (life.rs), a keepalive timer's probes in another
+//! (timer.rs), dying connections' dropped packets are matched by their ends (drops.rs), and
+//! an ordinary end is only counted. Records are built and queued in record.rs, sockets read in
+//! sock.rs. A connection's story and its verdict are user space's work.
 #![no_std]
 #![no_main]
 // Atomic add on a map value (LOST); the BPF target has no atomic types.
