@@ -115,6 +115,8 @@ pub struct Segment {
     pub flags: u8,
     /// Payload bytes.
     pub len: u32,
+    /// When it was captured, seconds since the epoch.
+    pub at: f64,
 }
 
 const FIN: u8 = 0x01;
@@ -330,10 +332,20 @@ pub fn read_pcap(bytes: &[u8]) -> Vec<Segment> {
         other => panic!("not a pcap file: magic {other:02x?}"),
     };
     let link = u32_at(bytes, 20, le);
+    // The second magic of each pair stamps nanoseconds, the first microseconds.
+    let fraction = if matches!(
+        &bytes[..4],
+        [0x4d, 0x3c, 0xb2, 0xa1] | [0xa1, 0xb2, 0x3c, 0x4d]
+    ) {
+        1e-9
+    } else {
+        1e-6
+    };
     let mut segments = vec![];
     let mut at = 24;
     while at + 16 <= bytes.len() {
         let caplen = u32_at(bytes, at + 8, le) as usize;
+        let stamp = u32_at(bytes, at, le) as f64 + u32_at(bytes, at + 4, le) as f64 * fraction;
         let frame = &bytes[at + 16..(at + 16 + caplen).min(bytes.len())];
         at += 16 + caplen;
         let (ethertype, l3) = match link {
@@ -343,7 +355,8 @@ pub fn read_pcap(bytes: &[u8]) -> Vec<Segment> {
             1 | 113 | 276 => continue,
             other => panic!("link type {other} not read"),
         };
-        if let Some(s) = segment(ethertype, &frame[l3..]) {
+        if let Some(mut s) = segment(ethertype, &frame[l3..]) {
+            s.at = stamp;
             segments.push(s);
         }
     }
@@ -382,6 +395,7 @@ fn segment(ethertype: u16, ip: &[u8]) -> Option<Segment> {
         ack: word(8),
         flags: t[13],
         len: payload_end.saturating_sub(tcp + header) as u32,
+        at: 0.0,
     })
 }
 
@@ -397,6 +411,7 @@ mod tests {
             ack,
             flags,
             len,
+            at: 0.0,
         }
     }
 
