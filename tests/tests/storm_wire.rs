@@ -32,6 +32,7 @@ fn storm_trace_against_wire_and_counter() {
     let ns = Netns::new("storm");
     let inst = "/sys/kernel/tracing/instances/storm";
     let _ = std::fs::create_dir(inst);
+    let _instance = Instance(inst);
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap();
     let addr = kallsyms
         .lines()
@@ -78,7 +79,7 @@ fn storm_trace_against_wire_and_counter() {
         .lines()
         .filter(|l| l.contains("timer_expire_entry"))
         .count();
-    let _ = std::fs::remove_dir(inst);
+
     let lines = tracer.stop();
     let wire = capture.stop();
     let traced = KeepaliveOnWire::in_trace(&lines);
@@ -168,4 +169,17 @@ fn storm_trace_against_wire_and_counter() {
         (traced.probes, traced.answers),
         (on_wire.probes, on_wire.answers)
     );
+}
+
+/// A tracefs instance of the experiment's, removed at the end (also when it fails).
+struct Instance(&'static str);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = std::fs::write(
+            format!("{}/events/timer/timer_expire_entry/enable", self.0),
+            "0",
+        );
+        let _ = std::fs::remove_dir(self.0);
+    }
 }
