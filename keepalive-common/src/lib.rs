@@ -139,7 +139,7 @@ pub mod drop_direction {
 /// by address and port pair (the FLOWS map, preallocated), as many as [`CONNECTION_LIFE_SLOTS`]: a
 /// storm of 50,000 probing connections fits. Past it, each time a connection starts probing
 /// and is not followed, a `packet_dropped` is counted lost.
-pub const FOLLOWED_FLOW_SLOTS: u32 = 1 << 16;
+pub const FOLLOWED_FLOW_SLOTS: u32 = CONNECTION_LIFE_SLOTS;
 
 /// Entries of the LOST map: one per record kind (see [`Kind`]), so user space can say what
 /// was lost.

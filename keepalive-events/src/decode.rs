@@ -9,7 +9,7 @@ use std::{
 use bytes::Buf;
 use keepalive_common::{
     ConnectionLife, KeepaliveSettings, Kind, LifeRecord, REASON_UNKNOWN, Record, drop_direction,
-    flag, kind, owner_from,
+    family, flag, kind, owner_from,
 };
 use time::OffsetDateTime;
 
@@ -20,7 +20,6 @@ use crate::event::{
 use crate::table::{Map, mostly_empty, shrink_map};
 use crate::workload::Workload;
 
-const AF_INET6: u16 = keepalive_common::family::INET6;
 /// Sockets remembered at once; the oldest knowledge is dropped past this (only sockets
 /// never seen closing or being destroyed accumulate).
 const MAX_SOCKETS: usize = 1 << 18;
@@ -537,7 +536,7 @@ fn identify<'a>(
     r: &Record,
 ) -> (SocketId, Option<&'a mut SocketSeen>) {
     let addr = |a: &[u8; 16]| -> IpAddr {
-        if r.family == AF_INET6 {
+        if r.family == family::INET6 {
             Ipv6Addr::from(*a).into()
         } else {
             Ipv4Addr::new(a[0], a[1], a[2], a[3]).into()
@@ -597,10 +596,7 @@ pub(crate) mod tests {
 
     /// The one event `r` decodes to.
     fn one(d: &mut Decoder, r: &Record) -> Event {
-        let mut events = d.decode(&Parsed::from(*r)).into_iter();
-        let event = events.next().expect("an event");
-        assert!(events.next().is_none(), "one event");
-        event
+        only(d.decode(&Parsed::from(*r)))
     }
     use keepalive_common::set_by_socket;
 

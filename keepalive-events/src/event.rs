@@ -375,12 +375,16 @@ impl Errno {
         errno_name(self.0)
     }
 
-    /// The errno a name stands for (as [`Self::name`] writes it).
+    /// The errno a name stands for (as [`Self::name`] writes it). Replays and histories
+    /// read one per error, so the names are listed once.
     pub fn from_name(name: &str) -> Option<Errno> {
+        static BY_NAME: std::sync::OnceLock<std::collections::HashMap<String, Errno>> =
+            std::sync::OnceLock::new();
         // Linux's errnos are below 140; a name outside is written E<n>.
-        (1..256)
-            .map(Errno)
-            .find(|e| e.name() == name)
+        let by_name = BY_NAME.get_or_init(|| (1..256).map(|n| (errno_name(n), Errno(n))).collect());
+        by_name
+            .get(name)
+            .copied()
             .or_else(|| name.strip_prefix('E')?.parse().ok().map(Errno))
     }
 }

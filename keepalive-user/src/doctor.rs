@@ -15,7 +15,7 @@ use keepalive_common::programs::KEEPALIVE_TIMER_FN;
 use crate::{
     kernel,
     kernel::btf,
-    kernel::hooks::{self, AttachMode, Modes},
+    kernel::hooks::{self, AttachMode, Hook, Modes},
     kernel::loader::{self, LoadOptions},
 };
 
@@ -60,19 +60,22 @@ pub fn report(opts: &LoadOptions, out: &mut impl Write) -> Result<bool> {
             "not mounted (and mounting it failed)"
         }
     )?;
-    let kprobe_functions = hooks::kprobe_functions();
+    let kprobe_functions: Vec<&str> = hooks::kprobe_functions().collect();
     match kernel::kprobes_unavailable(&kprobe_functions) {
         None => writeln!(out, "kprobes:      yes ({})", kprobe_functions.join(", "))?,
         Some(why) => writeln!(out, "kprobes:      no: {why}")?,
     }
 
     writeln!(out, "\ntracepoints:")?;
-    for (group, name, modes, what) in hooks::tracepoints() {
+    for p in hooks::tracepoints() {
+        let Hook::Tracepoint { group, name } = p.hook else {
+            continue;
+        };
         let have = kernel::has_tracepoint(group, name);
         // Tracepoint mode's own tracepoints: kprobe mode does without them.
-        let what = match modes {
-            Modes::Tracepoint => format!("{what} in tracepoint mode"),
-            _ => what.to_string(),
+        let what = match p.modes {
+            Modes::Tracepoint => format!("{} in tracepoint mode", p.lost_without),
+            _ => p.lost_without.to_string(),
         };
         writeln!(
             out,

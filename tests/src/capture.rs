@@ -209,10 +209,7 @@ impl Wire {
             if s.src == local {
                 if s.flags & RST != 0 {
                     seen.resets_sent += 1;
-                } else if s.len == 0
-                    && s.flags & (SYN | FIN) == 0
-                    && acked.is_some_and(|a| s.seq == a.wrapping_sub(1))
-                {
+                } else if is_probe(s, acked) {
                     seen.probes += 1;
                     out += 1;
                 }
@@ -220,9 +217,8 @@ impl Wire {
                 if s.flags & RST != 0 {
                     seen.resets_received += 1;
                 }
-                // A RST is no answer, whatever it acknowledges.
-                if s.flags & ACK != 0 && s.flags & RST == 0 {
-                    acked = Some(s.ack);
+                if let Some(a) = acknowledges(s) {
+                    acked = Some(a);
                     if out > 0 {
                         seen.answers += 1;
                         out = 0;
@@ -231,6 +227,37 @@ impl Wire {
             }
         }
         seen
+    }
+}
+
+/// A segment with no data at the sequence before the one its peer acknowledged last
+/// (`acked`, snd_una): a keepalive probe.
+fn is_probe(s: &Segment, acked: Option<u32>) -> bool {
+    s.len == 0
+        && s.flags & (SYN | FIN | RST) == 0
+        && acked.is_some_and(|a| s.seq == a.wrapping_sub(1))
+}
+
+/// What a segment acknowledges, if it is an acknowledgement (a RST is no answer, whatever
+/// it acknowledges).
+fn acknowledges(s: &Segment) -> Option<u32> {
+    (s.flags & ACK != 0 && s.flags & RST == 0).then_some(s.ack)
+}
+
+impl Wire {
+    /// The keepalive probes `local` sent to `peer`, as [`Wire::keepalive_between`] counts
+    /// them.
+    pub fn probes_between(&self, local: SocketAddr, peer: SocketAddr) -> Vec<&Segment> {
+        let mut acked = None;
+        let mut probes = vec![];
+        for s in &self.segments {
+            if (s.src, s.dst) == (peer, local) {
+                acked = acknowledges(s).or(acked);
+            } else if (s.src, s.dst) == (local, peer) && is_probe(s, acked) {
+                probes.push(s);
+            }
+        }
+        probes
     }
 }
 

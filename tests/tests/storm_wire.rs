@@ -128,21 +128,12 @@ fn storm_trace_against_wire_and_counter() {
                                 / 1e9
                         })
                         .collect();
-                let mut acked = None;
-                for s in wire.segments.iter() {
-                    if s.src == peer && s.dst == local && s.flags & 0x10 != 0 {
-                        acked = Some(s.ack);
-                    }
-                    if s.src == local
-                        && s.dst == peer
-                        && s.len == 0
-                        && s.flags & 0x07 == 0
-                        && acked.is_some_and(|a: u32| s.seq == a.wrapping_sub(1))
-                        && !traced_at.iter().any(|t| (t - s.at).abs() < 0.03)
-                    {
-                        unseen.push(s.at);
-                    }
-                }
+                unseen.extend(
+                    wire.probes_between(local, peer)
+                        .iter()
+                        .map(|s| s.at)
+                        .filter(|at| !traced_at.iter().any(|t| (t - at).abs() < 0.03)),
+                );
             }
         }
         on_wire.probes += k.probes;

@@ -30,9 +30,7 @@ pub fn crate_graph(root: &Path) -> Result<Graph> {
     let mut modules = BTreeSet::new();
     let mut files = vec![];
     collect(root, &[], true, &mut modules, &mut files)?;
-    for (file, module) in files {
-        let text = fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-        let ast = syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
+    for (ast, module) in files {
         let mut seen = Seen {
             modules: &modules,
             at: module.clone(),
@@ -50,10 +48,9 @@ fn collect(
     at: &[String],
     owns_dir: bool,
     modules: &mut BTreeSet<ModulePath>,
-    files: &mut Vec<(PathBuf, ModulePath)>,
+    files: &mut Vec<(syn::File, ModulePath)>,
 ) -> Result<()> {
     modules.insert(at.to_vec());
-    files.push((file.to_path_buf(), at.to_vec()));
     let text = fs::read_to_string(file).with_context(|| file.display().to_string())?;
     let ast = syn::parse_file(&text).with_context(|| format!("parsing {}", file.display()))?;
     // lib.rs, main.rs and mod.rs keep their children beside them; foo.rs in foo/.
@@ -62,7 +59,9 @@ fn collect(
     } else {
         file.with_extension("")
     };
-    collect_items(&ast.items, at, &dir, modules, files)
+    collect_items(&ast.items, at, &dir, modules, files)?;
+    files.push((ast, at.to_vec()));
+    Ok(())
 }
 
 fn collect_items(
@@ -70,7 +69,7 @@ fn collect_items(
     at: &[String],
     dir: &Path,
     modules: &mut BTreeSet<ModulePath>,
-    files: &mut Vec<(PathBuf, ModulePath)>,
+    files: &mut Vec<(syn::File, ModulePath)>,
 ) -> Result<()> {
     for item in items {
         let syn::Item::Mod(m) = item else { continue };

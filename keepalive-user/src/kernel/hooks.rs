@@ -23,7 +23,9 @@ impl AttachMode {
     }
 }
 
-pub use keepalive_common::programs::{Hook, Modes, PROGRAMS, Program};
+pub use keepalive_common::programs::{
+    Hook, Modes, PROGRAMS, Program, kprobe_functions, tracepoints,
+};
 
 /// Whether `mode` (not `Auto`) attaches `program`.
 pub fn in_mode(program: &Program, mode: AttachMode) -> bool {
@@ -37,22 +39,6 @@ pub fn in_mode(program: &Program, mode: AttachMode) -> bool {
 /// The programs `mode` (not `Auto`) attaches, in order.
 pub fn programs(mode: AttachMode) -> impl Iterator<Item = &'static Program> {
     PROGRAMS.iter().filter(move |p| in_mode(p, mode))
-}
-
-/// Each tracepoint any mode uses, once, with the modes that need it and what is lost
-/// without it.
-pub fn tracepoints() -> Vec<(&'static str, &'static str, Modes, &'static str)> {
-    keepalive_common::programs::tracepoints()
-        .filter_map(|p| match p.hook {
-            Hook::Tracepoint { group, name } => Some((group, name, p.modes, p.lost_without)),
-            Hook::Kprobe(_) => None,
-        })
-        .collect()
-}
-
-/// The kernel functions kprobe mode hooks, once each.
-pub fn kprobe_functions() -> Vec<&'static str> {
-    keepalive_common::programs::kprobe_functions().collect()
 }
 
 #[cfg(test)]
@@ -70,10 +56,10 @@ mod tests {
             assert!(names.contains(&"tcp_send_reset"), "{mode:?}");
         }
         assert_eq!(
-            kprobe_functions(),
+            kprobe_functions().collect::<Vec<_>>(),
             ["tcp_keepalive_timer", "tcp_send_active_reset"]
         );
         // Two tracepoints are tracepoint mode's own, seven are common.
-        assert_eq!(tracepoints().len(), 9);
+        assert_eq!(tracepoints().count(), 9);
     }
 }

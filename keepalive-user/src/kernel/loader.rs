@@ -100,7 +100,8 @@ fn check_and_load(opts: &LoadOptions, types: btf::KernelTypes, mode: AttachMode)
         bail!("this kernel has no tracepoint {group}:{name}; keepalive cannot report {what}");
     }
     if mode == AttachMode::Kprobe
-        && let Some(why) = kernel::kprobes_unavailable(&hooks::kprobe_functions())
+        && let Some(why) =
+            kernel::kprobes_unavailable(&hooks::kprobe_functions().collect::<Vec<_>>())
     {
         bail!("{why}");
     }

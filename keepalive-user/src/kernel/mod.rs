@@ -78,8 +78,12 @@ struct JiffiesSample {
 }
 
 fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC) as u64
+}
+
+fn clock_ns(clock: nix::time::ClockId) -> i128 {
+    let t = nix::time::clock_gettime(clock).expect("clock_gettime");
+    t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128
 }
 
 /// The one rate between the slowest and fastest the two samples allow, if only one fits. The
@@ -123,12 +127,8 @@ fn parse_timer_list(text: &str) -> Option<u64> {
 
 /// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to get wall time.
 pub fn monotonic_to_realtime_ns() -> i128 {
-    let now = |clock| {
-        let t = nix::time::clock_gettime(clock).expect("clock_gettime");
-        t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128
-    };
-    let mono = now(nix::time::ClockId::CLOCK_MONOTONIC);
-    let real = now(nix::time::ClockId::CLOCK_REALTIME);
+    let mono = clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
+    let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
     real - mono
 }
 
